@@ -1,0 +1,484 @@
+"""Data modules: one ``LightningDataModule`` per ``conf/data/*.yaml`` option.
+
+Every module sets ``name``, ``in_channels``, ``num_classes``, ``input_size`` (C, H, W) and ``stem`` in
+``__init__`` (before ``setup``) because the model is built from them, and offers ``train_dataloader``,
+``val_dataloader`` and ``test_dataloader``.
+
+- :class:`DigitsData` (default): scikit-learn's bundled 8x8 digits, in memory, batched by :class:`TensorBatches`.
+- :class:`CIFARData`: CIFAR-10/100 in torchvision's on-disk format.
+- :class:`ImageNetData`: an ImageFolder tree with Bi-Real's transforms (section 4.1).
+- :class:`FolderData`: any ImageFolder tree with ``train/`` and ``val/`` (optional ``test/``).
+
+Shuffling is deterministic given ``data.seed``: :class:`TensorBatches` draws epoch ``e``'s order from a
+generator seeded with ``seed + e``; the torch DataLoaders of the other modules draw theirs from a generator
+seeded with ``seed``. Validation/test splits are fixed by ``split_seed`` (independent of the training seed), so
+all runs of a study evaluate on the same images.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets
+from torchvision import transforms as T
+from torchvision.datasets.vision import StandardTransform
+
+__all__ = [
+    "TensorBatches",
+    "shard_indices",
+    "DigitsData",
+    "CIFARData",
+    "ImageNetData",
+    "FolderData",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CIFAR_STATS",
+]
+
+STEMS = ("small", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# per-channel pixel mean / std of each training set (std of the pixels, not the often-copied 0.2023 variant)
+CIFAR_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def _check_int(key: str, value, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{key}={value!r} is invalid: must be {what}")
+
+
+def _check_choice(key: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is invalid: choose one of {', '.join(map(str, choices))}")
+
+
+def _check_common(batch_size, num_workers, seed, stem) -> None:
+    _check_int("data.batch_size", batch_size)
+    _check_int("data.num_workers", num_workers, 0)
+    _check_int("data.seed", seed, 0)
+    _check_choice("data.stem", stem, STEMS)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+# ------------------------------------------------------------------------------------------ tensor batches
+def _dist_rank_world() -> tuple[int, int]:
+    """(rank, world_size) under an initialised torch.distributed group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def shard_indices(perm: Tensor, rank: int, world_size: int, even: bool = False) -> Tensor:
+    """Rank ``rank``'s share ``perm[rank::world_size]`` of an epoch's index order (disjoint across ranks).
+
+    ``even=False``: the shards cover ``perm`` exactly (sizes differ by at most one). ``even=True``: the last
+    ``len(perm) % world_size`` entries are dropped first so every rank gets the same number of samples (and
+    hence of optimizer steps, which DDP's gradient all-reduce needs); used for the shuffled train split, where
+    the dropped samples change from epoch to epoch.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} is invalid for world_size={world_size}")
+    if even:
+        perm = perm[: len(perm) - len(perm) % world_size]
+    return perm[rank::world_size]
+
+
+class TensorBatches:
+    """Iterable of ``(x[idx], y[idx])`` mini-batches over in-memory tensors; a lightweight DataLoader.
+
+    The index order of a pass is ``randperm(n)`` from a ``torch.Generator`` seeded with ``seed + epoch`` when
+    ``shuffle`` (else ``0..n-1``), then this rank's :func:`shard_indices` under torch.distributed. ``epoch``
+    advances by one at the start of every shuffled pass, and :meth:`set_epoch` sets it: Lightning calls it with
+    the trainer's epoch before each epoch (it looks for ``loader.sampler.set_epoch``, hence ``sampler`` returns
+    ``self``), so resumed runs keep the order of an uninterrupted run. The last batch may be smaller
+    (``drop_last=False``).
+    """
+
+    batch_sampler = None  # read by Lightning next to ``sampler``
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 drop_last: bool = False) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
+        _check_int("batch_size", batch_size)
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.epoch = 0
+
+    @property
+    def sampler(self) -> "TensorBatches":
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self, epoch: int, rank: int = 0, world_size: int = 1) -> Tensor:
+        """The sample indices this rank visits in pass ``epoch``, in order."""
+        n = len(self.x)
+        if self.shuffle:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        else:
+            perm = torch.arange(n)
+        return shard_indices(perm, rank, world_size, even=self.shuffle)
+
+    def __len__(self) -> int:
+        n = len(shard_indices(torch.arange(len(self.x)), *_dist_rank_world(), even=self.shuffle))
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        # a generator: the order is drawn (and the epoch advanced) when the pass starts, not at ``iter()``
+        idx = self.indices(self.epoch, *_dist_rank_world())
+        if self.shuffle:
+            self.epoch += 1
+        stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+        for start in range(0, stop, self.batch_size):
+            batch = idx[start:start + self.batch_size]
+            yield self.x[batch], self.y[batch]
+
+
+# ---------------------------------------------------------------------------------------------------- digits
+class DigitsData(pl.LightningDataModule):
+    """scikit-learn's bundled handwritten digits (``sklearn.datasets.load_digits``: 1797 8x8 images, 10 classes).
+
+    Split: fixed stratified train/val/test (default 70/15/15, 1257/270/270 images) with
+    ``sklearn.model_selection.train_test_split(..., stratify=y, random_state=split_seed)``, independent of the
+    training ``seed``. Transforms: pixels / 16 -> [0, 1], optional ``upscale`` (``F.interpolate`` by an integer
+    factor, ``upscale_mode`` nearest or bilinear; 4 gives 32x32), then standardised with the train split's
+    pixel mean and std. No augmentation. All splits are float tensors in memory, batched by
+    :class:`TensorBatches` (train shuffled from ``seed + epoch``); ``num_workers`` is accepted and unused.
+    """
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, seed: int = 0, split_seed: int = 0,
+                 val_fraction: float = 0.15, test_fraction: float = 0.15, upscale: int = 1,
+                 upscale_mode: str = "nearest", stem: str = "small") -> None:
+        super().__init__()
+        _check_common(batch_size, num_workers, seed, stem)
+        _check_int("data.split_seed", split_seed, 0)
+        _check_int("data.upscale", upscale)
+        _check_choice("data.upscale_mode", upscale_mode, ("nearest", "bilinear"))
+        for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+            if not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise ValueError(f"{key}={value!r} is invalid: must be a fraction in (0, 1)")
+        if val_fraction + test_fraction >= 0.9:
+            raise ValueError(f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} is invalid: "
+                             "must be below 0.9 to leave a training split")
+        self.batch_size, self.num_workers, self.seed, self.split_seed = batch_size, num_workers, seed, split_seed
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.upscale, self.upscale_mode, self.stem = upscale, upscale_mode, stem
+        self.name, self.in_channels, self.num_classes = "digits", 1, 10
+        self.input_size = (1, 8 * upscale, 8 * upscale)
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.mean = self.std = None
+        self._loaders: dict[str, TensorBatches] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        import numpy as np
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)  # N x 1 x 8 x 8 in [0, 1]
+        if self.upscale > 1:
+            x = F.interpolate(x, scale_factor=self.upscale, mode=self.upscale_mode,
+                              **({"align_corners": False} if self.upscale_mode == "bilinear" else {}))
+        y = torch.from_numpy(digits.target.astype(np.int64))
+        idx = np.arange(len(y))
+        held = self.val_fraction + self.test_fraction
+        train_idx, rest_idx = train_test_split(idx, test_size=held, stratify=y.numpy(),
+                                               random_state=self.split_seed)
+        val_idx, test_idx = train_test_split(rest_idx, test_size=self.test_fraction / held,
+                                             stratify=y.numpy()[rest_idx], random_state=self.split_seed)
+        train_x = x[torch.from_numpy(train_idx)]
+        self.mean, self.std = train_x.mean().item(), train_x.std().item()
+        for split, ix in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
+            ix = torch.from_numpy(ix)
+            self.splits[split] = ((x[ix] - self.mean) / self.std).contiguous(), y[ix].contiguous()
+
+    def _loader(self, split: str) -> TensorBatches:
+        self.setup()
+        if split not in self._loaders:  # one object per split, so the train epoch counter persists
+            x, y = self.splits[split]
+            self._loaders[split] = TensorBatches(x, y, self.batch_size, shuffle=split == "train", seed=self.seed)
+        return self._loaders[split]
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._loader("train")
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._loader("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader("test")
+
+
+# ------------------------------------------------------------------------------------- torch dataloader base
+def _dataloader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )
+
+
+class _LoaderMixin:
+    """``*_dataloader`` over ``self._train/_val/_test`` (set by ``setup``) with the shared loader settings."""
+
+    def _loader(self, split: str) -> DataLoader:
+        if getattr(self, "_train", None) is None:
+            self.setup()
+        dataset = {"train": self._train, "val": self._val, "test": self._test}[split]
+        return _dataloader(dataset, self.batch_size, self.num_workers, split == "train", self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+# ----------------------------------------------------------------------------------------------------- CIFAR
+class _CIFAR10Unverified(datasets.CIFAR10):
+    """torchvision's CIFAR10 with the per-file md5s set to None: ``check_integrity`` then only checks that each
+    file exists (the documented behaviour of ``torchvision.datasets.utils.check_integrity(path, md5=None)``)."""
+
+    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+
+class _CIFAR100Unverified(datasets.CIFAR100):
+    """torchvision's CIFAR100 with the per-file md5s set to None (see :class:`_CIFAR10Unverified`)."""
+
+    train_list = [[name, None] for name, _ in datasets.CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR100.test_list]
+    meta = {**datasets.CIFAR100.meta, "md5": None}
+
+
+_CIFAR = {
+    ("cifar10", True): datasets.CIFAR10, ("cifar10", False): _CIFAR10Unverified,
+    ("cifar100", True): datasets.CIFAR100, ("cifar100", False): _CIFAR100Unverified,
+}
+_CIFAR_LAYOUT = {
+    "cifar10": ("CIFAR-10", "cifar-10-batches-py/ with data_batch_1..5, test_batch and batches.meta"),
+    "cifar100": ("CIFAR-100", "cifar-100-python/ with train, test and meta"),
+}
+
+
+class CIFARData(_LoaderMixin, pl.LightningDataModule):
+    """CIFAR-10 / CIFAR-100 (``variant``) read by ``torchvision.datasets.CIFAR10/100`` from ``root``.
+
+    Split: the last ``50000 - val_size`` images of a fixed permutation of the official train set (generator
+    seeded with ``split_seed``) train, the first ``val_size`` (default 5000) validate, the official test set
+    tests; ``val_size=0`` validates on the test set. Transforms (the standard CIFAR recipe of He et al. 2016):
+    train RandomCrop(32, padding=4) -> RandomHorizontalFlip -> ToTensor -> Normalize(train-set mean/std,
+    :data:`CIFAR_STATS`); val/test ToTensor -> Normalize.
+
+    ``download=false`` (default) never touches the network. ``verify=true`` (default) keeps torchvision's md5
+    check of every file; ``verify=false`` only requires the files to exist (for re-packed or synthetic copies
+    in the same pickle format). A missing or incomplete root raises a one-line ``FileNotFoundError``.
+    """
+
+    def __init__(self, variant: str = "cifar10", root: str = "data/cifar10", download: bool = False,
+                 verify: bool = True, val_size: int = 5000, split_seed: int = 0, batch_size: int = 128,
+                 num_workers: int = 2, seed: int = 0, stem: str = "small") -> None:
+        super().__init__()
+        _check_choice("data.variant", variant, tuple(CIFAR_STATS))
+        _check_common(batch_size, num_workers, seed, stem)
+        _check_int("data.val_size", val_size, 0)
+        _check_int("data.split_seed", split_seed, 0)
+        self.variant, self.root, self.download, self.verify = variant, Path(root).expanduser(), download, verify
+        self.val_size, self.split_seed = val_size, split_seed
+        self.batch_size, self.num_workers, self.seed, self.stem = batch_size, num_workers, seed, stem
+        self.name, self.in_channels, self.input_size = variant, 3, (3, 32, 32)
+        self.num_classes = 10 if variant == "cifar10" else 100
+        mean, std = CIFAR_STATS[variant]
+        self.train_transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                          T.Normalize(mean, std)])
+        self.eval_transform = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        self._train = self._val = self._test = None
+
+    def _dataset(self, train: bool, transform, download: bool = False) -> datasets.CIFAR10:
+        cls = _CIFAR[(self.variant, bool(self.verify))]
+        pretty, expected = _CIFAR_LAYOUT[self.variant]
+        try:
+            return cls(str(self.root), train=train, transform=transform, download=download)
+        except (RuntimeError, OSError) as err:
+            if download:
+                raise RuntimeError(f"could not download {pretty} into data.root='{self.root}': "
+                                   f"{_one_line(err)}") from None
+            names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+            present = all((self.root / cls.base_folder / name).is_file() for name in names)
+            hint = ("the files exist but fail torchvision's md5 check; set data.verify=false to accept them"
+                    if present else "set data.download=true or point data.root at it")
+            raise FileNotFoundError(f"data.root='{self.root}' does not contain {pretty} (expected {expected}); "
+                                    f"{hint}") from None
+
+    def prepare_data(self) -> None:
+        if self.download:
+            self._dataset(train=True, transform=None, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            return
+        train_full = self._dataset(train=True, transform=self.train_transform, download=self.download)
+        val_full = copy.copy(train_full)  # shares the image array, different transform
+        val_full.transform = self.eval_transform
+        val_full.transforms = StandardTransform(self.eval_transform)
+        if self.val_size >= len(train_full):
+            raise ValueError(f"data.val_size={self.val_size} is invalid: must be below the {len(train_full)} "
+                             "training images")
+        perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        self._test = self._dataset(train=False, transform=self.eval_transform)
+        self._train = Subset(train_full, perm[self.val_size:])
+        self._val = Subset(val_full, perm[:self.val_size]) if self.val_size else self._test
+
+
+# ----------------------------------------------------------------------------------------------- ImageFolder
+class _ClassFolder(datasets.ImageFolder):
+    """``ImageFolder`` with a given class list (the train split's), so val/test labels match train's."""
+
+    def __init__(self, root: str, classes: list[str], **kwargs) -> None:
+        self._given_classes = list(classes)
+        super().__init__(root, **kwargs)
+
+    def find_classes(self, directory):
+        return self._given_classes, {name: i for i, name in enumerate(self._given_classes)}
+
+
+def _class_dirs(directory: Path) -> list[str]:
+    """Class folder names the way ``torchvision.datasets.folder.find_classes`` lists them."""
+    return sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+
+
+class _ImageFolderData(_LoaderMixin, pl.LightningDataModule):
+    """Shared code of :class:`ImageNetData` and :class:`FolderData`: an ImageFolder tree ``root/<split>/<class>/``.
+
+    Train: Resize(resize) (short side) -> RandomCrop(image_size) -> RandomHorizontalFlip -> ToTensor ->
+    Normalize; val/test: Resize(resize) -> CenterCrop(image_size) -> ToTensor -> Normalize (ImageNet mean/std
+    for RGB, their average for grayscale). Class indices come from ``root/train`` (sorted folder names) and are
+    reused for val/test, whose class folders must be a subset of train's.
+    """
+
+    layout = "root/train/<class>/<image> and root/val/<class>/<image>"
+    test_folder = False  # read root/test/ when it exists (else test = val)
+
+    def __init__(self, root, image_size, resize, num_classes, in_channels, batch_size, num_workers, seed, stem,
+                 name) -> None:
+        super().__init__()
+        _check_common(batch_size, num_workers, seed, stem)
+        _check_int("data.image_size", image_size)
+        resize = image_size if resize is None else resize
+        _check_int("data.resize", resize)
+        if resize < image_size:
+            raise ValueError(f"data.resize={resize} is invalid: must be >= data.image_size={image_size}")
+        _check_choice("data.in_channels", in_channels, (1, 3))
+        if num_classes is not None:
+            _check_int("data.num_classes", num_classes)
+        self.root, self.image_size, self.resize = Path(root).expanduser(), image_size, resize
+        self.batch_size, self.num_workers, self.seed, self.stem = batch_size, num_workers, seed, stem
+        self.name, self.in_channels = name, in_channels
+        self.input_size = (in_channels, image_size, image_size)
+        train_dir = self.root / "train"
+        self.num_classes = len(_class_dirs(train_dir)) if train_dir.is_dir() else num_classes
+        if not self.num_classes:
+            raise FileNotFoundError(f"data.root='{self.root}' has no class folders in {train_dir} and "
+                                    f"data.num_classes is not set (expected {self.layout})")
+        gray = [T.Grayscale(1)] if in_channels == 1 else []
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if in_channels == 3 else ((0.449,), (0.226,))
+        self.train_transform = T.Compose(gray + [T.Resize(resize), T.RandomCrop(image_size),
+                                                 T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+        self.eval_transform = T.Compose(gray + [T.Resize(resize), T.CenterCrop(image_size), T.ToTensor(),
+                                                T.Normalize(mean, std)])
+        self._train = self._val = self._test = None
+
+    def _folder(self, split: str, classes: list[str], transform) -> datasets.ImageFolder:
+        directory = self.root / split
+        extra = sorted(set(_class_dirs(directory)) - set(classes))
+        if extra:
+            raise ValueError(f"{directory} has class folders missing from {self.root / 'train'}: "
+                             f"{', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''} (expected {self.layout})")
+        try:  # train needs every class; val/test may lack some
+            dataset = _ClassFolder(str(directory), classes, transform=transform, allow_empty=split != "train")
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{directory} has class folders without images: {_one_line(err)} "
+                                    f"(expected {self.layout})") from None
+        if len(dataset) == 0:
+            raise FileNotFoundError(f"{directory} contains no images (expected {self.layout})")
+        return dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train is not None:
+            return
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.root='{self.root}' does not exist (expected {self.layout})")
+        for split in ("train", "val"):
+            if not (self.root / split).is_dir():
+                raise FileNotFoundError(f"data.root='{self.root}' has no {split}/ folder: {self.root / split} "
+                                        f"is missing (expected {self.layout})")
+        classes = _class_dirs(self.root / "train")
+        if not classes:
+            raise FileNotFoundError(f"{self.root / 'train'} has no class folders (expected {self.layout})")
+        if len(classes) != self.num_classes:
+            raise ValueError(f"{self.root / 'train'} has {len(classes)} class folders but the model was built for "
+                             f"data.num_classes={self.num_classes}")
+        self._train = self._folder("train", classes, self.train_transform)
+        self._val = self._folder("val", classes, self.eval_transform)
+        use_test = self.test_folder and (self.root / "test").is_dir()
+        self._test = self._folder("test", classes, self.eval_transform) if use_test else self._val
+
+
+class ImageNetData(_ImageFolderData):
+    """ILSVRC-2012 as an ImageFolder tree ``root/train/<class>/*.JPEG`` and ``root/val/<class>/*``.
+
+    Transforms follow Bi-Real Net (Liu et al., ECCV 2018), section 4.1: train Resize(256) (short side) ->
+    RandomCrop(224) -> RandomHorizontalFlip -> ToTensor -> Normalize(ImageNet mean/std); val and test (test =
+    the val split) Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize. ``resize``/``image_size`` override
+    256/224. ``num_classes`` is the number of class folders in ``root/train`` when it exists, else the
+    ``num_classes`` field (1000); ``setup`` raises a one-line error naming the path for a missing root, a
+    missing ``train/``/``val/`` or a class tree without images.
+    """
+
+    def __init__(self, root: str = "data/imagenet", image_size: int = 224, resize: int = 256,
+                 num_classes: int = 1000, batch_size: int = 128, num_workers: int = 2, seed: int = 0,
+                 stem: str = "imagenet") -> None:
+        super().__init__(root, image_size, resize, num_classes, 3, batch_size, num_workers, seed, stem, "imagenet")
+
+
+class FolderData(_ImageFolderData):
+    """Any ImageFolder tree ``root/train/<class>/<image>``, ``root/val/<class>/<image>`` and optionally
+    ``root/test/<class>/<image>`` (test = val without it).
+
+    Transforms: train Resize(resize) -> RandomCrop(image_size) -> RandomHorizontalFlip -> ToTensor ->
+    Normalize; val/test Resize(resize) -> CenterCrop(image_size) -> ToTensor -> Normalize (ImageNet mean/std;
+    ``in_channels=1`` converts to grayscale). ``resize`` defaults to ``image_size``. ``num_classes`` is counted
+    from ``root/train``; without that folder the ``num_classes`` field must be set, else construction raises
+    a one-line ``FileNotFoundError`` naming the path. Errors in ``setup`` are those of :class:`ImageNetData`.
+    """
+
+    test_folder = True
+
+    def __init__(self, root: str = "data/folder", image_size: int = 32, resize: int | None = None,
+                 num_classes: int | None = None, in_channels: int = 3, batch_size: int = 128, num_workers: int = 2,
+                 seed: int = 0, stem: str = "imagenet", name: str = "folder") -> None:
+        super().__init__(root, image_size, resize, num_classes, in_channels, batch_size, num_workers, seed, stem,
+                         name)

@@ -1,0 +1,357 @@
+"""Binarization components, one small class per paper idea.
+
+Every component is a ``torch.nn.Module`` that declares its ``precision`` (1 or 32 bits). Layers read these
+declarations, and the efficiency summary (``onebit.summary``) derives memory and operation counts from them.
+
+Activation sign approximations (Hydra group ``sign``) map an activation tensor to exactly -1/+1 and
+back-propagate a pseudo-gradient ``dL/dx = dL/dy * g(x)``:
+
+=============  =====================================================  ============================
+class          g(x)                                                   source
+=============  =====================================================  ============================
+SteSign        ``1{|x| <= t}``                                        Bi-Real (ECCV 2018) Eq. 2
+ApproxSign     ``2 + 2x`` on [-1, 0), ``2 - 2x`` on [0, 1), else 0    Bi-Real (ECCV 2018) Eq. 3
+SwishSign      ``b (2 - b x tanh(b x / 2)) / (1 + cosh(b x))``        BNN+ (as in larq)
+=============  =====================================================  ============================
+
+Weight binarizers (Hydra group ``weight``) map a latent conv weight ``W_r`` of shape (out, in, kh, kw) to the
+weight used in the forward pass: ``PlainSign`` (Bi-Real Eq. 4), ``MagnitudeAware`` (Bi-Real Eq. 6-7) and
+``MagnitudeAwareOfficial`` (the official PyTorch code's variant: scaled forward, plain gradient).
+
+Real-valued activations for pretraining the real-valued twin: ``ReLU``, ``Clip`` (hardtanh), ``LeakyClip``.
+
+To add a sign approximation, subclass :class:`SignApproximation`, implement ``derivative(x)`` and add a
+YAML file ``conf/sign/<name>.yaml`` with its ``_target_`` (see the README).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "binary_sign",
+    "Quantizer",
+    "SignApproximation",
+    "SteSign",
+    "ApproxSign",
+    "SwishSign",
+    "ReLU",
+    "Clip",
+    "LeakyClip",
+    "RealWeight",
+    "PlainSign",
+    "MagnitudeAware",
+    "MagnitudeAwareOfficial",
+]
+
+
+def binary_sign(x: Tensor) -> Tensor:
+    """Bi-Real Eq. 1: ``sign(x) = +1 if x >= 0 else -1``.
+
+    Unlike ``torch.sign``, zero maps to +1, so the output is always exactly -1 or +1.
+    """
+    return (x >= 0).to(x.dtype).mul_(2).sub_(1)
+
+
+class Quantizer(nn.Module):
+    """Base of every component: declares the number of bits of what it outputs (1 or 32)."""
+
+    precision: int = 32
+
+    def extra_repr(self) -> str:  # pragma: no cover - cosmetic
+        return f"precision={self.precision}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Activation sign approximations (forward: sign; backward: a pseudo-gradient)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _SignWithDerivative(torch.autograd.Function):
+    """forward: sign(x); backward: ``dL/dy * module.derivative(x)``. Saves x (needed by the formula)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, module: "SignApproximation") -> Tensor:
+        ctx.module = module
+        ctx.save_for_backward(x)
+        return binary_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        return grad * ctx.module.derivative(x), None
+
+
+class _SignWithMask(torch.autograd.Function):
+    """forward: sign(x); backward: ``dL/dy * 1{|x| <= t}``. Saves a 1-byte mask instead of the input."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, t: float) -> Tensor:
+        ctx.save_for_backward(x.abs() <= t)
+        return binary_sign(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+class SignApproximation(Quantizer):
+    """An activation binarizer: forward ``sign(x)`` (Bi-Real Eq. 1), backward ``dL/dy * derivative(x)``.
+
+    Subclasses implement :meth:`derivative`, the derivative of the smooth function that approximates sign
+    in the backward pass. That is all a new approximation needs.
+    """
+
+    precision = 1
+
+    def derivative(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _SignWithDerivative.apply(x, self)
+
+
+class SteSign(SignApproximation):
+    """Straight-through estimator with gradient cancelling (BinaryNet; Bi-Real ECCV 2018 Eq. 2 baseline).
+
+    forward:  ``y = sign(x)``  (+1 for x >= 0)
+    backward: ``dL/dx = dL/dy * 1{|x| <= t}``
+
+    ``t = 1`` is the derivative of ``clip(-1, x, 1)``, the "original" row of Bi-Real Table 1; BinaryDenseNet
+    (Back to Simplicity) uses ``t = 1.3``. The boundary ``|x| = t`` passes the gradient, as in larq's
+    ``ste_sign`` (``torch.clamp``'s gradient, by contrast, is 0 at the bounds).
+    """
+
+    def __init__(self, t: float = 1.0):
+        super().__init__()
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"sign.t={t!r} is invalid: the STE threshold must be a positive finite number")
+        self.t = float(t)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (x.abs() <= self.t).to(x.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _SignWithMask.apply(x, self.t)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t}"
+
+
+class ApproxSign(SignApproximation):
+    """ApproxSign, the piecewise-quadratic approximation of sign (Bi-Real ECCV 2018 Eq. 3).
+
+    forward:  ``y = sign(x)``
+    backward: ``dL/dx = dL/dy * g(x)``, ``g(x) = 2 + 2x`` on [-1, 0), ``2 - 2x`` on [0, 1), 0 elsewhere,
+    i.e. ``g(x) = max(0, 2 - 2|x|)``, the derivative of
+    ``F(x) = -1 (x < -1); 2x + x^2 (-1 <= x < 0); 2x - x^2 (0 <= x < 1); 1 (x >= 1)``.
+
+    ``t_clip`` (optional) multiplies g by the gradient-cancelling mask ``1{|x| <= t_clip}``, as in Bethge et
+    al. 2018 ("Training Competitive BNNs from Scratch", Eq. 4); with ``t_clip >= 1`` it changes nothing.
+    """
+
+    def __init__(self, t_clip: float | None = None):
+        super().__init__()
+        if t_clip is not None and not (t_clip > 0 and math.isfinite(t_clip)):
+            raise ValueError(f"sign.t_clip={t_clip!r} is invalid: must be null or a positive finite number")
+        self.t_clip = None if t_clip is None else float(t_clip)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        g = (2 - 2 * x.abs()).clamp_(min=0)
+        if self.t_clip is not None:
+            g = g * (x.abs() <= self.t_clip)
+        return g
+
+    def extra_repr(self) -> str:
+        return f"t_clip={self.t_clip}"
+
+
+class SwishSign(SignApproximation):
+    """SwishSign (BNN+, Darabi et al. 2018), as implemented by larq's ``SwishSign``.
+
+    forward:  ``y = sign(x)``
+    backward: ``dL/dx = dL/dy * b (2 - b x tanh(b x / 2)) / (1 + cosh(b x))``, ``b = beta`` (default 5),
+    the derivative of ``2 sigmoid(b x) (1 + b x (1 - sigmoid(b x))) - 1``.
+    """
+
+    def __init__(self, beta: float = 5.0):
+        super().__init__()
+        if not (beta > 0 and math.isfinite(beta)):
+            raise ValueError(f"sign.beta={beta!r} is invalid: must be a positive finite number")
+        self.beta = float(beta)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        bx = self.beta * x
+        # 1 + cosh overflows to inf for |bx| > ~710 in float32, which gives the correct limit 0.
+        return self.beta * (2 - bx * torch.tanh(bx / 2)) / (1 + torch.cosh(bx))
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Real-valued activations (the pretraining activation of the real-valued twin, Bi-Real section 4.1)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class ReLU(Quantizer):
+    """``y = max(0, x)``; the "ReLU" initialisation of Bi-Real Table 1."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+
+class Clip(Quantizer):
+    """``y = clip(-1, x, 1)`` (hardtanh); the "clip" initialisation of Bi-Real Table 1."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.hardtanh(x)
+
+
+class LeakyClip(Quantizer):
+    """The official README's intermediate activation: identity on [-1, 1], slope ``slope`` (0.1) outside.
+
+    ``y = x`` for ``|x| <= 1``; ``y = sign(x) (1 + slope (|x| - 1))`` otherwise.
+    """
+
+    def __init__(self, slope: float = 0.1):
+        super().__init__()
+        if not (0 <= slope <= 1):
+            raise ValueError(f"pretrain.activation.slope={slope!r} is invalid: must be in [0, 1]")
+        self.slope = float(slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        clipped = torch.nn.functional.hardtanh(x)
+        return clipped + self.slope * (x - clipped)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Weight binarizers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def filter_scale(w: Tensor) -> Tensor:
+    """Bi-Real Eq. 6: one scale per output filter, ``||W_r||_1 / n`` with n = in * kh * kw, shaped (out,1,1,1)."""
+    return w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+
+
+class RealWeight(Quantizer):
+    """Identity: the real-valued twin's conv weight, ``W = W_r`` (32 bit)."""
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w
+
+
+class _PlainSignFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: Tensor, t: float) -> Tensor:
+        ctx.save_for_backward(w.abs() <= t)
+        return binary_sign(w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+class _MagnitudeAwareFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: Tensor, fixed: bool) -> Tensor:
+        scale = filter_scale(w)
+        ctx.save_for_backward(scale, w.abs() < 1)
+        b = binary_sign(w)
+        return b if fixed else b.mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        scale, mask = ctx.saved_tensors
+        return grad * scale * mask, None
+
+
+class _ScaledSignPlainGradFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: Tensor, fixed: bool) -> Tensor:
+        ctx.save_for_backward(w.abs() < 1)
+        b = binary_sign(w)
+        return b if fixed else b.mul_(filter_scale(w))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+class PlainSign(Quantizer):
+    """The "original" weight update of Bi-Real Table 1 (Bi-Real ECCV 2018 Eq. 4).
+
+    forward:  ``W_b = sign(W_r)``
+    backward: ``dL/dW_r = dL/dW_b * 1{|W_r| <= t}`` (t = 1; BinaryDenseNet uses 1.3 with weight clipping).
+    """
+
+    precision = 1
+
+    def __init__(self, t: float = 1.0):
+        super().__init__()
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"weight.t={t!r} is invalid: must be a positive finite number")
+        self.t = float(t)
+
+    def forward(self, w: Tensor) -> Tensor:
+        return _PlainSignFn.apply(w, self.t)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t}"
+
+
+class MagnitudeAware(Quantizer):
+    """The "proposed" magnitude-aware weight update (Bi-Real ECCV 2018 Eq. 6-7), as in larq's
+    ``MagnitudeAwareSign``.
+
+    forward:  ``W_b = (||W_r||_1 / n) * sign(W_r)``, one scale per output filter (n = in * kh * kw)
+    backward: ``dL/dW_r = dL/dW_b * (||W_r||_1 / n) * 1{|W_r| < 1}`` (Eq. 7: the scale multiplies the
+    gradient; no gradient flows through the scale itself).
+
+    The scale exists only during training: after the BN-retraining stage sets ``fixed = True`` the forward
+    is ``sign(W_r)`` and BatchNorm absorbs the scale (Bi-Real section 4.1).
+    """
+
+    precision = 1
+
+    def __init__(self):
+        super().__init__()
+        self.fixed = False
+
+    def forward(self, w: Tensor) -> Tensor:
+        return _MagnitudeAwareFn.apply(w, self.fixed)
+
+    def extra_repr(self) -> str:
+        return f"fixed={self.fixed}"
+
+
+class MagnitudeAwareOfficial(Quantizer):
+    """The official Bi-Real PyTorch code's variant (``HardBinaryConv``): scaled forward, plain gradient.
+
+    forward:  ``W_b = detach(||W_r||_1 / n) * sign(W_r)``
+    backward: ``dL/dW_r = dL/dW_b * 1{|W_r| < 1}`` (the gradient of ``torch.clamp(W_r, -1.0, 1.0)``, which
+    is 0 at the bounds, and no scale)
+
+    This differs from the paper's Eq. 7, whose gradient carries the scale (see :class:`MagnitudeAware`).
+    Written as one autograd function; it equals the official idiom
+    ``detach(scale * sign(W)) - detach(clamp(W)) + clamp(W)`` exactly (tested).
+    """
+
+    precision = 1
+
+    def __init__(self):
+        super().__init__()
+        self.fixed = False
+
+    def forward(self, w: Tensor) -> Tensor:
+        return _ScaledSignPlainGradFn.apply(w, self.fixed)
+
+    def extra_repr(self) -> str:
+        return f"fixed={self.fixed}"
