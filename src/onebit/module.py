@@ -1,0 +1,111 @@
+"""The training algorithm: one LightningModule for every stage (real-valued pretraining, binary, BN retraining).
+
+Loss: cross-entropy (optional label smoothing). Metrics: top-1 / top-5 accuracy (torchmetrics), accumulated on
+the device and computed once per epoch, so logging never synchronises per step. The best validation top-1 of
+the stage is logged explicitly as ``val/top1_best``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from onebit.optim import clip_latent_weights, param_groups
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss: the job stops with this error instead of training on garbage."""
+
+
+class Classifier(pl.LightningModule):
+    """Image classification with any onebit model.
+
+    Args:
+        model: the network (binary model or its real-valued twin).
+        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra partial).
+        scheduler: ``(optimizer, epochs) -> LRScheduler`` stepped once per epoch.
+        epochs: length of this stage (for the schedule).
+        decays: weight decay per parameter role (see ``onebit.optim``).
+        num_classes: number of classes (top-5 becomes top-min(5, classes)).
+        label_smoothing: cross-entropy label smoothing.
+        latent_weight_clip: clip latent binary weights to [-c, c] after each step (``None``: no clipping).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable, *, epochs: int,
+                 decays: dict, num_classes: int, label_smoothing: float = 0.0,
+                 latent_weight_clip: float | None = None):
+        super().__init__()
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.epochs, self.decays = epochs, decays
+        self.label_smoothing, self.latent_weight_clip = label_smoothing, latent_weight_clip
+        k5 = min(5, num_classes)
+        acc = lambda k: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, top_k=k)  # noqa: E731
+        self.train_top1 = acc(1)
+        self.val_top1, self.val_top5 = acc(1), acc(k5)
+        self.test_top1, self.test_top5 = acc(1), acc(k5)
+        self.best_val_top1 = 0.0
+
+    def forward(self, x):
+        return self.model(x)
+
+    def _loss(self, logits, y):
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        loss = self._loss(logits, y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, batch {batch_idx}: "
+                "lower optimizer.lr or check the data")
+        self.train_top1(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.latent_weight_clip is not None:
+            clip_latent_weights(self.model, self.latent_weight_clip)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.val_top1(logits, y), self.val_top5(logits, y)
+        self.log("val/loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("val/top1", self.val_top1, on_step=False, on_epoch=True)
+        self.log("val/top5", self.val_top5, on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        top1 = self.trainer.callback_metrics.get("val/top1")
+        if top1 is not None and math.isfinite(float(top1)):
+            self.best_val_top1 = max(self.best_val_top1, float(top1))
+        self.log("val/top1_best", self.best_val_top1)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.test_top1(logits, y), self.test_top5(logits, y)
+        self.log("test/loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("test/top1", self.test_top1, on_step=False, on_epoch=True)
+        self.log("test/top5", self.test_top5, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(param_groups(self.model, self.decays))
+        scheduler = self.scheduler_factory(optimizer, self.epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["onebit_best_val_top1"] = self.best_val_top1
+
+    def on_load_checkpoint(self, checkpoint):
+        self.best_val_top1 = checkpoint.get("onebit_best_val_top1", 0.0)

@@ -1,0 +1,56 @@
+"""onebit's entry point.
+
+    python src/train.py                                        # Bi-Real-18 on digits: clip pretraining -> binary
+    python src/train.py -m sign=approx,ste shortcut=true,false # a Hydra multirun: 4 jobs, one record each
+
+Compose the config (conf/train.yaml), run the staged training (onebit.pipeline), print a short summary. A bad
+option or value stops the job before any training with one line naming it; in a multirun a failed job is
+recorded and the sweep goes on, ending with a summary and a non-zero exit if any job failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from onebit import config as C
+
+C.register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="train")
+def main(cfg: DictConfig):
+    import pytorch_lightning  # noqa: F401  (sets its loggers to INFO on import; quieten them after)
+
+    from onebit import pipeline
+
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    hc = HydraConfig.get()
+    explicit = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
+    try:
+        data = pipeline.run(cfg, Path(hc.runtime.output_dir), explicit)
+    except Exception as e:
+        line = f"onebit: error: {e}" if isinstance(e, C.ConfigError) else f"onebit: job failed: {type(e).__name__}: {e}"
+        print(line.splitlines()[0] if line else line, file=sys.stderr)
+        if pipeline.is_multirun():
+            return None  # recorded as failed; the sweep goes on and SweepSummary reports it
+        sys.exit(2 if isinstance(e, C.ConfigError) else 1)
+    print("\n".join(pipeline.summary_lines(data)))
+    return data["stages"].get("binary", data["stages"].get("real", {})).get("metrics", {}).get("val/top1_best")
+
+
+if __name__ == "__main__":
+    try:
+        C.preflight(sys.argv[1:])
+    except C.ConfigError as e:
+        print(f"onebit: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main()
