@@ -30,6 +30,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -301,9 +302,17 @@ def run(cfg: DictConfig, run_dir: Path, explicit_groups: set[str]) -> dict:
     try:
         C.check(cfg, explicit_groups)
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        data = instantiate(cfg.data)
-        job = Job(cfg, run_dir, key, record, data, {})
-        twin, binary = build_models(job)
+        try:  # everything a bad option or value can break, before any training
+            data = instantiate(cfg.data)
+            data.prepare_data()
+            data.setup("fit")
+            job = Job(cfg, run_dir, key, record, data, {})
+            twin, binary = build_models(job)
+        except (ValueError, TypeError, FileNotFoundError, InstantiationException) as e:
+            cause = e
+            while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+                cause = cause.__cause__
+            raise C.ConfigError(str(cause).strip().splitlines()[0]) from e
         eff = summarize(binary, tuple(data.input_size)).as_dict()
         record.data["efficiency"] = eff
         record.save()

@@ -1,0 +1,52 @@
+"""Shared fixtures: compose onebit's real Hydra config (no mocks) with small, fast settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from onebit.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+register_resolvers()
+
+# tiny and fast: width-4 models, 1 epoch, 3 train / 2 val / 2 test batches, no W&B
+FAST = ["model.width=4", "epochs=1", "logger=none", "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path):
+    """Compose conf/train.yaml like `python src/train.py <overrides>` would, with outputs under tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"output_root={tmp_path}", *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # the task function sees the config without its `hydra` node (HydraConfig has it)
+        del cfg["hydra"]
+    return cfg
+
+
+def run_train(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 600):
+    """Run `python src/train.py args` as a user would; returns the CompletedProcess."""
+    e = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def compose_fn(tmp_path):
+    return lambda overrides: compose_cfg(overrides, tmp_path)

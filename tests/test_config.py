@@ -1,0 +1,190 @@
+"""Every option of every config group composes and instantiates; bad options and values stop with one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import CONF, FAST, run_train
+from onebit import config as C
+from onebit.pipeline import build_models, flat_options, job_key, pretrain_key
+from onebit.quantizers import Quantizer
+
+
+def opts(group):
+    return C.options(group, CONF)
+
+
+def test_every_group_has_options():
+    for group in C.GROUPS:
+        assert opts(group), group
+    assert {"ste", "approx", "swish"} <= set(opts("sign"))
+    assert {"plain", "magnitude_aware", "magnitude_aware_official"} <= set(opts("weight"))
+    assert {"relu", "clip", "leaky_clip", "none"} <= set(opts("pretrain"))
+
+
+@pytest.mark.parametrize("group", ["sign", "weight"])
+def test_component_options_instantiate(compose_fn, group):
+    for name in opts(group):
+        cfg = compose_fn([f"{group}={name}"])
+        module = instantiate(cfg[group])
+        assert isinstance(module, Quantizer) and module.precision == 1
+
+
+def test_pretrain_options_instantiate(compose_fn):
+    for name in opts("pretrain"):
+        cfg = compose_fn([f"pretrain={name}"])
+        assert cfg.pretrain.name == name
+        if name != "none":
+            act = instantiate(cfg.pretrain.activation)
+            assert isinstance(act, Quantizer) and act.precision == 32
+
+
+class _Data:  # the two attributes a model needs from the data module
+    in_channels, num_classes = 1, 10
+
+
+@pytest.mark.parametrize("model", opts("model"))
+def test_model_options_build(compose_fn, model):
+    cfg = compose_fn([f"model={model}", "model.width=8"] if not model.startswith("resnet") else [f"model={model}"])
+    job = type("J", (), {"cfg": cfg, "data": _Data()})
+    twin, binary = build_models(job)
+    x = torch.randn(2, 1, 8, 8) if not model.startswith("resnet") else torch.randn(2, 1, 32, 32)
+    assert binary(x).shape == (2, 10)
+    if twin is not None:
+        binary.load_state_dict(twin.state_dict(), strict=True)
+
+
+def test_optimizer_and_scheduler_options_instantiate(compose_fn):
+    from onebit.pipeline import train_stage  # noqa: F401  (the code path that uses them)
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    for o in opts("optimizer"):
+        cfg = compose_fn([f"optimizer={o}"])
+        c = OmegaConf.to_container(cfg.optimizer)
+        for k in ("binary_weight_decay", "bn_weight_decay", "latent_weight_clip"):
+            c.pop(k)
+        opt = instantiate(c)(p)
+        assert isinstance(opt, torch.optim.Optimizer) and opt.param_groups[0]["lr"] == cfg.optimizer.lr
+        for s in opts("scheduler"):
+            sched = instantiate(compose_fn([f"scheduler={s}"]).scheduler)(opt, 4)
+            assert isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
+
+
+def test_step_schedule_fractions_and_epochs():
+    from onebit.optim import step
+
+    p = [torch.nn.Parameter(torch.zeros(1))]
+    lrs = []
+    opt = torch.optim.SGD(p, lr=1.0)
+    s = step(opt, 20, milestones=[0.5, 0.75])
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step(), s.step()
+    assert lrs[9] == 1.0 and lrs[10] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.01)
+
+
+def test_trainer_options_instantiate(compose_fn):
+    import pytorch_lightning as pl
+
+    for t in opts("trainer"):
+        cfg = compose_fn([f"trainer={t}"])
+        if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+            assert cfg.trainer.precision == "bf16-mixed"
+            continue
+        trainer = instantiate(cfg.trainer, max_epochs=1, logger=False)
+        assert isinstance(trainer, pl.Trainer)
+
+
+def test_logger_options(compose_fn, tmp_path):
+    from onebit.pipeline import finish_logger, make_logger
+
+    for name in opts("logger"):
+        cfg = compose_fn([f"logger={name}", "logger.mode=offline"] if name == "wandb" else [f"logger={name}"])
+        logger = make_logger(cfg, "binary", tmp_path, "0" * 16, {"sign": "approx"})
+        assert (logger is None) == (name == "none")
+        if name == "wandb":
+            assert logger.experiment.settings.mode == "offline"
+            assert logger.experiment.group == "default" and logger.experiment.job_type == "binary"
+        finish_logger(logger, failed=False)
+
+
+def test_launcher_options_select_hydra_launchers(compose_fn):
+    expected = {"basic": "BasicLauncher", "joblib": "JoblibLauncher", "submitit_local": "LocalLauncher",
+                "submitit_slurm": "SlurmLauncher"}
+    for name in opts("launcher"):
+        compose_fn([f"launcher={name}"])
+        assert HydraConfig.get().launcher._target_.endswith(expected[name])
+
+
+@pytest.mark.parametrize("experiment", opts("experiment"))
+def test_experiment_overlays_compose(compose_fn, experiment):
+    cfg = compose_fn([f"experiment={experiment}"])
+    assert cfg.study == experiment
+    C.check(cfg)
+    assert cfg.epochs >= 1
+
+
+def test_paper_recipe_values(compose_fn):
+    cfg = compose_fn(["experiment=bireal18_imagenet"])
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.data.batch_size, cfg.epochs) == (0.01, 0.9, 128, 20)
+    assert list(cfg.scheduler.milestones) == [10, 15] and cfg.bn_retrain and cfg.pretrain.name == "clip"
+    cfg = compose_fn(["experiment=bireal34_imagenet"])
+    assert (cfg.optimizer.lr, cfg.data.batch_size, cfg.epochs, cfg.model.depth) == (0.08, 1024, 40, 34)
+    cfg = compose_fn(["experiment=binarydensenet28"])
+    assert (cfg.sign.t, cfg.weight.t, cfg.optimizer.latent_weight_clip, cfg.optimizer.lr) == (1.3, 1.3, 1.3, 0.004)
+
+
+def test_keys_identify_jobs(compose_fn):
+    a = compose_fn(["sign=approx"])
+    b = compose_fn(["sign=ste"])
+    c = compose_fn(["sign=approx", "study=other", "logger=none"])
+    assert job_key(a) != job_key(b) and job_key(a) == job_key(c)
+    # the twin does not depend on the sign / weight of the binary net, so both share one pretrained net
+    assert pretrain_key(a) == pretrain_key(b)
+    assert pretrain_key(a) != pretrain_key(compose_fn(["shortcut=false"]))
+    assert pretrain_key(a) != pretrain_key(compose_fn(["pretrain=relu"]))
+    assert flat_options(a)["sign"] == "approx" and flat_options(a)["shortcut"] is True
+
+
+@pytest.mark.parametrize("override,message", [
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is invalid: must be a positive finite number"),
+    (["epochs=0"], "epochs=0 is invalid: must be a positive integer"),
+    (["seed=-1"], "seed=-1 is invalid"),
+    (["shortcut=maybe"], "shortcut='maybe' is invalid: choose one of true, false"),
+    (["label_smoothing=1.5"], "label_smoothing=1.5 is invalid"),
+    (["pretrain.epochs=0"], "pretrain.epochs=0 is invalid"),
+])
+def test_invalid_values(compose_fn, override, message):
+    with pytest.raises(C.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        C.check(compose_fn(override))
+
+
+def test_sign_option_on_real_model(compose_fn):
+    cfg = compose_fn(["model=resnet18", "sign=ste"])
+    with pytest.raises(C.ConfigError, match=r"sign=.* does not apply to model=resnet18, a real-valued model"):
+        C.check(cfg, {"model", "sign"})
+    C.check(compose_fn(["model=resnet18"]), {"model"})  # the defaults alone are fine
+
+
+def test_preflight_unknown_option():
+    with pytest.raises(C.ConfigError, match=r"unknown option sign='aprox'; valid choices: approx, ste, swish"):
+        C.preflight(["-m", "sign=approx,aprox"], CONF)
+    C.preflight(["sign=approx,ste", "model.width=4", "experiment=bireal18_imagenet", "+foo=1"], CONF)
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["sign=aprox"], "onebit: error: unknown option sign='aprox'; valid choices: approx, ste, swish", 2),
+    (["model.width=0", *FAST[1:]], "model.width=0 is invalid: must be a positive integer", 2),
+    (["optimizer.lr=-1", *FAST], "optimizer.lr=-1 is invalid", 2),
+])
+def test_cli_bad_input_one_line(tmp_path, args, message, code):
+    r = run_train([*args, f"output_root={tmp_path}"])
+    assert r.returncode == code, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("onebit:")]
+    assert len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+    for rec in tmp_path.rglob("record.json"):  # nothing half-written that looks finished
+        assert '"status": "finished"' not in rec.read_text()
