@@ -109,6 +109,7 @@ def test_logger_options(compose_fn, tmp_path):
         if name == "wandb":
             assert logger.experiment.settings.mode == "offline"
             assert logger.experiment.group == "default" and logger.experiment.job_type == "binary"
+            assert logger.experiment.config["sign"] == "approx" and logger.experiment.config["stage"] == "binary"
         finish_logger(logger, failed=False)
 
 

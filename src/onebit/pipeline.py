@@ -239,6 +239,8 @@ def build_models(job: Job):
     cfg, data = job.cfg, job.data
     factory = instantiate(cfg.model, _partial_=True)
     common = dict(in_channels=data.in_channels, num_classes=data.num_classes)
+    if "width" in cfg.model and cfg.model.width is None:
+        common["width"] = getattr(data, "default_width", 64)
     if C.is_real_model(cfg):
         return None, factory(**common)
     binary = factory(sign=instantiate(cfg.sign), weight=instantiate(cfg.weight), **common)

@@ -1,0 +1,165 @@
+"""The staged pipeline end to end on digits with real Lightning trainers, the pretrain cache (including two jobs
+that need the same net at once), W&B offline runs and a real Hydra multirun from the shell."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FAST, ROOT, compose_cfg, run_train
+from onebit import pipeline
+from onebit.records import read_record
+
+
+def run_inprocess(tmp_path: Path, overrides: list[str], name: str = "run") -> dict:
+    cfg = compose_cfg([*FAST, *overrides], tmp_path)
+    return pipeline.run(cfg, tmp_path / name, set())
+
+
+def test_staged_pipeline_pretrain_binary_bn_retrain(tmp_path):
+    rec = run_inprocess(tmp_path, ["pretrain=clip", "bn_retrain=true"])
+    assert rec["status"] == "finished" and list(rec["stages"]) == ["pretrain", "binary", "bn_retrain"]
+    for stage in rec["stages"].values():
+        m = stage["metrics"]
+        assert stage["status"] == "finished"
+        assert 0 <= m["val/top1"] <= 1 and 0 <= m["test/top1"] <= 1 and m["val/top1_best"] >= m["val/top1"] - 1e-9
+    t = rec["stages"]["binary"]["transfer"]
+    assert t["strict"] and t["missing"] == [] and t["unexpected"] == [] and t["tensors"] > 0
+    # the audited transfer hashes exactly the cached twin's weights
+    entry = pipeline.PretrainCache(tmp_path / "cache").load(rec["stages"]["pretrain"]["cache"]["key"])
+    assert pipeline.transfer(entry["state_dict"], pipeline.build_models(
+        pipeline.Job(compose_cfg([*FAST, "pretrain=clip"], tmp_path), tmp_path, "k", None, _digits(), {}))[1]
+    )["sha256"] == t["sha256"]
+    assert read_record(tmp_path / "run" / "record.json")["status"] == "finished"
+    assert rec["efficiency"]["bops"] > 0 and rec["options"]["pretrain"] == "clip"
+
+
+def _digits():
+    from onebit.data import DigitsData
+
+    d = DigitsData()
+    d.setup("fit")
+    return d
+
+
+def test_bn_retrain_fixes_weights_and_trains_only_bn(tmp_path):
+    from onebit.layers import BinaryConv2d
+
+    cfg = compose_cfg([*FAST, "pretrain=none", "weight=magnitude_aware"], tmp_path)
+    data = _digits()
+    record = pipeline.Record.start(tmp_path / "r", job_key="k", study="s", options={}, config={})
+    job = pipeline.Job(cfg, tmp_path / "r", "k", record, data, {})
+    _, model = pipeline.build_models(job)
+    bn_prefixes = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pipeline.run_bn_retrain(job, model)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(bn_prefixes) for k in changed), changed - set(
+        k for k in changed if k.startswith(bn_prefixes))
+    assert any(k.endswith("running_mean") for k in changed) and any(k.endswith(".weight") for k in changed)
+    conv = next(m for m in model.modules() if isinstance(m, BinaryConv2d))
+    assert set(conv.weight_quantizer(conv.weight).unique().tolist()) == {-1.0, 1.0}
+
+
+def test_pretrain_cache_reuse_and_corruption(tmp_path):
+    first = run_inprocess(tmp_path, ["pretrain=relu"], "a")
+    second = run_inprocess(tmp_path, ["pretrain=relu", "sign=ste"], "b")
+    p1, p2 = first["stages"]["pretrain"], second["stages"]["pretrain"]
+    assert p1["cache"]["hit"] is False and p2["cache"]["hit"] is True and p1["cache"]["key"] == p2["cache"]["key"]
+    assert p1["metrics"] == p2["metrics"]
+    assert second["stages"]["binary"]["transfer"]["sha256"] == first["stages"]["binary"]["transfer"]["sha256"]
+    weights = tmp_path / "cache" / "pretrain" / p1["cache"]["key"] / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncate: the entry must be detected and rebuilt
+    third = run_inprocess(tmp_path, ["pretrain=relu"], "c")
+    assert third["stages"]["pretrain"]["cache"]["hit"] is False
+    assert pipeline.PretrainCache(tmp_path / "cache").load(p1["cache"]["key"]) is not None
+
+
+def test_concurrent_jobs_train_a_shared_twin_once(tmp_path):
+    args = [*FAST, "pretrain=clip", f"output_root={tmp_path}"]
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "src" / "train.py"), *args, f"sign={s}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in ("ste", "approx")]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    records = [read_record(p) for p in tmp_path.glob("runs/*/*/record.json")]
+    assert len(records) == 2
+    hits = sorted(r["stages"]["pretrain"]["cache"]["hit"] for r in records)
+    assert hits == [False, True]
+
+
+@pytest.mark.parametrize("sign", ["ste", "approx", "swish"])
+@pytest.mark.parametrize("weight", ["plain", "magnitude_aware", "magnitude_aware_official"])
+def test_each_component_combination_trains(tmp_path, sign, weight):
+    rec = run_inprocess(tmp_path, ["pretrain=none", f"sign={sign}", f"weight={weight}"])
+    assert rec["status"] == "finished" and list(rec["stages"]) == ["binary"]
+    assert rec["options"]["sign"] == sign and rec["options"]["weight"] == weight
+
+
+@pytest.mark.parametrize("model", ["res18", "binarydensenet28", "ftbnn18", "bireal50", "resnet18"])
+def test_model_families_train(tmp_path, model):
+    extra = ["model.growth=4"] if "dense" in model else []
+    fast = FAST if model != "resnet18" else FAST[1:]  # torchvision's ResNet has no width option
+    cfg = compose_cfg([*fast, f"model={model}", *extra], tmp_path)
+    rec = pipeline.run(cfg, tmp_path / "run", {"model"})
+    assert rec["status"] == "finished"
+    assert list(rec["stages"]) == (["real"] if model == "resnet18" else ["pretrain", "binary"])
+
+
+def test_failed_job_is_recorded(tmp_path):
+    cfg = compose_cfg([*FAST, "pretrain=none", "optimizer.lr=1e30", "optimizer=sgd"], tmp_path)
+    with pytest.raises(Exception):
+        pipeline.run(cfg, tmp_path / "run", set())
+    rec = read_record(tmp_path / "run" / "record.json")
+    assert rec["status"] == "failed" and rec["error"]
+
+
+def test_wandb_offline_run_config(tmp_path):
+    rec = run_inprocess(tmp_path, ["logger=wandb", "logger.mode=offline", "pretrain=none", "study=wb"])
+    assert rec["wandb"]["binary"]["mode"] == "offline"
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    # W&B (0.2x+, Go core) writes offline runs as protobuf records in run-<id>.wandb; keys are stored verbatim
+    blob = next(runs[0].glob("*.wandb")).read_bytes()
+    for key in (b"sign", b"weight", b"shortcut", b"stage", b"efficiency/memory_mbit", b"job_key", b"val/top1_best"):
+        assert key in blob, key
+
+
+def test_output_dirs_never_collide(tmp_path):
+    """Two runs (or sweeps) composed in the same second get different directories (random suffix)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dirs, sweep_dirs = set(), set()
+    for _ in range(3):
+        compose_cfg([], tmp_path)
+        run_dirs.add(HydraConfig.get().run.dir)
+        sweep_dirs.add(HydraConfig.get().sweep.dir)
+    assert len(run_dirs) == 3 and len(sweep_dirs) == 3
+    assert all(d.startswith(str(tmp_path / "runs")) for d in run_dirs)
+
+
+def test_multirun_from_the_shell(tmp_path):
+    r = run_train(["-m", "sign=approx,ste", "shortcut=true,false", "pretrain=clip", *FAST,
+                   f"output_root={tmp_path}", "study=card"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "onebit sweep: 4 finished, 0 failed" in r.stdout
+    records = [read_record(p) for p in tmp_path.glob("sweeps/card/*/*/record.json")]
+    assert len(records) == 4 and all(x["status"] == "finished" for x in records)
+    combos = {(x["options"]["sign"], x["options"]["shortcut"]) for x in records}
+    assert combos == {("approx", True), ("approx", False), ("ste", True), ("ste", False)}
+    trained = [x for x in records if not x["stages"]["pretrain"]["cache"]["hit"]]
+    assert len(trained) == 2  # one real-valued net per shortcut setting, reused by the other sign
+
+
+def test_multirun_failed_job_does_not_stop_the_sweep(tmp_path):
+    r = run_train(["-m", "epochs=1,0", "pretrain=none", *FAST[:1], *FAST[2:], f"output_root={tmp_path}"])
+    assert r.returncode == 1
+    assert "onebit sweep: 1 finished, 1 failed" in r.stdout
+    assert "epochs=0 is invalid" in r.stdout + r.stderr
