@@ -72,7 +72,7 @@ def test_approx_sign_is_derivative_of_F():
 
 def test_approx_sign_with_gradient_cancelling():
     x = grid()
-    _, g = backward(q.ApproxSign(t_clip=0.5), x)
+    _, g = backward(q.ApproxSign(t=0.5), x)
     np.testing.assert_allclose(g, np_approx(x) * (np.abs(x) <= 0.5), atol=1e-6)
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+SWEEPS_DIR = ROOT / "sweeps"
 GROUPS = ("data", "model", "sign", "weight", "pretrain", "optimizer", "scheduler", "trainer", "logger", "launcher",
-          "experiment")
+          "experiment", "sweeps")
 # the options recorded for every run (the axes of the papers' tables)
 OPTION_GROUPS = ("data", "model", "sign", "weight", "pretrain", "optimizer", "scheduler", "trainer", "experiment")
 REAL_MODELS = ("onebit.models.TorchvisionResNet",)
@@ -31,10 +33,13 @@ def register_resolvers() -> None:
     """``${onebit_uid:}``: a random 6-hex suffix, resolved once per config, for collision-free output dirs."""
     if not OmegaConf.has_resolver("onebit_uid"):
         OmegaConf.register_new_resolver("onebit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("onebit_root"):
+        OmegaConf.register_new_resolver("onebit_root", lambda: str(ROOT))
 
 
 def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    folder = SWEEPS_DIR if group == "sweeps" else conf_dir / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 _OVERRIDE = re.compile(r"^(?P<prefix>[+~]{0,2})(?P<key>[A-Za-z_][\w/]*)=(?P<value>.*)$")
@@ -51,7 +56,7 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
             continue
         valid = options(m["key"], conf_dir)
         for choice in (v.strip() for v in value.split(",")):
-            if m["key"] == "experiment" and choice in ("", "null"):
+            if m["key"] in ("experiment", "sweeps") and choice in ("", "null"):
                 continue
             if choice not in valid:
                 raise ConfigError(f"unknown option {m['key']}={choice!r}; valid choices: {', '.join(valid)}")

@@ -51,6 +51,7 @@ class Classifier(pl.LightningModule):
         self.val_top1, self.val_top5 = acc(1), acc(k5)
         self.test_top1, self.test_top5 = acc(1), acc(k5)
         self.best_val_top1 = 0.0
+        self.history: list[dict] = []  # one entry per epoch: the curves of analysis/plots.py
 
     def forward(self, x):
         return self.model(x)
@@ -90,6 +91,9 @@ class Classifier(pl.LightningModule):
         if top1 is not None and math.isfinite(float(top1)):
             self.best_val_top1 = max(self.best_val_top1, float(top1))
         self.log("val/top1_best", self.best_val_top1)
+        m = self.trainer.callback_metrics
+        self.history.append({"epoch": self.current_epoch, **{k: float(m[k]) for k in
+                             ("train/loss", "train/top1", "val/loss", "val/top1") if k in m}})
 
     def test_step(self, batch, batch_idx):
         x, y = batch
@@ -105,7 +109,9 @@ class Classifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["onebit_best_val_top1"] = self.best_val_top1
+        checkpoint["onebit"] = {"best_val_top1": self.best_val_top1, "history": self.history}
 
     def on_load_checkpoint(self, checkpoint):
-        self.best_val_top1 = checkpoint.get("onebit_best_val_top1", 0.0)
+        state = checkpoint.get("onebit", {})
+        self.best_val_top1 = state.get("best_val_top1", 0.0)
+        self.history = list(state.get("history", []))

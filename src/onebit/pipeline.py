@@ -125,7 +125,10 @@ def flat_options(cfg: DictConfig) -> dict:
     opts = {g: choices.get(g) for g in C.OPTION_GROUPS}
     if C.is_real_model(cfg):
         opts.update(sign=None, weight=None, pretrain=None)
-    opts.update(shortcut=bool(cfg.shortcut), seed=int(cfg.seed), epochs=int(cfg.epochs),
+    shortcut = bool(cfg.model.get("shortcut", cfg.shortcut))  # a model option may pin it (plain18: false)
+    opts.update(shortcut=shortcut, seed=int(cfg.seed), epochs=int(cfg.epochs),
+                structure=("plain" if not shortcut else cfg.model.get("structure")),
+                depth=cfg.model.get("depth"),
                 bn_retrain=bool(cfg.bn_retrain), study=cfg.study)
     if "t" in cfg.sign and opts.get("sign") == "ste":
         opts["ste_t"] = float(cfg.sign.t)
@@ -221,7 +224,7 @@ def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> di
         metrics["val/top1_best"] = module.best_val_top1
         result = {"status": "finished", "metrics": metrics, "seconds": round(time.perf_counter() - t0, 3),
                   "fit_seconds": round(fit_seconds, 3), "test_seconds": round(time.perf_counter() - t1, 3),
-                  "epochs": epochs}
+                  "epochs": epochs, "history": module.history}
         if logger is not None and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
             logger.experiment.summary.update({"best/val_top1": module.best_val_top1})
         failed = False
@@ -270,10 +273,12 @@ def run_pretrain(job: Job, twin: torch.nn.Module) -> dict:
         if entry is None:
             result = train_stage(job, "pretrain", twin, int(cfg.pretrain.epochs))
             cache.save(key, twin.state_dict(), {"metrics": result["metrics"], "seconds": result["seconds"],
+                                                "history": result["history"],
                                                 "trained_by": str(job.run_dir), "created": time.time()})
             job.record.update_stage("pretrain", cache={"key": key, "hit": False})
             return twin.state_dict()
     job.record.update_stage("pretrain", status="finished", metrics=entry["metrics"], seconds=entry["seconds"],
+                            history=entry.get("history", []),
                             wait_seconds=round(time.perf_counter() - t0, 3),
                             cache={"key": key, "hit": True, "trained_by": entry.get("trained_by")})
     return entry["state_dict"]

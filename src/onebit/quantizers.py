@@ -150,24 +150,26 @@ class ApproxSign(SignApproximation):
     i.e. ``g(x) = max(0, 2 - 2|x|)``, the derivative of
     ``F(x) = -1 (x < -1); 2x + x^2 (-1 <= x < 0); 2x - x^2 (0 <= x < 1); 1 (x >= 1)``.
 
-    ``t_clip`` (optional) multiplies g by the gradient-cancelling mask ``1{|x| <= t_clip}``, as in Bethge et
-    al. 2018 ("Training Competitive BNNs from Scratch", Eq. 4); with ``t_clip >= 1`` it changes nothing.
+    ``t`` (optional) multiplies g by the gradient-cancelling mask ``1{|x| <= t}`` of the STE, as in Bethge et
+    al. 2018 ("Training Competitive BNNs from Scratch", Eq. 4); with ``t >= 1`` (or null) it changes nothing,
+    since g is already 0 outside [-1, 1]. Sharing the STE's field name lets one sweep cross ``sign`` with
+    ``sign.t``.
     """
 
-    def __init__(self, t_clip: float | None = None):
+    def __init__(self, t: float | None = None):
         super().__init__()
-        if t_clip is not None and not (t_clip > 0 and math.isfinite(t_clip)):
-            raise ValueError(f"sign.t_clip={t_clip!r} is invalid: must be null or a positive finite number")
-        self.t_clip = None if t_clip is None else float(t_clip)
+        if t is not None and not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"sign.t={t!r} is invalid: must be null or a positive finite number")
+        self.t = None if t is None else float(t)
 
     def derivative(self, x: Tensor) -> Tensor:
         g = (2 - 2 * x.abs()).clamp_(min=0)
-        if self.t_clip is not None:
-            g = g * (x.abs() <= self.t_clip)
+        if self.t is not None and self.t < 1:
+            g = g * (x.abs() <= self.t)
         return g
 
     def extra_repr(self) -> str:
-        return f"t_clip={self.t_clip}"
+        return f"t={self.t}"
 
 
 class SwishSign(SignApproximation):
