@@ -381,3 +381,24 @@ def is_multirun() -> bool:
         return HydraConfig.get().mode == RunMode.MULTIRUN
     except ValueError:
         return False
+
+
+def model_from_record(record: dict, stage: str = "binary") -> torch.nn.Module:
+    """Rebuild the model of one stage of a recorded run and load its last checkpoint (for analysis and plots)."""
+    cfg = OmegaConf.create(record["config"])
+    data = instantiate(cfg.data)
+    factory = instantiate(cfg.model, _partial_=True)
+    kwargs = dict(in_channels=data.in_channels, num_classes=data.num_classes)
+    if "width" in cfg.model and cfg.model.width is None:
+        kwargs["width"] = getattr(data, "default_width", 64)
+    if C.is_real_model(cfg):
+        model = factory(**kwargs)
+    elif stage == "pretrain":
+        model = factory(sign=instantiate(cfg.pretrain.activation), weight=None, **kwargs)
+    else:
+        model = factory(sign=instantiate(cfg.sign), weight=instantiate(cfg.weight), **kwargs)
+    ckpt = Path(record["run_dir"]) / "checkpoints" / stage / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")},
+                          strict=True)
+    return model.eval()
