@@ -5,6 +5,7 @@
     python analysis/plots.py ablation --metric test/top1 --by structure --color sign
     python analysis/plots.py signs --out /tmp/f                           # Bi-Real Fig. 3 (no records needed)
     python analysis/plots.py activations --block layer2.-1                # block inputs, with vs. without shortcuts
+    python analysis/plots.py activations --fresh --width 32               # the same, fresh models, no records
 
 Records are the ``record.json`` files under ``--root`` (``onebit.records``). A *cell* is a set of runs that share
 every option except the seed (options of the record, plus any semantic config value that differs, e.g.
@@ -89,13 +90,13 @@ def load_records(root: Path | str, study: str | None = None, where: Sequence[str
         why = "directory does not exist" if not root.is_dir() else (
             f"{corrupt} corrupt record(s) skipped" if corrupt else f"no {RECORD_NAME} found")
         raise NoRecordsError(f"no run records under {root} ({why})")
-    records = dedupe(records)
     if study is not None:
         studies = sorted({str(r.get("study") or r["options"].get("study")) for r in records})
         records = [r for r in records if (r.get("study") or r["options"].get("study")) == study]
         if not records:
             raise NoRecordsError(f"no run records of study {study!r} under {root} (studies there: "
                                  f"{', '.join(studies)})")
+    records = dedupe(records)  # after the study filter: job_key ignores the study, a job may be in two studies
     for cond in where:
         key, sep, value = cond.partition("=")
         if not sep or not key:
@@ -133,13 +134,15 @@ def _hashable(value):
 
 
 def _semantic_leaves(config: dict, prefix: str = "") -> dict:
-    """Dotted leaves of the resolved config that determine a run, minus every ``seed`` key."""
+    """Dotted leaves of the resolved config that determine a run: minus every ``seed`` key, the data's ``root``
+    (a path), ``num_workers``, the non-semantic groups (logger, launcher, paths) and the trainer settings other
+    than precision and determinism (as ``onebit.pipeline.job_key``)."""
     out = {}
     for k, v in (config or {}).items():
         name = f"{prefix}{k}"
         if not prefix and k in NON_SEMANTIC:
             continue
-        if k == "seed":
+        if k in ("seed", "root", "num_workers"):  # seeds; where the data lives; loader processes
             continue
         if name == "trainer" and isinstance(v, dict):
             v = {kk: vv for kk, vv in v.items() if kk in TRAINER_SEMANTIC}
@@ -172,22 +175,28 @@ def group_cells(records: Iterable[dict]) -> dict[tuple, list[dict]]:
 
 def label_keys(cells: Sequence[dict], exclude: Iterable[str] = ()) -> list[str]:
     """The fewest keys, tried in :data:`LABEL_ORDER` (then other options, then config leaves), that tell
-    ``cells`` (dicts of :func:`cell_items`) apart; keys in ``exclude`` are left out."""
-    exclude = set(exclude)
+    ``cells`` (dicts of :func:`cell_items`) apart given the ``exclude`` keys (shown elsewhere: a panel, the bar
+    groups or colours): a key enters only if, together with ``exclude`` and the keys already chosen, it
+    separates more cells (so ``model=plain18`` is not added when ``structure`` already says it)."""
+    exclude = [k for k in dict.fromkeys(exclude) if k is not None]
     varying = [k for k in {k for c in cells for k in c}
                if k not in exclude and len({_text(c.get(k)) for c in cells}) > 1]
     order = sorted(varying, key=lambda k: (k not in LABEL_ORDER, "." in k,
                                            LABEL_ORDER.index(k) if k in LABEL_ORDER else 0, k))
+
+    def distinct(keys):
+        return len({tuple(_text(c.get(k)) for k in keys) for c in cells})
+
     chosen: list[str] = []
-    target = len({_key(c) for c in cells})
-    distinct = 1
+    target = distinct([*exclude, *order])
+    n = distinct(exclude)
     for k in order:
-        n = len({tuple(_text(c.get(kk)) for kk in [*chosen, k]) for c in cells})
-        if n > distinct:
-            chosen.append(k)
-            distinct = n
-        if distinct >= target:
+        if n >= target:
             break
+        m = distinct([*exclude, *chosen, k])
+        if m > n:
+            chosen.append(k)
+            n = m
     return chosen
 
 
@@ -393,6 +402,12 @@ def choose_facet(cells: Sequence[dict], max_lines: int = MAX_LINES_PER_PANEL) ->
     return best
 
 
+def _cell_count(cell: CellCurves) -> str:
+    """``n=3/4, 1 failed``: seeds averaged / runs in the cell, and the runs that are not finished."""
+    bad = "".join(f", {n} {s}" for s, n in sorted(cell.counts.items()) if s != "finished")
+    return f"n={cell.n}/{cell.runs}{bad}"
+
+
 def plot_curves(records: Sequence[dict], path: Path | str, stage: str = "binary",
                 metrics: Sequence[str] = CURVE_METRICS, band: str = "minmax", study: str | None = None,
                 facet: str | None = "auto") -> Path:
@@ -418,9 +433,7 @@ def plot_curves(records: Sequence[dict], path: Path | str, stage: str = "binary"
         for cell in data:
             if facet and _text(cell.items.get(facet)) != fv:
                 continue
-            bad = {s: n for s, n in cell.counts.items() if s != "finished"}
-            extra = "".join(f", {n} {s}" for s, n in sorted(bad.items()))
-            legend = f"{cell.label}  (n={cell.n}/{cell.runs}{extra})"
+            legend = f"{cell.label}  ({_cell_count(cell)})"
             for i, m in enumerate(metrics):
                 ax = axes[i][j]
                 s = cell.series.get(m)
@@ -432,7 +445,7 @@ def plot_curves(records: Sequence[dict], path: Path | str, stage: str = "binary"
                                  marker="o" if len(s) < 3 else None, ms=3)
                     ax.fill_between(s.index, s["lo"] * scale, s["hi"] * scale, color=colors[cell.label],
                                     alpha=0.18, lw=0)
-                handles.setdefault(legend if not facet else f"{cell.label}", h)
+                handles.setdefault(legend if not facet else cell.label, h)
         for i, m in enumerate(metrics):
             ax = axes[i][j]
             ax.grid(alpha=0.3)
@@ -446,17 +459,26 @@ def plot_curves(records: Sequence[dict], path: Path | str, stage: str = "binary"
                 for c in sub:
                     runs.update(c.counts)
                 ax.set_title(f"{facet}={fv}\n{format_counts(runs)}", fontsize=9)
-    if facet:  # per-cell counts go in the panel titles and a table below the legend
-        for cell in data:
-            bad = {s: n for s, n in cell.counts.items() if s != "finished"}
-            if bad:
-                print(f"{PROG}: curves: {facet}={cell.items.get(facet)}, {cell.label}: "
-                      f"{', '.join(f'{n} {s}' for s, n in bad.items())} (excluded)", file=sys.stderr)
+    if facet:  # one legend entry per label across panels: its usual count, and the panels that differ
+        named = {}
+        for label in handles:
+            per = Counter()
+            cells = [c for c in data if c.label == label]
+            for c in cells:
+                per[_cell_count(c)] += 1
+            usual = per.most_common(1)[0][0]
+            odd = [f"{c.items.get(facet)}: {_cell_count(c)}" for c in cells if _cell_count(c) != usual]
+            named[f"{label}  ({usual}{'; ' + '; '.join(odd) if odd else ''})"] = handles[label]
+            for c in cells:
+                if any(s != "finished" for s in c.counts):
+                    print(f"{PROG}: curves: {facet}={c.items.get(facet)}, {label}: {_cell_count(c)} "
+                          "(unfinished runs excluded)", file=sys.stderr)
+        handles = named
     band_handle = plt.Rectangle((0, 0), 1, 1, color="grey", alpha=0.3)
     legend_labels = [*handles, BAND_LABEL[band], "n = seeds averaged / runs in cell"
-                     + ("" if not facet else " (see panel titles)")]
+                     + ("" if not facet else f" (in every panel, unless a {facet} is named)")]
     legend_handles = [*handles.values(), band_handle, plt.Line2D([], [], ls="none")]
-    fig.legend(legend_handles, legend_labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
+    fig.legend(legend_handles, legend_labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                frameon=False)
     total = Counter()
     for c in data:
@@ -552,11 +574,14 @@ def plot_ablation(records: Sequence[dict], path: Path | str, stage: str = "binar
         ax.text(xi, base + 0.01 * top, text, ha="center", va="bottom", fontsize=6.5 if many else 7.5,
                 rotation=90 if many else 0)
     ax.set_ylim(0, top * (1.35 if many else 1.2) if top > 0 else 1)
+    if scale == 100.0 and top <= 100.0:
+        ax.set_yticks(np.arange(0, 101, 20))
     ax.set_xticks(x, [str(v) for v in df["label"]], rotation=60 if df["label"].map(len).max() > 6 else 0,
                   ha="right" if df["label"].map(len).max() > 6 else "center", fontsize=7)
     sec = ax.secondary_xaxis("top")
-    sec.set_xticks(centers, [f"{by}={g}" for g in groups], fontsize=9)
+    sec.set_xticks(centers, groups, fontsize=9)
     sec.tick_params(length=0)
+    sec.set_xlabel(by, fontsize=9)
     ax.set_ylabel(_axis_label(f"{stage} {metric}"))
     ax.grid(axis="y", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[v]) for v in color_values]
@@ -690,13 +715,19 @@ def block_input(model, x, spec: str = "layer2.-1"):
 
 
 def activation_stats(t) -> dict:
-    """count (number of values), distinct values, mean and std (ddof=1) of a tensor, and its shape."""
+    """count (number of values), distinct values (whole tensor, and the mean over channels of the distinct values
+    per channel, dim 1: the paper's argument is per channel, since BN is a per-channel affine map), mean and std
+    (ddof=1) of a tensor, and its shape."""
     import torch
 
     shape = tuple(t.shape)
-    t = t.detach().double().flatten()
-    return {"count": int(t.numel()), "distinct": int(torch.unique(t).numel()), "mean": float(t.mean()),
-            "std": float(t.std()), "shape": shape}
+    t = t.detach().double()
+    per_channel = ([int(torch.unique(t[:, c]).numel()) for c in range(t.shape[1])] if t.dim() > 1 else
+                   [int(torch.unique(t).numel())])
+    flat = t.flatten()
+    return {"count": int(flat.numel()), "distinct": int(torch.unique(flat).numel()),
+            "distinct_per_channel": float(np.mean(per_channel)), "mean": float(flat.mean()),
+            "std": float(flat.std()), "shape": shape}
 
 
 def _first_val_batch(data):
@@ -766,7 +797,7 @@ def activation_data(records: Sequence[dict] | None = None, block: str = "layer2.
                 rec = {**rec, "run_dir": str(Path(rec["_path"]).parent) if "_path" in rec else rec["run_dir"]}
                 models[name] = (model_from_record(rec, stage), rec)
             x = _first_val_batch(instantiate(OmegaConf.create(pair[0]["config"]).data))
-            out = {"source": "trained", "detail": f"trained {stage} checkpoints, seed "
+            out = {"source": "trained", "detail": f"{stage} checkpoints (last.ckpt), seed "
                                                   f"{pair[0]['options'].get('seed')} ({common_options(pair)})"}
             for name, (model, rec) in models.items():
                 t = block_input(model, x, block)
@@ -811,7 +842,8 @@ def plot_activations(path: Path | str, records: Sequence[dict] | None = None, bl
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"input of the Sign of {block}")
-        ax.text(0.98, 0.97, f"values: {s['count']:,}\ndistinct: {s['distinct']:,}\nstd: {s['std']:.3g}",
+        ax.text(0.98, 0.97, f"values: {s['count']:,}\ndistinct: {s['distinct']:,}\n"
+                f"distinct per channel: {s['distinct_per_channel']:,.1f}\nstd: {s['std']:.3g}",
                 transform=ax.transAxes, ha="right", va="top", fontsize=8,
                 bbox=dict(boxstyle="round", fc="white", alpha=0.8))
         ax.grid(alpha=0.3)
@@ -860,16 +892,13 @@ def cmd_signs(args, records=None) -> list[Path]:
 
 def cmd_activations(args, records=None) -> list[Path]:
     if records is None:
-        try:
-            records = load_records(args.root, args.study, args.where, warn=True)
-        except NoRecordsError:
-            records = []  # fresh models need no records
+        records = [] if args.fresh else load_records(args.root, args.study, args.where)
     path, data = plot_activations(Path(args.out) / f"{_prefix(args)}activations-{_slug(args.block)}.png",
                                   records, args.block, args.width, args.seed)
     for name in ("bireal", "plain"):
         s = data[name]["stats"]
         print(f"activations {data['source']} {name}: {s['count']} values, {s['distinct']} distinct, "
-              f"std {s['std']:.4g}, shape {s['shape']}")
+              f"{s['distinct_per_channel']:.1f} distinct per channel, std {s['std']:.4g}, shape {s['shape']}")
     return [path]
 
 
@@ -900,6 +929,8 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("--block", default="layer2.-1", help="layerN.i: the block whose Sign input is shown")
     act.add_argument("--width", type=int, default=FALLBACK_WIDTH, help="width of the fresh models (fallback)")
     act.add_argument("--seed", type=int, default=0, help="seed of the fresh models (fallback)")
+    act.add_argument("--fresh", action="store_true",
+                     help="activations: use freshly initialised models, read no records (works without runs)")
     sg = _Parser(add_help=False)
     sg.add_argument("--beta", type=float, default=5.0, help="SwishSign's b")
 

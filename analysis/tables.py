@@ -3,6 +3,7 @@
     python analysis/tables.py                            # every table the records under outputs/ have data for
     python analysis/tables.py table1 --study bireal_table1 --format markdown --out analysis/example
     python analysis/tables.py study --study ftbnn_nonlinearity
+    python analysis/tables.py bethge                     # Bethge et al. 2018 Tables 2-3 (sweeps=bethge2018_resnete18)
     python analysis/tables.py --source wandb --entity ME --project onebit --group bireal_table1
     python analysis/tables.py efficiency                 # Bi-Real Table 3 (no training needed)
     python analysis/tables.py efficiency --format csv    # exact counts: model,binary_params,...,ops
@@ -104,6 +105,28 @@ def cmd_table1(args) -> int:
     return 0
 
 
+BETHGE_TITLE = ("Bethge et al. 2018 Tables 2-3, ResNetE-18 from scratch ({metric}, %): ours = mean ± std over "
+                "seeds (n) | paper; scaling no/yes = weight=plain/xnor, approxsign yes/no = sign=approx/ste")
+BETHGE_CONCLUSIONS_TITLE = ("Bethge et al. 2018's findings in our data (paired differences, points; noise = 2 SE "
+                            "over pairs) | the paper's mean difference over the same cells")
+
+
+def emit_bethge(df, args) -> None:
+    from onebit.analysis import bethge_conclusions, bethge_table
+
+    table = bethge_table(df, args.metric, args.study)
+    emit("bethge2018_resnete18", table, args.format, args.out, BETHGE_TITLE.format(metric=args.metric))
+    found = bethge_conclusions(df, args.metric, args.study)
+    if not found.empty:  # empty when no run of the table has finished yet
+        emit("bethge2018_resnete18_conclusions", found, args.format, args.out, BETHGE_CONCLUSIONS_TITLE)
+
+
+def cmd_bethge(args) -> int:
+    df, _ = load(args)
+    emit_bethge(df, args)
+    return 0
+
+
 def cmd_study(args) -> int:
     from onebit.analysis import study_table
 
@@ -116,7 +139,7 @@ def cmd_study(args) -> int:
 
 
 def cmd_all(args) -> int:
-    from onebit.analysis import NoRunsError, conclusions, study_table, table1
+    from onebit.analysis import BETHGE_STUDIES, NoRunsError, conclusions, study_table, table1
 
     try:
         df, _ = load(args)
@@ -134,15 +157,23 @@ def cmd_all(args) -> int:
                  "The paper's conclusions in our data (paired differences, points; noise = 2 SE over pairs)")
         except NoRunsError:
             pass
+        skip = {"bireal_table1"}
+        if args.study is None or args.study in BETHGE_STUDIES:
+            try:
+                emit_bethge(df, args)
+                skip |= set(BETHGE_STUDIES)
+            except NoRunsError:
+                pass
         for study in sorted(df["study"].dropna().unique()):
-            if study == "bireal_table1":
+            if study in skip:
                 continue
             emit(f"study_{study}", study_table(df, study, args.metric), args.format, args.out,
                  f"study {study} ({args.metric}, %)")
     return cmd_efficiency(args)
 
 
-TABLES = {"all": cmd_all, "table1": cmd_table1, "study": cmd_study, "efficiency": cmd_efficiency}
+TABLES = {"all": cmd_all, "table1": cmd_table1, "bethge": cmd_bethge, "study": cmd_study,
+          "efficiency": cmd_efficiency}
 
 
 def main(argv=None) -> int:

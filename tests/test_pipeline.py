@@ -77,7 +77,7 @@ def test_pretrain_cache_reuse_and_corruption(tmp_path):
     assert second["stages"]["binary"]["transfer"]["sha256"] == first["stages"]["binary"]["transfer"]["sha256"]
     weights = tmp_path / "cache" / "pretrain" / p1["cache"]["key"] / "weights.pt"
     weights.write_bytes(weights.read_bytes()[:100])  # truncate: the entry must be detected and rebuilt
-    third = run_inprocess(tmp_path, ["pretrain=relu"], "c")
+    third = run_inprocess(tmp_path, ["pretrain=relu", "resume=false"], "c")
     assert third["stages"]["pretrain"]["cache"]["hit"] is False
     assert pipeline.PretrainCache(tmp_path / "cache").load(p1["cache"]["key"]) is not None
 

@@ -8,6 +8,10 @@ shown with their n: nothing is silently dropped.
 Bi-Real Table 1 layout: rows init x weight update x activation backward (the paper's "original" = plain / STE,
 "proposed" = magnitude-aware / ApproxSign, plus the real-valued rows from each job's pretrain stage), columns
 structure x depth, our cell beside the paper's value.
+
+Bethge et al. 2018 layout (the from-scratch ResNetE-18 ablation, their Tables 2-3): rows XNOR scaling (no =
+``weight=plain``, yes = ``weight=xnor``) x 1x1 downsample conv (``model.downsample``) x ApproxSign (yes =
+``sign=approx``, no = ``sign=ste``), columns by dataset (the ``data`` option), our cell beside the paper's.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ def _columns() -> list[str]:
 _TARGET_OPTIONS = {
     "SteSign": "ste", "ApproxSign": "approx", "SwishSign": "swish",
     "PlainSign": "plain", "MagnitudeAware": "magnitude_aware", "MagnitudeAwareOfficial": "magnitude_aware_official",
+    "XnorScaling": "xnor",
 }
 
 
@@ -267,6 +272,28 @@ CONCLUSIONS = (
 )
 
 
+def _paired_differences(fin: pd.DataFrame, col: str, better, worse, axes: list[str], metric: str):
+    """Runs that differ only in ``col`` (same other ``axes`` and seed): (differences better - worse in points,
+    the set of other-axes keys (seed dropped) that have at least one pair)."""
+    others = [a for a in axes if a != col] + ["seed"]
+    a = fin[fin[col] == better].set_index(others)[metric].astype(float) * 100
+    b = fin[fin[col] == worse].set_index(others)[metric].astype(float) * 100
+    a, b = a[~a.index.duplicated()], b[~b.index.duplicated()]
+    common = a.index.intersection(b.index)
+    return (a.loc[common] - b.loc[common]).to_numpy(), {tuple(k[:-1]) for k in common}
+
+
+def _mean_se(diffs) -> tuple[float, float]:
+    n = len(diffs)
+    mean = float(diffs.mean()) if n else math.nan
+    se = float(diffs.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return mean, se
+
+
+def _round(x: float) -> float:
+    return round(x, 2) if not math.isnan(x) else math.nan
+
+
 def conclusions(df: pd.DataFrame, metric: str = "test/top1") -> pd.DataFrame:
     """For each conclusion of the paper: the mean paired difference (points) between runs that differ only in
     that option (same other options and seed), its standard error over pairs, and whether it holds and exceeds
@@ -280,16 +307,9 @@ def conclusions(df: pd.DataFrame, metric: str = "test/top1") -> pd.DataFrame:
     axes = ["pretrain", "weight", "sign", "structure", "depth"]
     out = []
     for name, col, better, worse in CONCLUSIONS:
-        others = [a for a in axes if a != col] + ["seed"]
-        a = fin[fin[col] == better].set_index(others)[metric].astype(float) * 100
-        b = fin[fin[col] == worse].set_index(others)[metric].astype(float) * 100
-        a, b = a[~a.index.duplicated()], b[~b.index.duplicated()]
-        common = a.index.intersection(b.index)
-        diffs = (a.loc[common] - b.loc[common]).to_numpy()
+        diffs, cells = _paired_differences(fin, col, better, worse, axes, metric)
         n = len(diffs)
-        mean = float(diffs.mean()) if n else math.nan
-        se = float(diffs.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-        cells = {tuple(k[:-1]) for k in common}
+        mean, se = _mean_se(diffs)
         ro = [x for x in axes if x != col]
         ra = ref[ref[col] == better].set_index(ro)["top1"]
         rb = ref[ref[col] == worse].set_index(ro)["top1"]
@@ -303,3 +323,127 @@ def conclusions(df: pd.DataFrame, metric: str = "test/top1") -> pd.DataFrame:
                     "paper (points)": round(paper_diff, 2) if not math.isnan(paper_diff) else math.nan,
                     "verdict": verdict})
     return pd.DataFrame(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bethge et al. 2018, Tables 2-3: the from-scratch ResNetE-18 ablation
+# ----------------------------------------------------------------------------------------------------------
+
+BETHGE_STUDY = "bethge2018_resnete18"
+# the sweep's study, and the studies of single runs of the two experiment overlays (same recipe, same cells)
+BETHGE_STUDIES = (BETHGE_STUDY, "bethge2018_cifar10", "bethge2018_imagenet")
+BETHGE_SCALING = {"plain": "no", "xnor": "yes"}      # weight option -> the paper's "scaling"
+BETHGE_APPROXSIGN = {"approx": "yes", "ste": "no"}   # sign option -> the paper's "ApproxSign"
+BETHGE_DOWNSAMPLES = ("binary", "full_precision")
+BETHGE_PAPER_DATA = ("cifar10", "imagenet")          # the datasets of the paper's tables
+_DATA_ORDER = ("digits", "cifar10", "cifar100", "imagenet")
+BETHGE_CONCLUSIONS = (
+    # (name, option column, a, b, claim): the difference a - b is expected to be > 0 ("positive") or ~ 0 ("equal")
+    ("scaling hurts from scratch", "weight", "plain", "xnor", "positive"),
+    ("ApproxSign ~ STE", "sign", "approx", "ste", "equal"),
+    ("full-precision downsample helps", "downsample", "full_precision", "binary", "positive"),
+)
+
+
+def bethge_rows(df: pd.DataFrame, study: str | None = None) -> pd.DataFrame:
+    """The rows that belong to the ablation: study ``study`` (default: bethge2018_resnete18 and the
+    bethge2018_cifar10 / _imagenet overlays), weight plain|xnor, sign ste|approx, a known downsample."""
+    in_study = df["study"] == study if study else df["study"].isin(BETHGE_STUDIES)
+    return df[in_study & df["weight"].isin(list(BETHGE_SCALING)) & df["sign"].isin(list(BETHGE_APPROXSIGN))
+              & df["downsample"].isin(list(BETHGE_DOWNSAMPLES))]
+
+
+def bethge_cells(df: pd.DataFrame, metric: str = "test/top1", study: str | None = None) -> dict:
+    """{(data, model, scaling, downsample, approxsign): cell} over seeds, from each run's final stage."""
+    fin = final_rows(bethge_rows(df, study))
+    cells = {}
+    for (data, model, w, ds, s), g in fin.groupby(["data", "model", "weight", "downsample", "sign"], dropna=False):
+        cells[(data, model, BETHGE_SCALING[w], ds, BETHGE_APPROXSIGN[s])] = summarize_cell(g, metric)
+    return cells
+
+
+def _data_rank(data) -> tuple:
+    return (_DATA_ORDER.index(data) if data in _DATA_ORDER else len(_DATA_ORDER), str(data))
+
+
+def _paper_column(metric: str) -> str:
+    return "top5" if metric.endswith("top5") else "top1"
+
+
+def bethge_table(df: pd.DataFrame, metric: str = "test/top1", study: str | None = None) -> pd.DataFrame:
+    """Bethge et al. 2018 Tables 2-3 in the paper's layout: rows scaling x downsample x approxsign, one column
+    per dataset (per dataset and model if several models ran) with our cell, the paper's value (top-1, or top-5
+    for a top-5 metric) beside it for CIFAR-10 and ImageNet."""
+    cells = bethge_cells(df, metric, study)
+    if not cells:
+        raise NoRunsError(f"no runs for Bethge et al. 2018 Tables 2-3 (study {study or BETHGE_STUDY!r}: weight "
+                          "plain|xnor x model.downsample binary|full_precision x sign ste|approx)")
+    ref = paper.load("bethge2018_resnete18").set_index(["dataset", "scaling", "downsample", "approxsign"])
+    pcol = _paper_column(metric)
+    ours = sorted({(k[0], k[1]) for k in cells}, key=lambda c: (_data_rank(c[0]), str(c[1])))
+    several_models = len({m for _, m in ours}) > 1
+    datasets = sorted({d for d, _ in ours} | set(BETHGE_PAPER_DATA), key=_data_rank)
+    rows = []
+    for scaling in ("no", "yes"):
+        for ds in BETHGE_DOWNSAMPLES:
+            for approx in ("yes", "no"):
+                row = {"scaling": scaling, "downsample": ds, "approxsign": approx}
+                for data in datasets:
+                    for d, model in ours:
+                        if d == data:
+                            label = f"{data} {model}" if several_models else str(data)
+                            row[label] = format_cell(cells.get((data, model, scaling, ds, approx)))
+                    if data in BETHGE_PAPER_DATA:
+                        key = (data, scaling, ds, approx)
+                        row[f"{data} paper"] = ref.loc[key, pcol] if key in ref.index else math.nan
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bethge_conclusions(df: pd.DataFrame, metric: str = "test/top1", study: str | None = None) -> pd.DataFrame:
+    """The paper's findings in our data, per dataset: mean paired difference (points) between runs that differ
+    only in one option (same data, model, other options and seed), its SE over pairs and the verdict; beside it
+    the paper's mean difference over the same cells on CIFAR-10 and on ImageNet.
+
+    "scaling hurts" and "full-precision downsample helps" hold when the difference is > 0 (and say whether it
+    exceeds the seed noise, |mean| > 2 SE); "ApproxSign ~ STE" holds when |approx - ste| <= 2 SE (within seed
+    noise). No finished runs: an empty frame."""
+    fin = final_rows(bethge_rows(df, study))
+    fin = fin[(fin["run_status"] == "finished") & fin[metric].notna()]
+    ref = paper.load("bethge2018_resnete18")
+    ref = ref.assign(weight=ref["scaling"].map({v: k for k, v in BETHGE_SCALING.items()}),
+                     sign=ref["approxsign"].map({v: k for k, v in BETHGE_APPROXSIGN.items()}))
+    pcol = _paper_column(metric)
+    axes = ["model", "weight", "sign", "downsample"]
+    out = []
+    for data in sorted(fin["data"].unique(), key=_data_rank):
+        d = fin[fin["data"] == data]
+        for name, col, better, worse, claim in BETHGE_CONCLUSIONS:
+            diffs, cells = _paired_differences(d, col, better, worse, axes, metric)
+            n = len(diffs)
+            mean, se = _mean_se(diffs)
+            ro = [x for x in axes if x not in (col, "model")]
+            cells = {c[1:] for c in cells}  # drop the model: the paper has one (ResNetE-18)
+            row = {"data": data, "conclusion": name, "ours (points)": _round(mean), "SE": _round(se), "pairs": n}
+            for pdata in BETHGE_PAPER_DATA:
+                r = ref[ref["dataset"] == pdata]
+                ra, rb = r[r[col] == better].set_index(ro)[pcol], r[r[col] == worse].set_index(ro)[pcol]
+                rc = [c for c in cells if c in ra.index and c in rb.index]
+                row[f"paper {pdata} (points)"] = _round(float(np.mean([ra.loc[c] - rb.loc[c] for c in rc]))
+                                                        if rc else math.nan)
+            row["verdict"] = _bethge_verdict(claim, n, mean, se)
+            out.append(row)
+    return pd.DataFrame(out, columns=["data", "conclusion", "ours (points)", "SE", "pairs",
+                                      *(f"paper {d} (points)" for d in BETHGE_PAPER_DATA), "verdict"])
+
+
+def _bethge_verdict(claim: str, n: int, mean: float, se: float) -> str:
+    if not n:
+        return "no paired runs"
+    noisy = None if math.isnan(se) else abs(mean) <= 2 * se
+    if claim == "equal":
+        if noisy is None:
+            return "no noise estimate (1 pair)"
+        return "holds, within seed noise" if noisy else "does not hold, exceeds seed noise"
+    return ("holds" if mean > 0 else "does not hold") + (
+        "" if noisy is None else (", within seed noise" if noisy else ", exceeds seed noise"))

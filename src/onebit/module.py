@@ -52,6 +52,7 @@ class Classifier(pl.LightningModule):
         self.test_top1, self.test_top5 = acc(1), acc(k5)
         self.best_val_top1 = 0.0
         self.history: list[dict] = []  # one entry per epoch: the curves of analysis/plots.py
+        self._loss_sum, self._batches = torch.zeros(()), 0
 
     def forward(self, x):
         return self.model(x)
@@ -68,6 +69,8 @@ class Classifier(pl.LightningModule):
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, batch {batch_idx}: "
                 "lower optimizer.lr or check the data")
         self.train_top1(logits.detach(), y)
+        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
+        self._batches += 1
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
         return loss
@@ -92,8 +95,20 @@ class Classifier(pl.LightningModule):
             self.best_val_top1 = max(self.best_val_top1, float(top1))
         self.log("val/top1_best", self.best_val_top1)
         m = self.trainer.callback_metrics
-        self.history.append({"epoch": self.current_epoch, **{k: float(m[k]) for k in
-                             ("train/loss", "train/top1", "val/loss", "val/top1") if k in m}})
+        self._epoch_entry().update({k: float(m[k]) for k in ("val/loss", "val/top1") if k in m})
+
+    def _epoch_entry(self) -> dict:
+        if not self.history or self.history[-1]["epoch"] != self.current_epoch:
+            self.history.append({"epoch": self.current_epoch})
+        return self.history[-1]
+
+    def on_train_epoch_end(self):
+        """Runs after the epoch's validation: completes this epoch's history entry with its training metrics
+        (one host sync per epoch)."""
+        if self._batches:
+            self._epoch_entry().update({"train/loss": float(self._loss_sum) / self._batches,
+                                        "train/top1": float(self.train_top1.compute())})
+        self._loss_sum, self._batches = torch.zeros(()), 0
 
     def test_step(self, batch, batch_idx):
         x, y = batch

@@ -39,8 +39,8 @@ from onebit.records import RECORD_NAME, Record, atomic_write_json, read_record
 
 log = logging.getLogger("onebit")
 
-# keys of the config that do not change what a job computes (where it logs or runs)
-NON_SEMANTIC = ("logger", "launcher", "hydra", "output_root", "cache_dir", "study")
+# keys of the config that do not change what a job computes (where it logs or runs, whether it may resume)
+NON_SEMANTIC = ("logger", "launcher", "hydra", "output_root", "cache_dir", "resume")
 
 
 def _hash(obj: Any, n: int = 16) -> str:
@@ -48,7 +48,7 @@ def _hash(obj: Any, n: int = 16) -> str:
 
 
 def job_key(cfg: DictConfig) -> str:
-    """Identity of a job: the hash of everything that determines its result."""
+    """Identity of a job: the hash of its study and of everything that determines its result."""
     c = OmegaConf.to_container(cfg, resolve=True)
     for k in NON_SEMANTIC:
         c.pop(k, None)
@@ -182,15 +182,55 @@ class Job:
     cfg: DictConfig
     run_dir: Path
     key: str
-    record: Record
+    record: Record | None  # None in DDP helper ranks (rank > 0): they train but write nothing
     data: Any
     wandb_config: dict
+    resuming: bool = False
+
+
+def global_rank() -> int:
+    """This process's rank in a multi-process (DDP) job, from the launcher's environment; 0 otherwise."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _checkpoint_callback(dirpath: Path):
+    """Lightning's ModelCheckpoint (``last.ckpt`` after every epoch), written atomically: a job killed while
+    saving leaves the previous complete checkpoint, never a torn one."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class AtomicLastCheckpoint(ModelCheckpoint):
+        def _save_checkpoint(self, trainer, filepath: str) -> None:
+            tmp = f"{filepath}.tmp"
+            trainer.save_checkpoint(tmp, self.save_weights_only)
+            if trainer.is_global_zero:
+                os.replace(tmp, filepath)
+            self._last_global_step_saved = trainer.global_step
+            self._last_checkpoint_saved = filepath
+
+    return AtomicLastCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0)
+
+
+def resumable_checkpoint(job: Job, stage: str) -> str | None:
+    """The stage's ``last.ckpt`` when this job resumes an interrupted stage; a corrupt one is a one-line error."""
+    path = job.run_dir / "checkpoints" / stage / "last.ckpt"
+    if not path.exists():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as e:
+        raise C.ConfigError(f"checkpoint {path} is corrupt ({type(e).__name__}); delete it to restart stage "
+                            f"{stage!r}, or run with resume=false") from None
+    return str(path)
 
 
 def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> dict:
-    """Fit ``model`` for ``epochs`` and test it; returns the stage's metrics (also written to the record)."""
+    """Fit ``model`` for ``epochs`` (continuing from the stage's last checkpoint if the job was interrupted) and
+    test it; returns the stage's metrics (also written to the record)."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor
 
     from onebit.module import Classifier
 
@@ -202,12 +242,15 @@ def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> di
     module = Classifier(model, instantiate(opt_cfg), instantiate(cfg.scheduler), epochs=epochs, decays=decays,
                         num_classes=job.data.num_classes, label_smoothing=cfg.label_smoothing,
                         latent_weight_clip=clip if stage != "pretrain" else None)
-    job.record.update_stage(stage, status="running", epochs=epochs)
-    logger = make_logger(cfg, stage, job.run_dir, job.key, job.wandb_config)
+    ckpt_path = resumable_checkpoint(job, stage) if job.resuming else None
+    rank0 = job.record is not None
+    if rank0:
+        job.record.update_stage(stage, status="running", epochs=epochs, resumed_from=ckpt_path)
+    logger = make_logger(cfg, stage, job.run_dir, job.key, job.wandb_config) if rank0 else None
     if logger is not None and type(logger).__name__ == "WandbLogger":
         job.record.data["wandb"][stage] = {"id": logger.experiment.id, "mode": logger.experiment.settings.mode,
                                            "project": cfg.logger.project}
-    callbacks = [ModelCheckpoint(dirpath=job.run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)]
+    callbacks = [_checkpoint_callback(job.run_dir / "checkpoints" / stage)]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=epochs, logger=logger if logger else False,
@@ -215,7 +258,7 @@ def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> di
     failed = True
     try:
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=job.data)
+        trainer.fit(module, datamodule=job.data, ckpt_path=ckpt_path)
         fit_seconds = time.perf_counter() - t0
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         t1 = time.perf_counter()
@@ -230,9 +273,10 @@ def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> di
         failed = False
     finally:
         finish_logger(logger, failed)
-        if failed:
+        if failed and rank0:
             job.record.update_stage(stage, status="failed")
-    job.record.update_stage(stage, **result)
+    if rank0:
+        job.record.update_stage(stage, **result)
     return result
 
 
@@ -263,10 +307,18 @@ def transfer(twin_state: dict, binary: torch.nn.Module) -> dict:
             "unexpected": list(result.unexpected_keys), "sha256": digest}
 
 
-def run_pretrain(job: Job, twin: torch.nn.Module) -> dict:
+def twin_state(job: Job, twin: torch.nn.Module) -> dict:
+    """The pretrained twin's weights: from the cache (trained once per content hash, under a file lock), or from
+    this job's own finished pretrain stage when it resumes."""
     cfg = job.cfg
     cache = PretrainCache(Path(cfg.cache_dir))
     key = pretrain_key(cfg)
+    if job.record is None:  # DDP helper rank: no lock (rank 0 holds it); train alongside rank 0 or read its entry
+        entry = cache.load(key)
+        if entry is None:
+            train_stage(job, "pretrain", twin, int(cfg.pretrain.epochs))
+            return twin.state_dict()
+        return entry["state_dict"]
     t0 = time.perf_counter()
     with cache.lock(key):
         entry = cache.load(key)
@@ -277,6 +329,8 @@ def run_pretrain(job: Job, twin: torch.nn.Module) -> dict:
                                                 "trained_by": str(job.run_dir), "created": time.time()})
             job.record.update_stage("pretrain", cache={"key": key, "hit": False})
             return twin.state_dict()
+    if job.record.stage("pretrain").get("cache", {}).get("hit") is False:  # resumed job that trained it itself
+        return entry["state_dict"]
     job.record.update_stage("pretrain", status="finished", metrics=entry["metrics"], seconds=entry["seconds"],
                             history=entry.get("history", []),
                             wait_seconds=round(time.perf_counter() - t0, 3),
@@ -296,48 +350,150 @@ def run_bn_retrain(job: Job, binary: torch.nn.Module) -> dict:
     return train_stage(job, "bn_retrain", binary, 1)
 
 
-def run(cfg: DictConfig, run_dir: Path, explicit_groups: set[str]) -> dict:
-    """Run one job; returns its record's data. Raises on failure after recording it."""
+def _stage_done(job: Job, stage: str) -> bool:
+    return job.record is not None and job.record.data["stages"].get(stage, {}).get("status") == "finished"
+
+
+def _load_stage_weights(job: Job, stage: str, model: torch.nn.Module) -> None:
+    """Weights of a finished stage of a resumed job, from its last checkpoint."""
+    path = resumable_checkpoint(job, stage)
+    if path is None:
+        raise C.ConfigError(f"cannot resume {job.run_dir}: stage {stage!r} is finished but its checkpoint is "
+                            "missing; run with resume=false")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+
+
+def run_stages(job: Job, twin, binary) -> None:
+    """pretrain -> binary -> bn_retrain (or the single ``real`` stage), skipping the stages a resumed job already
+    finished."""
+    cfg = job.cfg
+    if C.is_real_model(cfg):
+        if not _stage_done(job, "real"):
+            train_stage(job, "real", binary, int(cfg.epochs))
+        return
+    if not _stage_done(job, "binary"):
+        if twin is not None and resumable_checkpoint(job, "binary") is None:
+            state = twin_state(job, twin)
+            audit = transfer(state, binary)
+            if job.record is not None:
+                job.record.update_stage("binary", transfer=audit)
+        train_stage(job, "binary", binary, int(cfg.epochs))
+    elif cfg.bn_retrain and not _stage_done(job, "bn_retrain"):
+        _load_stage_weights(job, "binary", binary)
+    if cfg.bn_retrain and not _stage_done(job, "bn_retrain"):
+        run_bn_retrain(job, binary)
+
+
+class JobIndex:
+    """``<output_root>/index/<job_key>.json``: where each job's record lives. Re-running the same job (same study
+    and config) finds it there: a finished job is skipped, an interrupted or failed one resumes in its own run
+    directory. The lock ``<job_key>.lock`` is held while the job runs (released by the OS if it is killed), so a
+    second copy of a running job is refused instead of writing into the same directory."""
+
+    def __init__(self, output_root: Path):
+        self.root = Path(output_root) / "index"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def lock(self, key: str):
+        from filelock import FileLock
+
+        return FileLock(str(self.root / f"{key}.lock"), timeout=0)
+
+    def get(self, key: str) -> dict | None:
+        path = self.root / f"{key}.json"
+        try:
+            entry = json.loads(path.read_text())
+            return read_record(Path(entry["run_dir"]) / RECORD_NAME)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def set(self, key: str, run_dir: Path) -> None:
+        atomic_write_json(self.root / f"{key}.json", {"run_dir": str(run_dir)})
+
+
+def _build(job: Job):
+    """Data and models, before any training: every bad option or value fails here, as one ConfigError line."""
+    cfg = job.cfg
+    try:
+        data = instantiate(cfg.data)
+        data.prepare_data()
+        data.setup("fit")
+        job.data = data
+        return build_models(job)
+    except (ValueError, TypeError, FileNotFoundError, InstantiationException) as e:
+        cause = e
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise C.ConfigError(str(cause).strip().splitlines()[0]) from e
+
+
+def run(cfg: DictConfig, run_dir: Path, explicit_groups: set[str] = frozenset()) -> dict:
+    """Run one job; returns its record's data. Raises on failure after recording it.
+
+    With ``resume=true`` (default) a job whose study and config match a finished record is skipped (its record is
+    returned), and an interrupted or failed one continues in its original run directory from its last checkpoints
+    (same stage, same W&B run ids, optimizer and scheduler state restored). ``run_dir`` (Hydra's job directory)
+    always gets ``job.json``, pointing at the record that holds the job's results.
+    """
     import pytorch_lightning as pl
+    from filelock import Timeout
 
     from onebit.summary import summarize
 
     key = job_key(cfg)
-    options = flat_options(cfg)
-    record = Record.start(run_dir, job_key=key, study=cfg.study, options=options,
-                          config=OmegaConf.to_container(cfg, resolve=True))
+    if global_rank() > 0:  # a DDP helper process: same stages, no record / index / logger / cache writes
+        job = Job(cfg, run_dir, key, None, None, {}, resuming=bool(cfg.resume))
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        run_stages(job, *_build(job))
+        return {}
+    index = JobIndex(Path(cfg.output_root))
+    lock = index.lock(key)
+    try:
+        lock.acquire()
+    except Timeout:
+        previous = index.get(key)
+        raise C.ConfigError(f"this job is already running (in {previous['run_dir'] if previous else '?'}); "
+                            "wait for it, or change study/seed to run another copy") from None
+    try:
+        previous = index.get(key) if cfg.resume else None
+        if previous is not None and previous["status"] == "finished":
+            atomic_write_json(Path(run_dir) / "job.json", {"job_key": key, "record": previous["run_dir"],
+                                                           "action": "skipped (finished before)"})
+            return {**previous, "skipped": True}
+        resuming = previous is not None
+        if resuming:
+            atomic_write_json(Path(run_dir) / "job.json", {"job_key": key, "record": previous["run_dir"],
+                                                           "action": "resumed"})
+            run_dir = Path(previous["run_dir"])
+            record = Record(run_dir / RECORD_NAME, previous)
+            record.data.update(status="running", error=None)
+            record.data["attempts"] = record.data.get("attempts", 1) + 1
+            record.save()
+        else:
+            record = Record.start(run_dir, job_key=key, study=cfg.study, options=flat_options(cfg),
+                                  config=OmegaConf.to_container(cfg, resolve=True))
+        index.set(key, run_dir)
+        return _run_job(cfg, run_dir, key, record, resuming, explicit_groups, summarize, pl)
+    finally:
+        lock.release()
+
+
+def _run_job(cfg, run_dir, key, record, resuming, explicit_groups, summarize, pl) -> dict:
     try:
         C.check(cfg, explicit_groups)
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        try:  # everything a bad option or value can break, before any training
-            data = instantiate(cfg.data)
-            data.prepare_data()
-            data.setup("fit")
-            job = Job(cfg, run_dir, key, record, data, {})
-            twin, binary = build_models(job)
-        except (ValueError, TypeError, FileNotFoundError, InstantiationException) as e:
-            cause = e
-            while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-                cause = cause.__cause__
-            raise C.ConfigError(str(cause).strip().splitlines()[0]) from e
-        eff = summarize(binary, tuple(data.input_size)).as_dict()
+        job = Job(cfg, Path(run_dir), key, record, None, {}, resuming=resuming)
+        twin, binary = _build(job)
+        eff = summarize(binary, tuple(job.data.input_size)).as_dict()
         record.data["efficiency"] = eff
         record.save()
-        job.wandb_config = {**options, "job_key": key, **{f"efficiency/{k}": v for k, v in eff.items()},
-                            "config": record.data["config"]}
-        if twin is None and C.is_real_model(cfg):
-            train_stage(job, "real", binary, int(cfg.epochs))
-        else:
-            if twin is not None:
-                state = run_pretrain(job, twin)
-                record.update_stage("binary", transfer=transfer(state, binary))
-            train_stage(job, "binary", binary, int(cfg.epochs))
-            if cfg.bn_retrain:
-                run_bn_retrain(job, binary)
+        job.wandb_config = {**record.data["options"], "job_key": key,
+                            **{f"efficiency/{k}": v for k, v in eff.items()}, "config": record.data["config"]}
+        run_stages(job, twin, binary)
     except BaseException as e:
-        record.finish("failed", error=f"{type(e).__name__}: {e}")
         record.data["traceback"] = traceback.format_exc(limit=20)
-        record.save()
+        record.finish("failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
         raise
     record.finish("finished")
     return record.data
@@ -362,14 +518,18 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        records = []
-        for path in sorted(sweep_dir.glob(f"*/{RECORD_NAME}")):
+        records, skipped = [], 0
+        for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+            pointer = job_dir / "job.json"
             try:
-                records.append(read_record(path))
-            except ValueError as e:
-                records.append({"status": "corrupt", "run_dir": str(path.parent), "error": str(e)})
+                target = Path(json.loads(pointer.read_text())["record"]) if pointer.exists() else job_dir
+                skipped += pointer.exists() and "skipped" in json.loads(pointer.read_text()).get("action", "")
+                records.append(read_record(target / RECORD_NAME))
+            except (OSError, ValueError, KeyError) as e:
+                records.append({"status": "failed", "run_dir": str(job_dir), "error": f"no record: {e}"})
         failed = [r for r in records if r["status"] != "finished"]
-        print(f"onebit sweep: {len(records) - len(failed)} finished, {len(failed)} failed  ({sweep_dir})")
+        note = f" ({skipped} skipped: finished before)" if skipped else ""
+        print(f"onebit sweep: {len(records) - len(failed)} finished{note}, {len(failed)} failed  ({sweep_dir})")
         for r in failed:
             print(f"  FAILED {r['run_dir']}: {r.get('error')}")
         if failed:

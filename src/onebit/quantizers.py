@@ -15,8 +15,9 @@ SwishSign      ``b (2 - b x tanh(b x / 2)) / (1 + cosh(b x))``        BNN+ (as i
 =============  =====================================================  ============================
 
 Weight binarizers (Hydra group ``weight``) map a latent conv weight ``W_r`` of shape (out, in, kh, kw) to the
-weight used in the forward pass: ``PlainSign`` (Bi-Real Eq. 4), ``MagnitudeAware`` (Bi-Real Eq. 6-7) and
-``MagnitudeAwareOfficial`` (the official PyTorch code's variant: scaled forward, plain gradient).
+weight used in the forward pass: ``PlainSign`` (Bi-Real Eq. 4), ``MagnitudeAware`` (Bi-Real Eq. 6-7),
+``MagnitudeAwareOfficial`` (the official PyTorch code's variant: scaled forward, plain gradient) and
+``XnorScaling`` (XNOR-Net's scaled weights with the gradient through the scale, as ablated by Bethge et al. 2018).
 
 Real-valued activations for pretraining the real-valued twin: ``ReLU``, ``Clip`` (hardtanh), ``LeakyClip``.
 
@@ -45,6 +46,7 @@ __all__ = [
     "PlainSign",
     "MagnitudeAware",
     "MagnitudeAwareOfficial",
+    "XnorScaling",
 ]
 
 
@@ -357,3 +359,64 @@ class MagnitudeAwareOfficial(Quantizer):
 
     def extra_repr(self) -> str:
         return f"fixed={self.fixed}"
+
+
+class _XnorScalingFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: Tensor, t: float, fixed: bool) -> Tensor:
+        b = binary_sign(w)
+        mask = w.abs() <= t
+        if fixed:
+            ctx.save_for_backward(mask)
+            return b
+        alpha = filter_scale(w)
+        ctx.save_for_backward(mask, b, alpha)
+        return b * alpha
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if len(ctx.saved_tensors) == 1:  # fixed: the forward is sign(W_r), its STE gradient
+            (mask,) = ctx.saved_tensors
+            return grad * mask, None, None
+        mask, b, alpha = ctx.saved_tensors
+        dims = tuple(range(1, grad.dim()))
+        n = b[0].numel()
+        through_scale = (grad * b).sum(dim=dims, keepdim=True) * b / n
+        return grad * alpha * mask + through_scale, None, None
+
+
+class XnorScaling(Quantizer):
+    """XNOR-Net weight scaling with the gradient through the scale (XNOR-Net, Rastegari et al. 2016, section 3.1:
+    ``alpha* = ||W||_l1 / n``), the "scaling" axis of Bethge et al. 2018 ("Training Competitive BNNs from
+    Scratch", Tables 2-3: scaling = yes; scaling = no is :class:`PlainSign`).
+
+    forward:  ``W_b = alpha * sign(W_r)``, ``alpha = ||W_r||_1 / n`` per output filter (n = in * kh * kw)
+    backward: the chain rule through both factors of ``W_b = alpha(W_r) * s(W_r)``, with the STE pseudo-gradient
+    ``ds_j/dW_j = 1{|W_j| <= t}`` (t = 1) and ``d alpha / dW_j = sign(W_j) / n``:
+
+        ``dL/dW_j = g_j * alpha * 1{|W_j| <= t}  +  (sign(W_j) / n) * sum_k g_k * sign(W_k)``
+
+    with ``g = dL/dW_b`` and the sum over the output filter of ``W_j``; ``sign(0) = +1`` in both terms (the
+    subgradient of ``|W|`` at 0 is taken as +1, consistent with Bi-Real Eq. 1).
+
+    Unlike :class:`MagnitudeAware` (Bi-Real Eq. 6-7: no gradient through the scale, mask ``|W_r| < 1``) the scale
+    here is a differentiable function of the weights, as when XNOR-Net's alpha is written with ordinary tensor
+    ops in a framework's autograd. This is the exact chain rule, including the cross term over the filter (the
+    XNOR-Net paper writes an element-wise simplification, ``g_j (1/n + alpha 1{|W_j| <= 1})``). ``fixed = True`` (set by BN retraining) drops the scale: forward
+    ``sign(W_r)``, backward ``g * 1{|W_r| <= t}``.
+    """
+
+    precision = 1
+
+    def __init__(self, t: float = 1.0):
+        super().__init__()
+        if not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"weight.t={t!r} is invalid: must be a positive finite number")
+        self.t = float(t)
+        self.fixed = False
+
+    def forward(self, w: Tensor) -> Tensor:
+        return _XnorScalingFn.apply(w, self.t, self.fixed)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t}, fixed={self.fixed}"
