@@ -142,8 +142,9 @@ def test_paper_recipe_values(compose_fn):
 def test_keys_identify_jobs(compose_fn):
     a = compose_fn(["sign=approx"])
     b = compose_fn(["sign=ste"])
-    c = compose_fn(["sign=approx", "study=other", "logger=none"])
+    c = compose_fn(["sign=approx", "logger=none", "resume=false", "output_root=/elsewhere"])
     assert job_key(a) != job_key(b) and job_key(a) == job_key(c)
+    assert job_key(a) != job_key(compose_fn(["sign=approx", "study=other"]))  # a job = study + config
     # the twin does not depend on the sign / weight of the binary net, so both share one pretrained net
     assert pretrain_key(a) == pretrain_key(b)
     assert pretrain_key(a) != pretrain_key(compose_fn(["shortcut=false"]))

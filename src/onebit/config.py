@@ -42,13 +42,30 @@ def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-_OVERRIDE = re.compile(r"^(?P<prefix>[+~]{0,2})(?P<key>[A-Za-z_][\w/]*)=(?P<value>.*)$")
+_OVERRIDE = re.compile(r"^(?P<prefix>[+~]{0,2})(?P<key>[A-Za-z_][\w/.]*)=(?P<value>.*)$")
+
+
+def _keys(path: Path) -> set[str]:
+    return {k for k in (OmegaConf.load(path) or {}).keys() if k != "defaults"}
 
 
 def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Check the ``group=option[,option...]`` overrides in ``argv``; raise ConfigError for an unknown option."""
+    """Check the overrides in ``argv`` before Hydra composes anything: ``group=option[,option...]`` must name
+    existing options, and ``key=value`` / ``group.key=value`` existing keys (``+key=value`` adds a key and is
+    left to Hydra). Raises ConfigError with one line naming the bad value and the valid choices."""
+    top = _keys(conf_dir / "train.yaml") | set(GROUPS) | {"hydra"}
     for arg in argv:
         m = _OVERRIDE.match(arg)
+        if m and not m["prefix"] and m["key"] not in GROUPS:
+            head, _, rest = m["key"].partition(".")
+            if head not in top:
+                raise ConfigError(f"unknown key {m['key']!r}; valid top-level keys: {', '.join(sorted(top))} "
+                                  "(use +key=value to add a new one)")
+            if rest and head in GROUPS and head not in ("launcher", "experiment", "sweeps"):
+                files = list((conf_dir / head).glob("*.yaml"))
+                valid = set().union(*(_keys(f) for f in files)) - {"_target_", "_partial_"}
+                if rest.split(".")[0] not in valid | {"_target_"}:
+                    raise ConfigError(f"unknown key {m['key']!r}; valid keys of {head}: {', '.join(sorted(valid))}")
         if not m or m["key"] not in GROUPS or m["prefix"].startswith("~"):
             continue
         value = m["value"]
@@ -90,6 +107,10 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
         raise ConfigError(f"bn_retrain={cfg.bn_retrain!r} is invalid: choose one of true, false")
     if not isinstance(cfg.study, str) or not re.fullmatch(r"[\w.-]+", cfg.study):
         raise ConfigError(f"study={cfg.study!r} is invalid: use letters, digits, '_', '-', '.'")
+    if cfg.get("threads") is not None:
+        _positive_int("threads", cfg.threads)
+    if not isinstance(cfg.get("resume", True), bool):
+        raise ConfigError(f"resume={cfg.resume!r} is invalid: choose one of true, false")
     opt = cfg.optimizer
     _nonneg_float("optimizer.lr", opt.lr, positive=True)
     for key in ("weight_decay", "binary_weight_decay", "bn_weight_decay"):

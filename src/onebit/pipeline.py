@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 import warnings
@@ -146,21 +147,45 @@ def make_logger(cfg: DictConfig, stage: str, run_dir: Path, key: str, wandb_conf
     from pytorch_lightning.loggers import WandbLogger
 
     os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
     kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.study, job_type=stage,
                   name=f"{cfg.study}-{key[:8]}-{stage}", id=f"{key[:12]}-{stage}", resume="allow",
                   save_dir=str(run_dir), config={**wandb_config, "stage": stage}, reinit="finish_previous")
     try:
-        logger = WandbLogger(mode=cfg.logger.mode, **kwargs)
+        if cfg.logger.mode == "online" and not _wandb_credentials():
+            raise RuntimeError("no W&B API key (set WANDB_API_KEY or run `wandb login`)")
+        logger = WandbLogger(mode=cfg.logger.mode, settings=wandb.Settings(init_timeout=cfg.logger.init_timeout),
+                             **kwargs)
         logger.experiment  # start the run now, so that a failure to connect is handled here
         return logger
     except Exception as e:
         if cfg.logger.mode == "offline":
             raise
-        warnings.warn(f"W&B could not start in {cfg.logger.mode} mode ({type(e).__name__}: {e}); logging offline "
-                      f"to {run_dir}/wandb instead (upload later with `wandb sync`)", stacklevel=1)
+        print(f"onebit: warning: W&B could not start in {cfg.logger.mode} mode ({type(e).__name__}: "
+              f"{str(e).splitlines()[0] if str(e) else ''}); logging offline to {run_dir}/wandb instead (upload "
+              "later with `wandb sync`)", file=sys.stderr)
+        try:  # release the half-started online run so that its id can be used offline
+            wandb.teardown()
+        except Exception:
+            pass
         logger = WandbLogger(mode="offline", **kwargs)
         logger.experiment
         return logger
+
+
+def _wandb_credentials() -> bool:
+    """Whether online W&B can authenticate without asking (an API key in the environment or in ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def finish_logger(logger, failed: bool) -> None:
@@ -197,20 +222,21 @@ def global_rank() -> int:
 
 
 def _checkpoint_callback(dirpath: Path):
-    """Lightning's ModelCheckpoint (``last.ckpt`` after every epoch), written atomically: a job killed while
-    saving leaves the previous complete checkpoint, never a torn one."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    """Save ``last.ckpt`` at the end of every training epoch (after its validation and after the module's own
+    epoch-end hook, as a Lightning ``Checkpoint`` callback runs last), atomically: a job killed while saving keeps
+    the previous complete checkpoint, never a torn one."""
+    from pytorch_lightning.callbacks import Checkpoint
 
-    class AtomicLastCheckpoint(ModelCheckpoint):
-        def _save_checkpoint(self, trainer, filepath: str) -> None:
-            tmp = f"{filepath}.tmp"
-            trainer.save_checkpoint(tmp, self.save_weights_only)
+    class LastCheckpoint(Checkpoint):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            path = Path(dirpath) / "last.ckpt"
             if trainer.is_global_zero:
-                os.replace(tmp, filepath)
-            self._last_global_step_saved = trainer.global_step
-            self._last_checkpoint_saved = filepath
+                path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(f"{path}.tmp")
+            if trainer.is_global_zero:
+                os.replace(f"{path}.tmp", path)
 
-    return AtomicLastCheckpoint(dirpath=dirpath, save_last=True, save_top_k=0)
+    return LastCheckpoint()
 
 
 def resumable_checkpoint(job: Job, stage: str) -> str | None:
@@ -441,6 +467,9 @@ def run(cfg: DictConfig, run_dir: Path, explicit_groups: set[str] = frozenset())
 
     from onebit.summary import summarize
 
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+
     key = job_key(cfg)
     if global_rank() > 0:  # a DDP helper process: same stages, no record / index / logger / cache writes
         job = Job(cfg, run_dir, key, None, None, {}, resuming=bool(cfg.resume))
@@ -519,7 +548,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         records, skipped = [], 0
-        for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             pointer = job_dir / "job.json"
             try:
                 target = Path(json.loads(pointer.read_text())["record"]) if pointer.exists() else job_dir

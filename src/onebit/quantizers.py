@@ -402,8 +402,9 @@ class XnorScaling(Quantizer):
     Unlike :class:`MagnitudeAware` (Bi-Real Eq. 6-7: no gradient through the scale, mask ``|W_r| < 1``) the scale
     here is a differentiable function of the weights, as when XNOR-Net's alpha is written with ordinary tensor
     ops in a framework's autograd. This is the exact chain rule, including the cross term over the filter (the
-    XNOR-Net paper writes an element-wise simplification, ``g_j (1/n + alpha 1{|W_j| <= 1})``). ``fixed = True`` (set by BN retraining) drops the scale: forward
-    ``sign(W_r)``, backward ``g * 1{|W_r| <= t}``.
+    XNOR-Net paper writes an element-wise simplification, ``g_j (1/n + alpha 1{|W_j| <= 1})``).
+
+    ``fixed = True`` (set by BN retraining) drops the scale: forward ``sign(W_r)``, backward ``g * 1{|W_r| <= t}``.
     """
 
     precision = 1
