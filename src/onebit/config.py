@@ -66,6 +66,8 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
                 valid = set().union(*(_keys(f) for f in files)) - {"_target_", "_partial_"}
                 if rest.split(".")[0] not in valid | {"_target_"}:
                     raise ConfigError(f"unknown key {m['key']!r}; valid keys of {head}: {', '.join(sorted(valid))}")
+        if m and m["key"] == "output_root":
+            check_writable(m["value"])
         if not m or m["key"] not in GROUPS or m["prefix"].startswith("~"):
             continue
         value = m["value"]
@@ -77,6 +79,19 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
                 continue
             if choice not in valid:
                 raise ConfigError(f"unknown option {m['key']}={choice!r}; valid choices: {', '.join(valid)}")
+
+
+def check_writable(path: str) -> None:
+    """``output_root`` must be a directory we can create and write into."""
+    import tempfile
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".onebit-write-test"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"output_root={path!r} is not writable ({type(e).__name__}: {e.strerror or e}); "
+                          f"choose another directory (or set ONEBIT_OUTPUTS)") from None
 
 
 def is_real_model(cfg: DictConfig) -> bool:

@@ -127,10 +127,10 @@ def flat_options(cfg: DictConfig) -> dict:
     if C.is_real_model(cfg):
         opts.update(sign=None, weight=None, pretrain=None)
     shortcut = bool(cfg.model.get("shortcut", cfg.shortcut))  # a model option may pin it (plain18: false)
-    opts.update(shortcut=shortcut, seed=int(cfg.seed), epochs=int(cfg.epochs),
+    opts.update(shortcut=shortcut, seed=cfg.seed, epochs=cfg.epochs,  # validated later by config.check
                 structure=("plain" if not shortcut else cfg.model.get("structure")),
                 depth=cfg.model.get("depth"),
-                bn_retrain=bool(cfg.bn_retrain), study=cfg.study)
+                bn_retrain=cfg.bn_retrain, study=cfg.study)
     if "t" in cfg.sign and opts.get("sign") == "ste":
         opts["ste_t"] = float(cfg.sign.t)
     return opts
