@@ -8,6 +8,7 @@ the stage is logged explicitly as ``val/top1_best``.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -53,6 +54,8 @@ class Classifier(pl.LightningModule):
         self.best_val_top1 = 0.0
         self.history: list[dict] = []  # one entry per epoch: the curves of analysis/plots.py
         self._loss_sum, self._batches = torch.zeros(()), 0
+        self._epoch_started: float | None = None
+        self.first_step_time: float | None = None  # wall-clock time of the first training step (start-up bench)
 
     def forward(self, x):
         return self.model(x)
@@ -74,6 +77,23 @@ class Classifier(pl.LightningModule):
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
         self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.first_step_time is None:
+            self.first_step_time = time.time()
+
+    def on_train_epoch_start(self):
+        self._close_epoch_timer()
+        self._epoch_started = time.perf_counter()
+
+    def on_train_end(self):
+        self._close_epoch_timer()
+
+    def _close_epoch_timer(self):
+        """An epoch's ``seconds``: from its start to the next one's (training, validation, checkpoint, logging)."""
+        if self._epoch_started is not None and self.history:
+            self.history[-1].setdefault("seconds", time.perf_counter() - self._epoch_started)
+        self._epoch_started = None
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.latent_weight_clip is not None:

@@ -291,6 +291,8 @@ def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> di
         trainer.test(module, datamodule=job.data, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         metrics["val/top1_best"] = module.best_val_top1
+        if rank0 and module.first_step_time and "first_step" not in job.record.data["timings"]:
+            job.record.data["timings"]["first_step"] = module.first_step_time
         result = {"status": "finished", "metrics": metrics, "seconds": round(time.perf_counter() - t0, 3),
                   "fit_seconds": round(fit_seconds, 3), "test_seconds": round(time.perf_counter() - t1, 3),
                   "epochs": epochs, "history": module.history}
