@@ -152,6 +152,8 @@ def make_logger(cfg: DictConfig, stage: str, run_dir: Path, key: str, wandb_conf
     kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.study, job_type=stage,
                   name=f"{cfg.study}-{key[:8]}-{stage}", id=f"{key[:12]}-{stage}", resume="allow",
                   save_dir=str(run_dir), config={**wandb_config, "stage": stage}, reinit="finish_previous")
+    if os.environ.get("WANDB_SWEEP_ID") and stage in ("binary", "real") and os.environ.get("WANDB_RUN_ID"):
+        kwargs["id"] = os.environ["WANDB_RUN_ID"]  # under `wandb agent`: the agent's run holds the final stage
     try:
         if cfg.logger.mode == "online" and not _wandb_credentials():
             raise RuntimeError("no W&B API key (set WANDB_API_KEY or run `wandb login`)")
