@@ -44,7 +44,7 @@ def main(cfg: DictConfig):
             return None  # recorded as failed; the sweep goes on and SweepSummary reports it
         sys.exit(2 if isinstance(e, C.ConfigError) else 1)
     if data.get("skipped"):
-        print(f"onebit: skipped: this job finished before (set resume=false to run it again)")
+        print("onebit: skipped: this job finished before (set resume=false to run it again)")
     print("\n".join(pipeline.summary_lines(data)))
     return data["stages"].get("binary", data["stages"].get("real", {})).get("metrics", {}).get("val/top1_best")
 

@@ -1,7 +1,6 @@
 """Every model family builds and runs for both shortcut settings; twin -> binary transfer is strict; the
 Bi-Real-18 equals the official PyTorch code layer for layer."""
 
-import copy
 
 import pytest
 import torch

@@ -3,8 +3,6 @@ that need the same net at once), W&B offline runs and a real Hydra multirun from
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path

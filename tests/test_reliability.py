@@ -4,14 +4,12 @@ retry), DDP on 2 CPU processes, parallel launchers, determinism, unreachable W&B
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import ROOT, run_train
 from onebit.records import read_record
