@@ -99,13 +99,18 @@ class Classifier(pl.LightningModule):
         if self.latent_weight_clip is not None:
             clip_latent_weights(self.model, self.latent_weight_clip)
 
-    def validation_step(self, batch, batch_idx):
+    def _eval_step(self, batch, split: str, top1, top5):
         x, y = batch
         logits = self.model(x)
-        self.val_top1(logits, y), self.val_top5(logits, y)
-        self.log("val/loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("val/top1", self.val_top1, on_step=False, on_epoch=True)
-        self.log("val/top5", self.val_top5, on_step=False, on_epoch=True)
+        top1(logits, y), top5(logits, y)
+        # epoch-level only: the loss is reduced across DDP ranks once per epoch, never per step
+        self.log(f"{split}/loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y),
+                 sync_dist=True)
+        self.log(f"{split}/top1", top1, on_step=False, on_epoch=True)
+        self.log(f"{split}/top5", top5, on_step=False, on_epoch=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val", self.val_top1, self.val_top5)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
@@ -131,12 +136,7 @@ class Classifier(pl.LightningModule):
         self._loss_sum, self._batches = torch.zeros(()), 0
 
     def test_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.model(x)
-        self.test_top1(logits, y), self.test_top5(logits, y)
-        self.log("test/loss", self._loss(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("test/top1", self.test_top1, on_step=False, on_epoch=True)
-        self.log("test/top5", self.test_top5, on_step=False, on_epoch=True)
+        self._eval_step(batch, "test", self.test_top1, self.test_top5)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(param_groups(self.model, self.decays))

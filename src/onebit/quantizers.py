@@ -88,7 +88,8 @@ class _SignWithDerivative(torch.autograd.Function):
 
 
 class _SignWithMask(torch.autograd.Function):
-    """forward: sign(x); backward: ``dL/dy * 1{|x| <= t}``. Saves a 1-byte mask instead of the input."""
+    """forward: sign(x); backward: ``dL/dy * 1{|x| <= t}``. Saves a 1-byte mask instead of the input.
+    Serves the STE on activations and the plain weight update alike."""
 
     @staticmethod
     def forward(ctx, x: Tensor, t: float) -> Tensor:
@@ -250,22 +251,14 @@ class RealWeight(Quantizer):
         return w
 
 
-class _PlainSignFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w: Tensor, t: float) -> Tensor:
-        ctx.save_for_backward(w.abs() <= t)
-        return binary_sign(w)
+class _ScaledSignFn(torch.autograd.Function):
+    """forward: ``scale * sign(W)`` (``sign(W)`` if ``fixed``), scale = per-filter mean|W|; backward:
+    ``dL/dW_b * 1{|W| < 1}``, times the scale if ``scale_in_grad`` (no gradient through the scale itself)."""
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None
-
-
-class _MagnitudeAwareFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w: Tensor, fixed: bool) -> Tensor:
+    def forward(ctx, w: Tensor, fixed: bool, scale_in_grad: bool) -> Tensor:
         scale = filter_scale(w)
+        ctx.scale_in_grad = scale_in_grad
         ctx.save_for_backward(scale, w.abs() < 1)
         b = binary_sign(w)
         return b if fixed else b.mul_(scale)
@@ -273,20 +266,7 @@ class _MagnitudeAwareFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         scale, mask = ctx.saved_tensors
-        return grad * scale * mask, None
-
-
-class _ScaledSignPlainGradFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w: Tensor, fixed: bool) -> Tensor:
-        ctx.save_for_backward(w.abs() < 1)
-        b = binary_sign(w)
-        return b if fixed else b.mul_(filter_scale(w))
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (mask,) = ctx.saved_tensors
-        return grad * mask, None
+        return (grad * scale * mask if ctx.scale_in_grad else grad * mask), None, None
 
 
 class PlainSign(Quantizer):
@@ -305,7 +285,7 @@ class PlainSign(Quantizer):
         self.t = float(t)
 
     def forward(self, w: Tensor) -> Tensor:
-        return _PlainSignFn.apply(w, self.t)
+        return _SignWithMask.apply(w, self.t)
 
     def extra_repr(self) -> str:
         return f"t={self.t}"
@@ -330,7 +310,7 @@ class MagnitudeAware(Quantizer):
         self.fixed = False
 
     def forward(self, w: Tensor) -> Tensor:
-        return _MagnitudeAwareFn.apply(w, self.fixed)
+        return _ScaledSignFn.apply(w, self.fixed, True)
 
     def extra_repr(self) -> str:
         return f"fixed={self.fixed}"
@@ -355,7 +335,7 @@ class MagnitudeAwareOfficial(Quantizer):
         self.fixed = False
 
     def forward(self, w: Tensor) -> Tensor:
-        return _ScaledSignPlainGradFn.apply(w, self.fixed)
+        return _ScaledSignFn.apply(w, self.fixed, False)
 
     def extra_repr(self) -> str:
         return f"fixed={self.fixed}"
