@@ -47,7 +47,7 @@ CURVE_METRICS = ("val/top1", "train/loss")
 NON_SEMANTIC = ("logger", "launcher", "hydra", "output_root", "cache_dir", "study")
 TRAINER_SEMANTIC = ("precision", "deterministic")
 # the order in which options are tried when labelling cells (first ones that tell cells apart win)
-LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "shortcut", "ste_t", "data",
+LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "shortcut", "sign_t", "data",
                "optimizer", "scheduler", "epochs", "bn_retrain", "experiment", "trainer", "study")
 MAX_LINES_PER_PANEL = 8
 FALLBACK_WIDTH = 32  # DigitsData.default_width

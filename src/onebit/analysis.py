@@ -26,7 +26,7 @@ from onebit import paper
 from onebit.records import CorruptRecordError, read_record
 
 OPTION_KEYS = ("study", "data", "model", "sign", "weight", "pretrain", "shortcut", "structure", "depth", "seed",
-               "epochs", "bn_retrain", "experiment", "ste_t", "nonlinearity", "downsample", "scaling")
+               "epochs", "bn_retrain", "experiment", "sign_t", "nonlinearity", "downsample", "scaling")
 FINAL_STAGES = ("bn_retrain", "binary", "real")  # the stage whose metrics represent a run, first present wins
 METRICS = ("test/top1", "test/top5", "val/top1", "val/top1_best", "val/top5")
 STRUCTURE_LABEL = {"bireal": "Bi-Real", "res": "Res", "plain": "Plain"}

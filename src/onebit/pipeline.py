@@ -130,8 +130,8 @@ def flat_options(cfg: DictConfig) -> dict:
                 structure=("plain" if not shortcut else cfg.model.get("structure")),
                 depth=cfg.model.get("depth"),
                 bn_retrain=cfg.bn_retrain, study=cfg.study)
-    if "t" in cfg.sign and opts.get("sign") == "ste":
-        opts["ste_t"] = float(cfg.sign.t)
+    if not C.is_real_model(cfg) and "t" in cfg.sign:
+        opts["sign_t"] = cfg.sign.t  # STE threshold / ApproxSign's cancelling mask (binarydensenet sweep)
     return opts
 
 
