@@ -43,6 +43,8 @@ def main(cfg: DictConfig):
         if pipeline.is_multirun():
             return None  # recorded as failed; the sweep goes on and SweepSummary reports it
         sys.exit(2 if isinstance(e, C.ConfigError) else 1)
+    if not data:  # a DDP helper rank: rank zero reports
+        return None
     if data.get("skipped"):
         print("onebit: skipped: this job finished before (set resume=false to run it again)")
     print("\n".join(pipeline.summary_lines(data)))
