@@ -111,12 +111,19 @@ def test_model_families_train(tmp_path, model):
     assert list(rec["stages"]) == (["real"] if model == "resnet18" else ["pretrain", "binary"])
 
 
-def test_failed_job_is_recorded(tmp_path):
-    cfg = compose_cfg([*FAST, "pretrain=none", "optimizer.lr=1e30", "optimizer=sgd"], tmp_path)
-    with pytest.raises(Exception):
+def test_non_finite_loss_stops_the_job_and_is_recorded(tmp_path):
+    from onebit.module import NonFiniteLossError
+
+    cfg = compose_cfg([*FAST, "pretrain=none", "optimizer=sgd", "optimizer.lr=1e30", "logger=wandb",
+                       "logger.mode=offline"], tmp_path)
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
         pipeline.run(cfg, tmp_path / "run", set())
     rec = read_record(tmp_path / "run" / "record.json")
-    assert rec["status"] == "failed" and rec["error"]
+    assert rec["status"] == "failed" and rec["error"].startswith("NonFiniteLossError: non-finite training loss")
+    assert rec["stages"]["binary"]["status"] == "failed"
+    # the W&B run was finished (as failed): its offline files are closed and no run is left open
+    import wandb
+    assert wandb.run is None and list((tmp_path / "run" / "wandb").glob("offline-run-*/*.wandb"))
 
 
 def test_wandb_offline_run_config(tmp_path):
