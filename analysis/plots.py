@@ -37,14 +37,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from onebit import pipeline  # noqa: E402
 from onebit.records import RECORD_NAME, CorruptRecordError, read_record  # noqa: E402
 
 PROG = "plots"
 BANDS = ("minmax", "std")
 BAND_LABEL = {"minmax": "shaded: min-max over seeds", "std": "shaded: mean ± 1 std over seeds (ddof=1)"}
 CURVE_METRICS = ("val/top1", "train/loss")
-# config keys that do not change what a run computes (as onebit.pipeline.NON_SEMANTIC), never part of a cell
-NON_SEMANTIC = ("logger", "launcher", "hydra", "output_root", "cache_dir", "study")
+# config keys that do not change what a run computes, never part of a cell
+NON_SEMANTIC = (*pipeline.NON_SEMANTIC, "study", "threads")
 TRAINER_SEMANTIC = ("precision", "deterministic")
 # the order in which options are tried when labelling cells (first ones that tell cells apart win)
 LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "shortcut", "sign_t", "data",

@@ -27,18 +27,19 @@ def render(df: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt == "markdown":
-        return df.to_markdown(index=False) if _has_tabulate() else df.to_string(index=False)
+        return _markdown(df)
     if fmt == "latex":
         return df.to_latex(index=False)
     return df.to_string(index=False)
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (no dependency on tabulate)."""
+    def cell(v):
+        return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v).replace("|", "\\|")
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
 
 
 def emit(name: str, df: pd.DataFrame, fmt: str, out: Path | None, title: str) -> None:
