@@ -48,12 +48,11 @@ class Classifier(pl.LightningModule):
         self.label_smoothing, self.latent_weight_clip = label_smoothing, latent_weight_clip
         k5 = min(5, num_classes)
         acc = lambda k: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, top_k=k)  # noqa: E731
-        self.train_top1 = acc(1)
         self.val_top1, self.val_top5 = acc(1), acc(k5)
         self.test_top1, self.test_top5 = acc(1), acc(k5)
         self.best_val_top1 = 0.0
         self.history: list[dict] = []  # one entry per epoch: the curves of analysis/plots.py
-        self._loss_sum, self._batches = torch.zeros(()), 0
+        self._loss_sum, self._correct, self._seen, self._batches = torch.zeros(()), torch.zeros(()), 0, 0
         self._epoch_started: float | None = None
         self.first_step_time: float | None = None  # wall-clock time of the first training step (start-up bench)
 
@@ -71,11 +70,12 @@ class Classifier(pl.LightningModule):
             raise NonFiniteLossError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, batch {batch_idx}: "
                 "lower optimizer.lr or check the data")
-        self.train_top1(logits.detach(), y)
+        # training metrics are accumulated on the device and logged once per epoch (on_train_epoch_end): no
+        # per-step logging bookkeeping and no host synchronisation inside the epoch
         self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
+        self._correct = self._correct.to(loss.device) + (logits.detach().argmax(1) == y).sum()
+        self._seen += len(y)
         self._batches += 1
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("train/top1", self.train_top1, on_step=False, on_epoch=True)
         return loss
 
     def on_train_batch_start(self, batch, batch_idx):
@@ -131,9 +131,11 @@ class Classifier(pl.LightningModule):
         """Runs after the epoch's validation: completes this epoch's history entry with its training metrics
         (one host sync per epoch)."""
         if self._batches:
-            self._epoch_entry().update({"train/loss": float(self._loss_sum) / self._batches,
-                                        "train/top1": float(self.train_top1.compute())})
-        self._loss_sum, self._batches = torch.zeros(()), 0
+            loss, top1 = self._loss_sum / self._batches, self._correct / self._seen
+            self.log("train/loss", loss, sync_dist=True)
+            self.log("train/top1", top1, sync_dist=True)
+            self._epoch_entry().update({"train/loss": float(loss), "train/top1": float(top1)})
+        self._loss_sum, self._correct, self._seen, self._batches = torch.zeros(()), torch.zeros(()), 0, 0
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test", self.test_top1, self.test_top5)

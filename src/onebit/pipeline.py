@@ -224,20 +224,32 @@ def global_rank() -> int:
 
 def _checkpoint_callback(dirpath: Path):
     """Save ``last.ckpt`` at the end of every training epoch (after its validation and after the module's own
-    epoch-end hook, as a Lightning ``Checkpoint`` callback runs last), atomically: a job killed while saving keeps
-    the previous complete checkpoint, never a torn one."""
+    epoch-end hook, as a Lightning ``Checkpoint`` callback runs last). With :func:`_checkpoint_io` the write is
+    atomic and happens in a background thread on a copy of the state."""
     from pytorch_lightning.callbacks import Checkpoint
 
     class LastCheckpoint(Checkpoint):
         def on_train_epoch_end(self, trainer, pl_module) -> None:
-            path = Path(dirpath) / "last.ckpt"
-            if trainer.is_global_zero:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(f"{path}.tmp")
-            if trainer.is_global_zero:
-                os.replace(f"{path}.tmp", path)
+            Path(dirpath).mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(str(Path(dirpath) / "last.ckpt"))
 
     return LastCheckpoint()
+
+
+def _checkpoint_io():
+    """Lightning's AsyncCheckpointIO (clones the tensors, then writes in a thread, so training does not wait for
+    the disk) around a writer that saves to ``<path>.tmp`` and renames: a job killed while saving keeps the
+    previous complete checkpoint, never a torn one."""
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+    from pytorch_lightning.plugins.io import AsyncCheckpointIO
+
+    class AtomicTorchCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            tmp = f"{path}.tmp"
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+
+    return AsyncCheckpointIO(AtomicTorchCheckpointIO())
 
 
 def resumable_checkpoint(job: Job, stage: str) -> str | None:
@@ -281,7 +293,8 @@ def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> di
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=epochs, logger=logger if logger else False,
-                                      callbacks=callbacks, default_root_dir=str(job.run_dir))
+                                      callbacks=callbacks, default_root_dir=str(job.run_dir),
+                                      plugins=[_checkpoint_io()])
     failed = True
     try:
         t0 = time.perf_counter()
