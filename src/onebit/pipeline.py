@@ -166,10 +166,12 @@ def make_logger(cfg: DictConfig, stage: str, run_dir: Path, key: str, wandb_conf
         print(f"onebit: warning: W&B could not start in {cfg.logger.mode} mode ({type(e).__name__}: "
               f"{str(e).splitlines()[0] if str(e) else ''}); logging offline to {run_dir}/wandb instead (upload "
               "later with `wandb sync`)", file=sys.stderr)
-        try:  # release the half-started online run so that its id can be used offline
+        try:  # release the half-started online run
             wandb.teardown()
         except Exception:
             pass
+        # a fresh id: W&B's service may still hold the one the failed online attempt registered
+        kwargs["id"] = f"{kwargs['id']}-offline-{time.strftime('%Y%m%d%H%M%S')}"
         logger = WandbLogger(mode="offline", **kwargs)
         logger.experiment
         return logger
