@@ -50,6 +50,13 @@ __all__ = [
 ]
 
 
+def _positive(key: str, value, what: str = "must be a positive finite number") -> float:
+    """A component's positive, finite parameter, or a one-line ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{key}={value!r} is invalid: {what}")
+    return float(value)
+
+
 def binary_sign(x: Tensor) -> Tensor:
     """Bi-Real Eq. 1: ``sign(x) = +1 if x >= 0 else -1``.
 
@@ -131,9 +138,7 @@ class SteSign(SignApproximation):
 
     def __init__(self, t: float = 1.0):
         super().__init__()
-        if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"sign.t={t!r} is invalid: the STE threshold must be a positive finite number")
-        self.t = float(t)
+        self.t = _positive("sign.t", t, "the STE threshold must be a positive finite number")
 
     def derivative(self, x: Tensor) -> Tensor:
         return (x.abs() <= self.t).to(x.dtype)
@@ -280,9 +285,7 @@ class PlainSign(Quantizer):
 
     def __init__(self, t: float = 1.0):
         super().__init__()
-        if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"weight.t={t!r} is invalid: must be a positive finite number")
-        self.t = float(t)
+        self.t = _positive("weight.t", t)
 
     def forward(self, w: Tensor) -> Tensor:
         return _SignWithMask.apply(w, self.t)
@@ -391,9 +394,7 @@ class XnorScaling(Quantizer):
 
     def __init__(self, t: float = 1.0):
         super().__init__()
-        if not (t > 0 and math.isfinite(t)):
-            raise ValueError(f"weight.t={t!r} is invalid: must be a positive finite number")
-        self.t = float(t)
+        self.t = _positive("weight.t", t)
         self.fixed = False
 
     def forward(self, w: Tensor) -> Tensor:
