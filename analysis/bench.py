@@ -2,6 +2,7 @@
 
     python analysis/bench.py                 # everything (about 25 min on 2 CPU cores)
     python analysis/bench.py --skip-sweep    # without the bireal_table1 sweep timings (about 5 min)
+    python analysis/bench.py --only threads  # one part, merged into analysis/bench_results.json
 
 Prints, each as a median over repeats measured side by side in one process (interleaved, so machine noise
 hits both sides alike), and writes analysis/bench_results.json:
@@ -123,6 +124,30 @@ def bench_step(repeats: int) -> dict:
     }
 
 
+def bench_threads(repeats: int) -> dict:
+    """A digits training step (Bi-Real-18, width 32, batch 64) with 1 and 2 torch threads: how much a single job
+    already gains from intra-op parallelism, which bounds what parallel 1-thread jobs can add."""
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    model = _model(q.ApproxSign(), q.MagnitudeAware(), width=32, in_channels=1)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    before = torch.get_num_threads()
+
+    def step(threads):
+        def run():
+            torch.set_num_threads(threads)
+            for _ in range(5):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        return run
+
+    t = interleaved({1: step(1), 2: step(2)}, repeats)
+    torch.set_num_threads(before)
+    return {"step_s_1_thread": t[1] / 5, "step_s_2_threads": t[2] / 5, "speedup_2_threads": t[1] / t[2],
+            "bound_for_2_one_thread_workers": 2 / (t[1] / t[2])}
+
+
 def bench_epoch(repeats: int) -> dict:
     """One digits epoch through the pipeline (in-process: compose -> onebit.pipeline.run, as src/train.py) vs a
     hand-written loop (same model, data, batch size, Adam, train + validation each epoch)."""
@@ -234,17 +259,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument("--only", choices=["step", "threads", "epoch", "startup", "sweep"],
+                   help="run one part and merge it into an existing results file")
     p.add_argument("--out", type=Path, default=ROOT / "analysis" / "bench_results.json")
     args = p.parse_args(argv)
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                            "threads": torch.get_num_threads()}}
-    for name, fn in (("step", lambda: bench_step(args.repeats)), ("epoch", lambda: bench_epoch(max(1, args.repeats // 2))),
-                     ("startup", lambda: bench_startup(3))):
-        results[name] = fn()
+    parts = {"step": lambda: bench_step(args.repeats), "threads": lambda: bench_threads(args.repeats),
+             "epoch": lambda: bench_epoch(max(1, args.repeats // 2)), "startup": lambda: bench_startup(3),
+             "sweep": bench_sweep}
+    if args.only:
+        results = json.loads(args.out.read_text()) if args.out.exists() else results
+        results[args.only] = parts[args.only]()
+        print(args.only, json.dumps(results[args.only], indent=1), flush=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+    for name in ("step", "threads", "epoch", "startup", *(() if args.skip_sweep else ("sweep",))):
+        results[name] = parts[name]()
         print(name, json.dumps(results[name], indent=1), flush=True)
-    if not args.skip_sweep:
-        results["sweep"] = bench_sweep()
-        print("sweep", json.dumps(results["sweep"], indent=1), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
@@ -257,6 +289,9 @@ def main(argv=None) -> int:
     print(f"start-up to first step      {st['startup_to_first_step_s']:.1f} s;  default run {st['default_run_s']:.1f} s, "
           f"peak RSS {st['default_run_peak_rss_mb']:.0f} MB")
     print(f"inference binary/real       {s['inference_binary_over_real']:.3f}")
+    th = results["threads"]
+    print(f"digits step 1 vs 2 threads  {th['step_s_1_thread']*1e3:.0f} vs {th['step_s_2_threads']*1e3:.0f} ms "
+          f"(x{th['speedup_2_threads']:.2f}; 2 one-thread workers can gain at most x{th['bound_for_2_one_thread_workers']:.2f})")
     if "sweep" in results:
         sw = results["sweep"]
         print(f"bireal_table1 sweep (seed 0) sequential {sw['basic']['wall_s']:.0f} s, joblib x2 {sw['joblib']['wall_s']:.0f} s "
