@@ -152,17 +152,7 @@ def test_keys_identify_jobs(compose_fn):
     assert flat_options(a)["sign"] == "approx" and flat_options(a)["shortcut"] is True
 
 
-@pytest.mark.parametrize("override,message", [
-    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is invalid: must be a positive finite number"),
-    (["epochs=0"], "epochs=0 is invalid: must be a positive integer"),
-    (["seed=-1"], "seed=-1 is invalid"),
-    (["shortcut=maybe"], "shortcut='maybe' is invalid: choose one of true, false"),
-    (["label_smoothing=1.5"], "label_smoothing=1.5 is invalid"),
-    (["pretrain.epochs=0"], "pretrain.epochs=0 is invalid"),
-])
-def test_invalid_values(compose_fn, override, message):
-    with pytest.raises(C.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        C.check(compose_fn(override))
+# invalid values: see the bad-input table in tests/test_bad_input.py
 
 
 def test_sign_option_on_real_model(compose_fn):
