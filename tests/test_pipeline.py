@@ -31,9 +31,8 @@ def test_staged_pipeline_pretrain_binary_bn_retrain(tmp_path):
     assert t["strict"] and t["missing"] == [] and t["unexpected"] == [] and t["tensors"] > 0
     # the audited transfer hashes exactly the cached twin's weights
     entry = pipeline.PretrainCache(tmp_path / "cache").load(rec["stages"]["pretrain"]["cache"]["key"])
-    assert pipeline.transfer(entry["state_dict"], pipeline.build_models(
-        pipeline.Job(compose_cfg([*FAST, "pretrain=clip"], tmp_path), tmp_path, "k", None, _digits(), {}))[1]
-    )["sha256"] == t["sha256"]
+    binary = pipeline.make_model(compose_cfg([*FAST, "pretrain=clip"], tmp_path), _digits())
+    assert pipeline.transfer(entry["state_dict"], binary)["sha256"] == t["sha256"]
     assert read_record(tmp_path / "run" / "record.json")["status"] == "finished"
     assert rec["efficiency"]["bops"] > 0 and rec["options"]["pretrain"] == "clip"
 

@@ -3,7 +3,6 @@ retry), DDP on 2 CPU processes, parallel launchers, determinism, unreachable W&B
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -43,14 +42,16 @@ def test_sigkill_then_same_command_resumes_to_identical_metrics(tmp_path):
     proc.wait()
     (killed,) = records(root)
     assert killed["status"] == "running"  # really interrupted mid-training
-    done_epochs = len(json.loads(json.dumps(killed["stages"]["binary"].get("history", []))))
+    import torch
+    ckpt = Path(killed["run_dir"]) / "checkpoints" / "binary" / "last.ckpt"
+    done_epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
 
     again = run_train([*args, f"output_root={root}"])
     assert again.returncode == 0, again.stderr[-2000:]
     (resumed,) = records(root)
     assert resumed["run_dir"] == killed["run_dir"] and resumed["attempts"] == 2
     assert resumed["stages"]["binary"]["resumed_from"].endswith("checkpoints/binary/last.ckpt")
-    assert done_epochs < 6
+    assert 1 <= done_epochs < 6  # the resumed run really had epochs left to train
     assert metrics(resumed) == metrics(expected)  # exactly, not approximately
     assert [h["val/top1"] for h in resumed["stages"]["binary"]["history"]] == \
         [h["val/top1"] for h in expected["stages"]["binary"]["history"]]

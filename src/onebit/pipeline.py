@@ -324,21 +324,34 @@ def train_stage(job: Job, stage: str, model: torch.nn.Module, epochs: int) -> di
     return result
 
 
-def build_models(job: Job):
-    """(twin, binary) for a binary model, (None, model) for a real-valued model. Everything is built before any
-    training so that an invalid model option fails fast."""
-    cfg, data = job.cfg, job.data
+def make_model(cfg: DictConfig, data, twin: bool = False) -> torch.nn.Module:
+    """The configured model for ``data``: the binary net, its real-valued twin (``twin=True``: the pretraining
+    activation where the Sign is, real weights), or the model itself when it is real-valued."""
     factory = instantiate(cfg.model, _partial_=True)
     common = dict(in_channels=data.in_channels, num_classes=data.num_classes)
     if "width" in cfg.model and cfg.model.width is None:
         common["width"] = getattr(data, "default_width", 64)
     if C.is_real_model(cfg):
-        return None, factory(**common)
-    binary = factory(sign=instantiate(cfg.sign), weight=instantiate(cfg.weight), **common)
-    twin = None
-    if cfg.pretrain.name != "none":
-        twin = factory(sign=instantiate(cfg.pretrain.activation), weight=None, **common)
-    return twin, binary
+        return factory(**common)
+    if twin:
+        return factory(sign=instantiate(cfg.pretrain.activation), weight=None, **common)
+    return factory(sign=instantiate(cfg.sign), weight=instantiate(cfg.weight), **common)
+
+
+def build_models(job: Job):
+    """(twin, binary) for a binary model, (None, model) for a real-valued model or ``pretrain=none``. Everything
+    is built before any training so that an invalid model option fails fast."""
+    cfg = job.cfg
+    has_twin = not C.is_real_model(cfg) and cfg.pretrain.name != "none"
+    return (make_model(cfg, job.data, twin=True) if has_twin else None), make_model(cfg, job.data)
+
+
+def load_checkpoint_weights(model: torch.nn.Module, path: Path | str) -> torch.nn.Module:
+    """Load the model weights of a Lightning checkpoint (keys ``model.*`` of the Classifier) strictly."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")},
+                          strict=True)
+    return model
 
 
 def transfer(twin_state: dict, binary: torch.nn.Module) -> dict:
@@ -404,8 +417,7 @@ def _load_stage_weights(job: Job, stage: str, model: torch.nn.Module) -> None:
     if path is None:
         raise C.ConfigError(f"cannot resume {job.run_dir}: stage {stage!r} is finished but its checkpoint is "
                             "missing; run with resume=false")
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    load_checkpoint_weights(model, path)
 
 
 def run_stages(job: Job, twin, binary) -> None:
@@ -593,19 +605,5 @@ def is_multirun() -> bool:
 def model_from_record(record: dict, stage: str = "binary") -> torch.nn.Module:
     """Rebuild the model of one stage of a recorded run and load its last checkpoint (for analysis and plots)."""
     cfg = OmegaConf.create(record["config"])
-    data = instantiate(cfg.data)
-    factory = instantiate(cfg.model, _partial_=True)
-    kwargs = dict(in_channels=data.in_channels, num_classes=data.num_classes)
-    if "width" in cfg.model and cfg.model.width is None:
-        kwargs["width"] = getattr(data, "default_width", 64)
-    if C.is_real_model(cfg):
-        model = factory(**kwargs)
-    elif stage == "pretrain":
-        model = factory(sign=instantiate(cfg.pretrain.activation), weight=None, **kwargs)
-    else:
-        model = factory(sign=instantiate(cfg.sign), weight=instantiate(cfg.weight), **kwargs)
-    ckpt = Path(record["run_dir"]) / "checkpoints" / stage / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")},
-                          strict=True)
-    return model.eval()
+    model = make_model(cfg, instantiate(cfg.data), twin=stage == "pretrain")
+    return load_checkpoint_weights(model, Path(record["run_dir"]) / "checkpoints" / stage / "last.ckpt").eval()
