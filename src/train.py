@@ -3,7 +3,7 @@
     python src/train.py                                        # Bi-Real-18 on digits: clip pretraining -> binary
     python src/train.py -m sign=approx,ste shortcut=true,false # a Hydra multirun: 4 jobs, one record each
 
-Compose the config (conf/train.yaml), run the staged training (onebit.pipeline), print a short summary. A bad
+Compose the config (conf/train.yaml), run the job (onebit.jobs: its recipe of stages, onebit.stages), print a short summary. A bad
 option or value stops the job before any training with one line naming it; in a multirun a failed job is
 recorded and the sweep goes on, ending with a summary and a non-zero exit if any job failed.
 """
@@ -28,7 +28,7 @@ C.register_resolvers()
 def main(cfg: DictConfig):
     import pytorch_lightning  # noqa: F401  (sets its loggers to INFO on import; quieten them after)
 
-    from onebit import pipeline
+    from onebit import jobs
 
     for name in ("pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -36,20 +36,20 @@ def main(cfg: DictConfig):
     hc = HydraConfig.get()
     explicit = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
     try:
-        data = pipeline.run(cfg, Path(hc.runtime.output_dir), explicit)
+        outcome = jobs.run(cfg, Path(hc.runtime.output_dir), explicit)
     except Exception as e:
         line = f"onebit: error: {e}" if isinstance(e, C.ConfigError) else f"onebit: job failed: {type(e).__name__}: {e}"
         print(line.splitlines()[0] if line else line, file=sys.stderr)
-        if pipeline.is_multirun():
+        if jobs.is_multirun():
             return None  # recorded as failed; the sweep goes on and SweepSummary reports it
         sys.exit(2 if isinstance(e, C.ConfigError) else 1)
-    if not data:  # a DDP helper rank: rank zero reports
+    if outcome is None:  # a DDP helper rank: rank zero reports
         return None
-    if data.get("skipped"):
+    record, action = outcome
+    if action == "skipped":
         print("onebit: skipped: this job finished before (set resume=false to run it again)")
-    print("\n".join(pipeline.summary_lines(data)))
-    return data["stages"].get("binary", data["stages"].get("real", {})).get("metrics", {}).get("val/top1_best")
-
+    print("\n".join(jobs.summary_lines(record)))
+    return record.final_stage.metrics.get("val/top1_best")
 
 if __name__ == "__main__":
     try:

@@ -1,0 +1,80 @@
+"""Building what a job trains from its config: the data module and the models of each stage.
+
+A stage names the *kind* of model it trains (:data:`MODEL_KINDS`): the same architecture (``cfg.model``) with
+different components where the paper puts the Sign and the weight binarizer. A real-valued model
+(``model=resnet18``) has one kind, ``real``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from onebit import config as C
+
+# kind -> (activation component, weight component), as config paths (None: a real-valued component)
+MODEL_KINDS = {
+    "twin": ("pretrain.activation", None),  # Bi-Real 4.1: the real-valued net that initialises the binary one
+    "binary": ("sign", "weight"),           # binary activations and weights
+    "real": (None, None),                   # a real-valued model (torchvision's ResNets)
+}
+
+
+def make_model(cfg: DictConfig, data, kind: str = "binary") -> torch.nn.Module:
+    """The configured architecture for ``data``, of the given kind (:data:`MODEL_KINDS`)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(MODEL_KINDS)}")
+    factory = instantiate(cfg.model, _partial_=True)
+    common = dict(in_channels=data.in_channels, num_classes=data.num_classes)
+    if "width" in cfg.model and cfg.model.width is None:
+        common["width"] = getattr(data, "default_width", 64)
+    if C.is_real_model(cfg):
+        return factory(**common)
+    activation, weight = MODEL_KINDS[kind]
+    return factory(sign=instantiate(OmegaConf.select(cfg, activation)) if activation else None,
+                   weight=instantiate(OmegaConf.select(cfg, weight)) if weight else None, **common)
+
+
+def make_data(cfg: DictConfig):
+    data = instantiate(cfg.data)
+    data.prepare_data()
+    data.setup("fit")
+    return data
+
+
+def config_error(e: BaseException) -> C.ConfigError:
+    """One ConfigError line from a bad value found while building: Hydra's InstantiationException is unwrapped
+    to its real cause, which keeps its own words."""
+    cause = e
+    while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return C.ConfigError(text)
+
+
+def transfer(state: dict, model: torch.nn.Module) -> dict:
+    """Load ``state`` into ``model`` with ``strict=True`` (a missing or unexpected weight is an error, never a
+    silent skip) and return the audit for the record."""
+    result = model.load_state_dict(state, strict=True)
+    n_params = sum(v.numel() for v in state.values())
+    digest = hashlib.sha256(b"".join(v.detach().cpu().contiguous().numpy().tobytes()
+                                     for v in state.values())).hexdigest()[:16]
+    return {"strict": True, "tensors": len(state), "elements": n_params, "missing": list(result.missing_keys),
+            "unexpected": list(result.unexpected_keys), "sha256": digest}
+
+
+def model_from_record(record, stage: str | None = None) -> torch.nn.Module:
+    """Rebuild the model of one stage of a recorded run (default: its final stage) with that stage's last
+    checkpoint, in eval mode (for analysis and plots)."""
+    from onebit.checkpoints import LAST, model_weights, stage_dir
+
+    st = record.stages[stage] if stage else record.final_stage
+    cfg = OmegaConf.create(record.config)
+    model = make_model(cfg, instantiate(cfg.data), st.model)
+    model.load_state_dict(model_weights(stage_dir(Path(record.run_dir), st.name) / LAST), strict=True)
+    return model.eval()

@@ -1,0 +1,17 @@
+"""Named points where a test can kill the real process (``ONEBIT_KILL_AT=<point>``), to prove that a job
+killed there and run again ends with the record of an uninterrupted run (tests/test_resume.py).
+
+Points: ``epoch_end:<stage>:<epoch>`` (after that epoch's checkpoint was requested), ``fit_end:<stage>`` (after the
+last epoch, before the test), ``test:<stage>`` (during the test), ``cache_save`` (weights written, metadata not),
+``stage_end:<stage>`` (stage recorded, next stage not started), ``job_end`` (all stages done, run not finished).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def kill_point(name: str) -> None:
+    if os.environ.get("ONEBIT_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
