@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, FAST, run_train
 from onebit import config as C
-from onebit.pipeline import build_models, flat_options, job_key, pretrain_key
+from onebit.build import make_model
+from onebit.records import RunRecord
 from onebit.quantizers import Quantizer
 
 
@@ -50,17 +51,15 @@ class _Data:  # the two attributes a model needs from the data module
 @pytest.mark.parametrize("model", opts("model"))
 def test_model_options_build(compose_fn, model):
     cfg = compose_fn([f"model={model}", "model.width=8"] if not model.startswith("resnet") else [f"model={model}"])
-    job = type("J", (), {"cfg": cfg, "data": _Data()})
-    twin, binary = build_models(job)
+    real = C.is_real_model(cfg)
+    binary = make_model(cfg, _Data(), "real" if real else "binary")
     x = torch.randn(2, 1, 8, 8) if not model.startswith("resnet") else torch.randn(2, 1, 32, 32)
     assert binary(x).shape == (2, 10)
-    if twin is not None:
-        binary.load_state_dict(twin.state_dict(), strict=True)
+    if not real:  # the twin has exactly the binary net's weights: the transfer is strict
+        binary.load_state_dict(make_model(cfg, _Data(), "twin").state_dict(), strict=True)
 
 
 def test_optimizer_and_scheduler_options_instantiate(compose_fn):
-    from onebit.pipeline import train_stage  # noqa: F401  (the code path that uses them)
-
     p = [torch.nn.Parameter(torch.zeros(3))]
     for o in opts("optimizer"):
         cfg = compose_fn([f"optimizer={o}"])
@@ -100,16 +99,19 @@ def test_trainer_options_instantiate(compose_fn):
 
 
 def test_logger_options(compose_fn, tmp_path):
-    from onebit.pipeline import finish_logger, make_logger
+    from onebit.loggers import finish_logger, make_logger
 
+    record = RunRecord(job_key="0" * 16, run_id="abc123def456", study="default", run_dir=str(tmp_path),
+                       options={"sign": "approx"}, config={})
     for name in opts("logger"):
         cfg = compose_fn([f"logger={name}", "logger.mode=offline"] if name == "wandb" else [f"logger={name}"])
-        logger = make_logger(cfg, "binary", tmp_path, "0" * 16, {"sign": "approx"})
+        logger = make_logger(cfg, "binary", record)
         assert (logger is None) == (name == "none")
         if name == "wandb":
             assert logger.experiment.settings.mode == "offline"
             assert logger.experiment.group == "default" and logger.experiment.job_type == "binary"
             assert logger.experiment.config["sign"] == "approx" and logger.experiment.config["stage"] == "binary"
+            assert logger.experiment.id == "abc123def456-binary"  # the record's run id: unique per run
         finish_logger(logger, failed=False)
 
 
@@ -137,19 +139,6 @@ def test_paper_recipe_values(compose_fn):
     assert (cfg.optimizer.lr, cfg.data.batch_size, cfg.epochs, cfg.model.depth) == (0.08, 1024, 40, 34)
     cfg = compose_fn(["experiment=binarydensenet28"])
     assert (cfg.sign.t, cfg.weight.t, cfg.optimizer.latent_weight_clip, cfg.optimizer.lr) == (1.3, 1.3, 1.3, 0.004)
-
-
-def test_keys_identify_jobs(compose_fn):
-    a = compose_fn(["sign=approx"])
-    b = compose_fn(["sign=ste"])
-    c = compose_fn(["sign=approx", "logger=none", "resume=false", "output_root=/elsewhere"])
-    assert job_key(a) != job_key(b) and job_key(a) == job_key(c)
-    assert job_key(a) != job_key(compose_fn(["sign=approx", "study=other"]))  # a job = study + config
-    # the twin does not depend on the sign / weight of the binary net, so both share one pretrained net
-    assert pretrain_key(a) == pretrain_key(b)
-    assert pretrain_key(a) != pretrain_key(compose_fn(["shortcut=false"]))
-    assert pretrain_key(a) != pretrain_key(compose_fn(["pretrain=relu"]))
-    assert flat_options(a)["sign"] == "approx" and flat_options(a)["shortcut"] is True
 
 
 # invalid values: see the bad-input table in tests/test_bad_input.py
