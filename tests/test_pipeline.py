@@ -1,4 +1,4 @@
-"""The staged pipeline end to end on digits with real Lightning trainers, the pretrain cache (including two jobs
+"""The staged recipe end to end on digits with real Lightning trainers, the pretrain cache (including two jobs
 that need the same net at once), W&B offline runs and a real Hydra multirun from the shell."""
 
 from __future__ import annotations
@@ -11,30 +11,40 @@ import pytest
 import torch
 
 from conftest import FAST, ROOT, compose_cfg, run_train
-from onebit import pipeline
+from onebit import jobs
+from onebit.build import make_model, transfer
+from onebit.cache import PretrainCache
 from onebit.records import read_record
+from onebit.stages import Stage, stages_for, validate
 
 
-def run_inprocess(tmp_path: Path, overrides: list[str], name: str = "run") -> dict:
+def run_inprocess(tmp_path: Path, overrides: list[str], name: str = "run"):
     cfg = compose_cfg([*FAST, *overrides], tmp_path)
-    return pipeline.run(cfg, tmp_path / name, set())
+    record, _ = jobs.run(cfg, tmp_path / name, set())
+    return record
 
 
 def test_staged_pipeline_pretrain_binary_bn_retrain(tmp_path):
     rec = run_inprocess(tmp_path, ["pretrain=clip", "bn_retrain=true"])
-    assert rec["status"] == "finished" and list(rec["stages"]) == ["pretrain", "binary", "bn_retrain"]
-    for stage in rec["stages"].values():
-        m = stage["metrics"]
-        assert stage["status"] == "finished"
+    assert rec.status == "finished" and list(rec.stages) == ["pretrain", "binary", "bn_retrain"]
+    assert [(s.model, s.init) for s in rec.stages.values()] == [("twin", "cache"), ("binary", "pretrain"),
+                                                                ("binary", "binary")]
+    for stage in rec.stages.values():
+        m = stage.metrics
+        assert stage.status == "finished" and len(stage.history) == stage.epochs
         assert 0 <= m["val/top1"] <= 1 and 0 <= m["test/top1"] <= 1 and m["val/top1_best"] >= m["val/top1"] - 1e-9
-    t = rec["stages"]["binary"]["transfer"]
+        # final metrics = the last epoch of the history (so a stage resumed after its last epoch has them too)
+        assert m["val/top1"] == stage.history[-1]["val/top1"] and m["train/loss"] == stage.history[-1]["train/loss"]
+    t = rec.stages["binary"].transfer
     assert t["strict"] and t["missing"] == [] and t["unexpected"] == [] and t["tensors"] > 0
     # the audited transfer hashes exactly the cached twin's weights
-    entry = pipeline.PretrainCache(tmp_path / "cache").load(rec["stages"]["pretrain"]["cache"]["key"])
-    binary = pipeline.make_model(compose_cfg([*FAST, "pretrain=clip"], tmp_path), _digits())
-    assert pipeline.transfer(entry["state_dict"], binary)["sha256"] == t["sha256"]
-    assert read_record(tmp_path / "run" / "record.json")["status"] == "finished"
-    assert rec["efficiency"]["bops"] > 0 and rec["options"]["pretrain"] == "clip"
+    entry = PretrainCache(tmp_path / "cache").load(rec.stages["pretrain"].cache["key"])
+    binary = make_model(compose_cfg([*FAST, "pretrain=clip"], tmp_path), _digits())
+    assert transfer(entry["state_dict"], binary)["sha256"] == t["sha256"]
+    assert read_record(tmp_path / "run" / "record.json").status == "finished"
+    assert rec.efficiency["bops"] > 0 and rec.options["pretrain"] == "clip"
+    assert rec.smoke == ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+                         "trainer.limit_test_batches=2"]
 
 
 def _digits():
@@ -48,14 +58,20 @@ def _digits():
 def test_bn_retrain_fixes_weights_and_trains_only_bn(tmp_path):
     from onebit.layers import BinaryConv2d
 
-    cfg = compose_cfg([*FAST, "pretrain=none", "weight=magnitude_aware"], tmp_path)
+    from onebit.records import RunRecord
+    from onebit.stages import _prepare, train_stage
+
+    cfg = compose_cfg([*FAST, "pretrain=none", "weight=magnitude_aware", "bn_retrain=true"], tmp_path)
     data = _digits()
-    record = pipeline.Record.start(tmp_path / "r", job_key="k", study="s", options={}, config={})
-    job = pipeline.Job(cfg, tmp_path / "r", "k", record, data, {})
-    _, model = pipeline.build_models(job)
+    stage = stages_for(cfg)[-1]
+    assert (stage.name, stage.trainable, stage.fixed_weights, stage.epochs) == ("bn_retrain", "batchnorm", True, 1)
+    record = RunRecord.start(tmp_path / "r", job_key="k", study="s", options={}, config={}, stages=[stage.record()])
+    job = jobs.Job(cfg, "k", tmp_path / "r", rank_zero=True, resuming=False)
+    model = make_model(cfg, data)
     bn_prefixes = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    pipeline.run_bn_retrain(job, model)
+    _prepare(stage, model)
+    train_stage(job, record, data, stage, model, None)
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(bn_prefixes) for k in changed), changed - set(
@@ -68,15 +84,15 @@ def test_bn_retrain_fixes_weights_and_trains_only_bn(tmp_path):
 def test_pretrain_cache_reuse_and_corruption(tmp_path):
     first = run_inprocess(tmp_path, ["pretrain=relu"], "a")
     second = run_inprocess(tmp_path, ["pretrain=relu", "sign=ste"], "b")
-    p1, p2 = first["stages"]["pretrain"], second["stages"]["pretrain"]
-    assert p1["cache"]["hit"] is False and p2["cache"]["hit"] is True and p1["cache"]["key"] == p2["cache"]["key"]
-    assert p1["metrics"] == p2["metrics"]
-    assert second["stages"]["binary"]["transfer"]["sha256"] == first["stages"]["binary"]["transfer"]["sha256"]
-    weights = tmp_path / "cache" / "pretrain" / p1["cache"]["key"] / "weights.pt"
+    p1, p2 = first.stages["pretrain"], second.stages["pretrain"]
+    assert p1.cache["hit"] is False and p2.cache["hit"] is True and p1.cache["key"] == p2.cache["key"]
+    assert p1.metrics == p2.metrics and p1.history == p2.history
+    assert second.stages["binary"].transfer["sha256"] == first.stages["binary"].transfer["sha256"]
+    weights = tmp_path / "cache" / "pretrain" / p1.cache["key"] / "weights.pt"
     weights.write_bytes(weights.read_bytes()[:100])  # truncate: the entry must be detected and rebuilt
     third = run_inprocess(tmp_path, ["pretrain=relu", "resume=false"], "c")
-    assert third["stages"]["pretrain"]["cache"]["hit"] is False
-    assert pipeline.PretrainCache(tmp_path / "cache").load(p1["cache"]["key"]) is not None
+    assert third.stages["pretrain"].cache["hit"] is False
+    assert PretrainCache(tmp_path / "cache").load(p1.cache["key"]) is not None
 
 
 def test_concurrent_jobs_train_a_shared_twin_once(tmp_path):
@@ -88,7 +104,7 @@ def test_concurrent_jobs_train_a_shared_twin_once(tmp_path):
         assert p.returncode == 0, err[-3000:]
     records = [read_record(p) for p in tmp_path.glob("runs/*/*/record.json")]
     assert len(records) == 2
-    hits = sorted(r["stages"]["pretrain"]["cache"]["hit"] for r in records)
+    hits = sorted(r.stages["pretrain"].cache["hit"] for r in records)
     assert hits == [False, True]
 
 
@@ -96,8 +112,8 @@ def test_concurrent_jobs_train_a_shared_twin_once(tmp_path):
 @pytest.mark.parametrize("weight", ["plain", "magnitude_aware", "magnitude_aware_official"])
 def test_each_component_combination_trains(tmp_path, sign, weight):
     rec = run_inprocess(tmp_path, ["pretrain=none", f"sign={sign}", f"weight={weight}"])
-    assert rec["status"] == "finished" and list(rec["stages"]) == ["binary"]
-    assert rec["options"]["sign"] == sign and rec["options"]["weight"] == weight
+    assert rec.status == "finished" and list(rec.stages) == ["binary"]
+    assert rec.options["sign"] == sign and rec.options["weight"] == weight
 
 
 @pytest.mark.parametrize("model", ["res18", "binarydensenet28", "ftbnn18", "bireal50", "resnet18"])
@@ -105,9 +121,9 @@ def test_model_families_train(tmp_path, model):
     extra = ["model.growth=4"] if "dense" in model else []
     fast = FAST if model != "resnet18" else FAST[1:]  # torchvision's ResNet has no width option
     cfg = compose_cfg([*fast, f"model={model}", *extra], tmp_path)
-    rec = pipeline.run(cfg, tmp_path / "run", {"model"})
-    assert rec["status"] == "finished"
-    assert list(rec["stages"]) == (["real"] if model == "resnet18" else ["pretrain", "binary"])
+    rec, _ = jobs.run(cfg, tmp_path / "run", {"model"})
+    assert rec.status == "finished"
+    assert list(rec.stages) == (["real"] if model == "resnet18" else ["pretrain", "binary"])
 
 
 def test_non_finite_loss_stops_the_job_and_is_recorded(tmp_path):
@@ -116,10 +132,10 @@ def test_non_finite_loss_stops_the_job_and_is_recorded(tmp_path):
     cfg = compose_cfg([*FAST, "pretrain=none", "optimizer=sgd", "optimizer.lr=1e30", "logger=wandb",
                        "logger.mode=offline"], tmp_path)
     with pytest.raises(NonFiniteLossError, match="non-finite training loss"):
-        pipeline.run(cfg, tmp_path / "run", set())
+        jobs.run(cfg, tmp_path / "run", set())
     rec = read_record(tmp_path / "run" / "record.json")
-    assert rec["status"] == "failed" and rec["error"].startswith("NonFiniteLossError: non-finite training loss")
-    assert rec["stages"]["binary"]["status"] == "failed"
+    assert rec.status == "failed" and rec.error.startswith("NonFiniteLossError: non-finite training loss")
+    assert rec.stages["binary"].status == "failed" and "NonFiniteLossError" in rec.traceback
     # the W&B run was finished (as failed): its offline files are closed and no run is left open
     import wandb
     assert wandb.run is None and list((tmp_path / "run" / "wandb").glob("offline-run-*/*.wandb"))
@@ -127,12 +143,13 @@ def test_non_finite_loss_stops_the_job_and_is_recorded(tmp_path):
 
 def test_wandb_offline_run_config(tmp_path):
     rec = run_inprocess(tmp_path, ["logger=wandb", "logger.mode=offline", "pretrain=none", "study=wb"])
-    assert rec["wandb"]["binary"]["mode"] == "offline"
+    assert rec.stages["binary"].wandb == {"id": f"{rec.run_id}-binary", "mode": "offline", "project": "onebit"}
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     # W&B (0.2x+, Go core) writes offline runs as protobuf records in run-<id>.wandb; keys are stored verbatim
     blob = next(runs[0].glob("*.wandb")).read_bytes()
-    for key in (b"sign", b"weight", b"shortcut", b"stage", b"efficiency/memory_mbit", b"job_key", b"val/top1_best"):
+    for key in (b"sign", b"weight", b"shortcut", b"stage", b"efficiency/memory_mbit", b"job_key", b"val/top1_best",
+                rec.run_id.encode()):
         assert key in blob, key
 
 
@@ -155,10 +172,10 @@ def test_multirun_from_the_shell(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "onebit sweep: 4 finished, 0 failed" in r.stdout
     records = [read_record(p) for p in tmp_path.glob("sweeps/card/*/*/record.json")]
-    assert len(records) == 4 and all(x["status"] == "finished" for x in records)
-    combos = {(x["options"]["sign"], x["options"]["shortcut"]) for x in records}
+    assert len(records) == 4 and all(x.status == "finished" for x in records)
+    combos = {(x.options["sign"], x.options["shortcut"]) for x in records}
     assert combos == {("approx", True), ("approx", False), ("ste", True), ("ste", False)}
-    trained = [x for x in records if not x["stages"]["pretrain"]["cache"]["hit"]]
+    trained = [x for x in records if not x.stages["pretrain"].cache["hit"]]
     assert len(trained) == 2  # one real-valued net per shortcut setting, reused by the other sign
 
 
@@ -167,3 +184,49 @@ def test_multirun_failed_job_does_not_stop_the_sweep(tmp_path):
     assert r.returncode == 1
     assert "onebit sweep: 1 finished, 1 failed" in r.stdout
     assert "epochs=0 is invalid" in r.stdout + r.stderr
+
+
+def test_recipes_are_data(compose_fn):
+    """Today's recipes as stage lists; a malformed recipe is refused before anything runs."""
+    names = lambda overrides: [(s.name, s.model, s.init, s.cached) for s in stages_for(compose_fn(overrides))]  # noqa
+    assert names([]) == [("pretrain", "twin", None, True), ("binary", "binary", "pretrain", False)]
+    assert names(["pretrain=none", "bn_retrain=true"]) == [("binary", "binary", None, False),
+                                                           ("bn_retrain", "binary", "binary", False)]
+    assert names(["model=resnet18"]) == [("real", "real", None, False)]
+    with pytest.raises(ValueError, match="initialised from 'twin', which is not an earlier stage"):
+        validate((Stage("binary", "binary", 1, init="twin"),))
+    with pytest.raises(ValueError, match="two stages named 'a'"):
+        validate((Stage("a", "twin", 1), Stage("a", "binary", 1)))
+
+
+def test_a_new_recipe_runs_through_the_same_loop(tmp_path):
+    """A recipe the loop has never seen (twin -> binary -> a second binary stage initialised from the first,
+    BN-only) runs, resumes and records through ``run_recipe`` unchanged."""
+    from onebit.records import RunRecord
+    from onebit.stages import run_recipe
+
+    cfg = compose_cfg([*FAST, "epochs=1"], tmp_path)
+    recipe = validate((Stage("warmup", "twin", 1, cached=True), Stage("main", "binary", 1, init="warmup"),
+                       Stage("polish", "binary", 1, init="main", trainable="batchnorm")))
+    data = _digits()
+    record = RunRecord.start(tmp_path / "r", job_key="k", study="s", options={}, config={},
+                             stages=[s.record() for s in recipe])
+    run_recipe(jobs.Job(cfg, "k", tmp_path / "r", rank_zero=True, resuming=False), record, data, recipe)
+    assert [s.status for s in record.stages.values()] == ["finished"] * 3
+    assert record.stages["polish"].transfer["sha256"] != record.stages["main"].transfer["sha256"]
+    assert (tmp_path / "r" / "checkpoints" / "polish" / "last.ckpt").exists()
+
+
+def test_smoke_run_then_full_run_trains_the_full_run(tmp_path):
+    """A smoke run (+trainer.limit_train_batches) is its own job with its own twin: the full run after it is
+    neither skipped nor initialised from the smoke twin."""
+    common = ["model.width=4", "epochs=1", "logger=none", f"output_root={tmp_path}"]
+    smoke = run_train([*common, "+trainer.limit_train_batches=2"])
+    assert smoke.returncode == 0 and "SMOKE RUN (trainer.limit_train_batches=2)" in smoke.stdout, smoke.stderr
+    full = run_train(common)
+    assert full.returncode == 0 and "skipped" not in full.stdout and "reused from cache" not in full.stdout
+    recs = {bool(r.smoke): r for r in map(read_record, tmp_path.rglob("record.json"))}
+    assert recs[True].stages["pretrain"].cache["key"] != recs[False].stages["pretrain"].cache["key"]
+    assert recs[False].stages["pretrain"].cache["hit"] is False
+    again = run_train(common)
+    assert "skipped: this job finished before" in again.stdout
