@@ -38,8 +38,7 @@ def main(cfg: DictConfig):
     try:
         outcome = jobs.run(cfg, Path(hc.runtime.output_dir), explicit)
     except Exception as e:
-        line = f"onebit: error: {e}" if isinstance(e, C.ConfigError) else f"onebit: job failed: {type(e).__name__}: {e}"
-        print(line.splitlines()[0] if line else line, file=sys.stderr)
+        print(C.error_line(e), file=sys.stderr)
         if jobs.is_multirun():
             return None  # recorded as failed; the sweep goes on and SweepSummary reports it
         sys.exit(2 if isinstance(e, C.ConfigError) else 1)
@@ -52,9 +51,9 @@ def main(cfg: DictConfig):
     return record.final_stage.metrics.get("val/top1_best")
 
 if __name__ == "__main__":
-    try:
-        C.preflight(sys.argv[1:])
+    try:  # bad input: one line before Hydra; valid Trainer arguments the config lacks become ++trainer.X=v
+        sys.argv[1:] = C.preflight(sys.argv[1:])
     except C.ConfigError as e:
-        print(f"onebit: error: {e}", file=sys.stderr)
+        print(C.error_line(e), file=sys.stderr)
         sys.exit(2)
     main()

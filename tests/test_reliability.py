@@ -1,60 +1,33 @@
-"""Faults injected for real: a SIGKILLed run resumed to identical metrics, idempotent sweeps (skip / resume /
-retry), DDP on 2 CPU processes, parallel launchers, determinism, unreachable W&B."""
+"""Faults injected for real: idempotent sweeps (skip / retry), a killed joblib sweep (no orphan workers, resumed
+by the same command), index integrity, the sweep summary's states, DDP on 2 CPU processes, parallel launchers,
+determinism, unreachable W&B. (Kills at every named point of a recipe: tests/test_resume.py.)"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-
-from conftest import ROOT, run_train
+from conftest import FAST, ROOT, compose_cfg, run_train
+from onebit import jobs
+from onebit.identity import job_key
 from onebit.records import read_record
 
 # small but long enough to be killed mid-training: full digits epochs, 8-wide Bi-Real-18, deterministic
 STEADY = ["model.width=8", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1"]
 
 
-def records(root: Path) -> list[dict]:
+def records(root: Path) -> list:
     return [read_record(p) for p in sorted(root.rglob("record.json"))]
 
 
-def metrics(rec: dict, stage: str = "binary") -> dict:
-    m = rec["stages"][stage]["metrics"]
-    return {k: v for k, v in m.items() if not k.startswith("lr-")}
-
-
-def test_sigkill_then_same_command_resumes_to_identical_metrics(tmp_path):
-    args = [*STEADY, "epochs=6"]
-    ref = run_train([*args, f"output_root={tmp_path / 'a'}"])
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    (expected,) = records(tmp_path / "a")
-
-    root = tmp_path / "b"
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *args, f"output_root={root}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(root.glob("runs/*/*/checkpoints/binary/last.ckpt")):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    (killed,) = records(root)
-    assert killed["status"] == "running"  # really interrupted mid-training
-    import torch
-    ckpt = Path(killed["run_dir"]) / "checkpoints" / "binary" / "last.ckpt"
-    done_epochs = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"] + 1
-
-    again = run_train([*args, f"output_root={root}"])
-    assert again.returncode == 0, again.stderr[-2000:]
-    (resumed,) = records(root)
-    assert resumed["run_dir"] == killed["run_dir"] and resumed["attempts"] == 2
-    assert resumed["stages"]["binary"]["resumed_from"].endswith("checkpoints/binary/last.ckpt")
-    assert 1 <= done_epochs < 6  # the resumed run really had epochs left to train
-    assert metrics(resumed) == metrics(expected)  # exactly, not approximately
-    assert [h["val/top1"] for h in resumed["stages"]["binary"]["history"]] == \
-        [h["val/top1"] for h in expected["stages"]["binary"]["history"]]
+def metrics(rec, stage: str = "binary") -> dict:
+    return rec.stages[stage].metrics
 
 
 def _image_folder(root: Path) -> None:
@@ -74,15 +47,14 @@ def test_sweep_is_idempotent_skips_finished_and_retries_failed(tmp_path):
               "pretrain=none", f"output_root={tmp_path}", "study=idem"]
     first = run_train(common)
     assert first.returncode == 1 and "onebit sweep: 1 finished, 1 failed" in first.stdout, first.stderr[-2000:]
-    assert "does not exist" in first.stdout + first.stderr or str(missing) in first.stdout + first.stderr
+    assert "REFUSED" in first.stdout and str(missing) in first.stdout
+    assert len(records(tmp_path)) == 1  # the refused job left no record that a table would show
     _image_folder(missing)  # fix the cause of the failure
     second = run_train(common)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     assert "onebit sweep: 2 finished (1 skipped: finished before), 0 failed" in second.stdout
     recs = records(tmp_path)
-    assert len(recs) == 2 and all(r["status"] == "finished" for r in recs)
-    retried = next(r for r in recs if r["config"]["data"]["root"] == str(missing))
-    assert retried["attempts"] == 2
+    assert len(recs) == 2 and all(r.status == "finished" for r in recs)
     third = run_train(common)
     assert "onebit sweep: 2 finished (2 skipped: finished before), 0 failed" in third.stdout
 
@@ -94,9 +66,9 @@ def test_ddp_two_cpu_processes_one_record(tmp_path):
                   timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     recs = records(tmp_path)
-    assert len(recs) == 1 and recs[0]["status"] == "finished"
-    assert list(recs[0]["stages"]) == ["pretrain", "binary"]
-    assert recs[0]["config"]["trainer"]["strategy"] == "ddp"
+    assert len(recs) == 1 and recs[0].status == "finished"
+    assert list(recs[0].stages) == ["pretrain", "binary"]
+    assert recs[0].config["trainer"]["strategy"] == "ddp"
     run_dirs = [p for p in (tmp_path / "runs").glob("*/*") if p.is_dir()]
     assert len(run_dirs) == 1  # one output directory
     wandb_runs = sorted(p.name for p in (run_dirs[0] / "wandb").glob("offline-run-*"))
@@ -108,7 +80,7 @@ def _sweep(tmp_path: Path, launcher: str) -> dict:
                    "+trainer.limit_train_batches=5", f"output_root={tmp_path / launcher}"], timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "onebit sweep: 2 finished, 0 failed" in r.stdout
-    return {rec["options"]["sign"]: metrics(rec) for rec in records(tmp_path / launcher)}
+    return {rec.options["sign"]: metrics(rec) for rec in records(tmp_path / launcher)}
 
 
 def test_joblib_launcher_matches_sequential(tmp_path):
@@ -135,7 +107,7 @@ def test_wandb_online_without_network_goes_on_offline(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "logging offline" in r.stderr
     (rec,) = records(tmp_path)
-    assert rec["status"] == "finished" and rec["wandb"]["binary"]["mode"] == "offline"
+    assert rec.status == "finished" and rec.stages["binary"].wandb["mode"] == "offline"
 
 
 def test_wandb_online_without_credentials_never_prompts(tmp_path):
@@ -144,3 +116,78 @@ def test_wandb_online_without_credentials_never_prompts(tmp_path):
                    "+trainer.limit_train_batches=2", f"output_root={tmp_path / 'o'}"], env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "no W&B API key" in r.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_killed_joblib_sweep_leaves_no_orphans_and_resumes(tmp_path):
+    """SIGKILL the process that runs a joblib sweep while both workers train: the workers exit (no orphan keeps
+    training and holding job locks), and the same command resumes both jobs to the end."""
+    args = ["-m", "sign=approx,ste", "launcher=joblib", "model.width=8", "logger=none", "pretrain=none", "epochs=4",
+            f"output_root={tmp_path}"]
+    parent = subprocess.Popen([sys.executable, str(ROOT / "src" / "train.py"), *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    holders = tmp_path / "index"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(tmp_path.rglob("checkpoints/binary/last.ckpt"))) < 2:
+        time.sleep(0.1)  # both jobs recorded and one epoch into training
+    pids = [json.loads(p.read_text())["pid"] for p in holders.glob("*.holder.json")]
+    assert len(pids) == 2 and parent.pid not in pids  # the jobs run in two worker processes
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(map(_alive, pids)):
+        time.sleep(0.2)
+    assert not any(map(_alive, pids)), "orphaned joblib workers are still running"
+    index = jobs.JobIndex(tmp_path)
+    assert not any(index.running(p.name.removesuffix(".holder.json")) for p in holders.glob("*.holder.json"))
+    again = run_train(args)
+    assert again.returncode == 0 and "onebit sweep: 2 finished, 0 failed" in again.stdout, again.stderr[-2000:]
+    recs = records(tmp_path)
+    assert len(recs) == 2 and all(r.status == "finished" and r.attempts == 2 for r in recs)
+
+
+def test_index_entry_of_another_job_is_ignored(tmp_path, caplog):
+    a = compose_cfg([*FAST, "pretrain=none", "sign=approx"], tmp_path)
+    rec_a, _ = jobs.run(a, tmp_path / "a", set())
+    b = compose_cfg([*FAST, "pretrain=none", "sign=ste"], tmp_path)
+    jobs.JobIndex(tmp_path).set(job_key(b), rec_a.run_dir)  # a damaged index: b's entry points at a's record
+    with caplog.at_level(logging.WARNING, logger="onebit"):
+        rec_b, action = jobs.run(b, tmp_path / "b", set())
+    assert action == "started" and rec_b.job_key == job_key(b) and rec_b.run_dir == str(tmp_path / "b")
+    assert f"belongs to job {rec_a.job_key}" in caplog.text
+    assert read_record(Path(rec_a.run_dir) / "record.json") == rec_a  # a's record untouched
+
+
+def test_sweep_summary_tells_states_apart(tmp_path):
+    """finished / skipped / refused / failed / interrupted / running in another process / corrupt record."""
+    cfg = compose_cfg([*FAST, "pretrain=none"], tmp_path)
+    rec, _ = jobs.run(cfg, tmp_path / "done", set())
+    jobs.run(cfg, tmp_path / "again", set())  # skipped
+    state = lambda d: jobs.job_outcome(tmp_path / d, tmp_path)[0]  # noqa: E731
+    assert (state("done"), state("again")) == ("finished", "skipped")
+    # an interrupted record: running, nobody holds its lock
+    data = json.loads(Path(rec.run_dir, "record.json").read_text())
+    data["status"] = "running"
+    Path(rec.run_dir, "record.json").write_text(json.dumps(data))
+    assert state("done") == "interrupted"
+    lock = jobs.JobIndex(tmp_path).hold(rec.job_key)  # ... and now another process runs it
+    try:
+        assert state("done") == "running elsewhere"
+        assert f"process {os.getpid()}" in jobs.job_outcome(tmp_path / "done", tmp_path)[1]
+    finally:
+        lock.release()
+    Path(rec.run_dir, "record.json").write_text('{"schema": 2, "job_key": ')  # torn by hand
+    assert state("done") == "corrupt"
+    refused = compose_cfg([*FAST, "epochs=0"], tmp_path)
+    try:
+        jobs.run(refused, tmp_path / "refused", set())
+    except jobs.C.ConfigError:
+        pass
+    assert state("refused") == "refused" and not (tmp_path / "refused" / "record.json").exists()

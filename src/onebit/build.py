@@ -11,7 +11,6 @@ import hashlib
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -48,13 +47,9 @@ def make_data(cfg: DictConfig):
 
 
 def config_error(e: BaseException) -> C.ConfigError:
-    """One ConfigError line from a bad value found while building: Hydra's InstantiationException is unwrapped
-    to its real cause, which keeps its own words."""
-    cause = e
-    while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-        cause = cause.__cause__
-    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return C.ConfigError(text)
+    """One ConfigError line from a bad value found while building, keeping its real cause
+    (``onebit.config.cause_line``)."""
+    return C.ConfigError(C.cause_line(e))
 
 
 def transfer(state: dict, model: torch.nn.Module) -> dict:

@@ -176,6 +176,7 @@ def prepare(cfg: DictConfig, explicit: frozenset[str]):
     from onebit.summary import summarize
 
     C.check(cfg, explicit)
+    C.check_training(cfg)  # optimizer, schedule and Trainer built once: e.g. trainer=gpu without a GPU
     try:
         stages = stages_for(cfg)
         data = make_data(cfg)
@@ -235,7 +236,7 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
             run_recipe(job, record, data, stages)
             kill_point("job_end")
         except BaseException as e:
-            error = f"{type(e).__name__}: {e}".splitlines()[0]
+            error = C.cause_line(e)
             record.finish("failed", error=error, traceback=traceback.format_exc(limit=20))
             raise
         record.finish("finished")
