@@ -7,11 +7,10 @@
     python analysis/plots.py activations --block layer2.-1                # block inputs, with vs. without shortcuts
     python analysis/plots.py activations --fresh --width 32               # the same, fresh models, no records
 
-Records are the ``record.json`` files under ``--root`` (``onebit.records``). A *cell* is a set of runs that share
-every option except the seed (options of the record, plus any semantic config value that differs, e.g.
-``model.nonlinearity``); a cell's value is the mean over its finished runs. Failed and running runs never enter a
-mean or a curve, but every figure counts them (legend / bar labels / title). The same job run twice (same
-``job_key``) counts once: the latest finished run. A corrupt record is named on stderr and skipped.
+This file draws; the runs, cells and numbers come from ``onebit.results`` (the same loader, cells and selection as
+the tables): one figure per study (``--all-studies`` mixes them, and the title says so), smoke runs left out
+unless ``--include-smoke``, one run per cell and seed (the latest finished), a damaged record named on stderr and
+skipped. Failed and running runs never enter a mean or a curve, but every figure counts them.
 
 Exit codes: 0 ok; 1 no records under the root (one line naming it); 2 bad argument (one line listing the valid
 values). Every file is written atomically (temporary file, then ``os.replace``).
@@ -20,244 +19,44 @@ values). Every file is written atomically (temporary file, then ``os.replace``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from onebit import pipeline  # noqa: E402
-from onebit.records import RECORD_NAME, CorruptRecordError, read_record  # noqa: E402
+from onebit.records import RunRecord  # noqa: E402
+from onebit.results.cells import common_options, group_cells, label_items, label_keys  # noqa: E402
+from onebit.results.figures import (BANDS, CURVE_METRICS, CellCurves, UsageError, ablation_data,  # noqa: E402,F401
+                                    check_stage, curve_data, format_counts, shortcut_pair, stage_records, where)
+from onebit.results.load import NoRunsError, load_records  # noqa: E402
+from onebit.results.select import Selection, select  # noqa: E402
 
 PROG = "plots"
-BANDS = ("minmax", "std")
 BAND_LABEL = {"minmax": "shaded: min-max over seeds", "std": "shaded: mean ± 1 std over seeds (ddof=1)"}
-CURVE_METRICS = ("val/top1", "train/loss")
-# config keys that do not change what a run computes, never part of a cell
-NON_SEMANTIC = (*pipeline.NON_SEMANTIC, "study", "threads")
-TRAINER_SEMANTIC = ("precision", "deterministic")
-# the order in which options are tried when labelling cells (first ones that tell cells apart win)
-LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "shortcut", "sign_t", "data",
-               "optimizer", "scheduler", "epochs", "bn_retrain", "experiment", "trainer", "study")
 MAX_LINES_PER_PANEL = 8
 FALLBACK_WIDTH = 32  # DigitsData.default_width
-
-
-class UsageError(ValueError):
-    """A bad argument value (unknown stage, metric, option...): exit 2 with this one line."""
 
 
 class NoRecordsError(LookupError):
     """Nothing to plot under the root: exit 1 with this one line."""
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Records and cells
-# ----------------------------------------------------------------------------------------------------------
-
-
-def load_records(root: Path | str, study: str | None = None, where: Sequence[str] = (),
-                 warn: bool = True) -> list[dict]:
-    """Every readable record under ``root`` (recursively), optionally only one ``study`` and those whose options
-    match every ``key=value`` of ``where``. A corrupt record is named on stderr and skipped; a job recorded twice
-    (same ``job_key``) keeps its latest finished run (else its latest run). Each record gets ``_path`` (its file).
-
-    Raises :class:`NoRecordsError` (naming the root) when nothing is left, :class:`UsageError` for a malformed
-    ``where``."""
-    root = Path(root)
-    records, corrupt = [], 0
-    for path in sorted(root.rglob(RECORD_NAME)) if root.is_dir() else []:
-        try:
-            rec = read_record(path)
-        except CorruptRecordError as e:
-            corrupt += 1
-            if warn:
-                print(f"{PROG}: skipping corrupt record: {e}", file=sys.stderr)
-            continue
-        rec["_path"] = str(path)
-        records.append(rec)
-    if not records:
-        why = "directory does not exist" if not root.is_dir() else (
-            f"{corrupt} corrupt record(s) skipped" if corrupt else f"no {RECORD_NAME} found")
-        raise NoRecordsError(f"no run records under {root} ({why})")
-    if study is not None:
-        studies = sorted({str(r.get("study") or r["options"].get("study")) for r in records})
-        records = [r for r in records if (r.get("study") or r["options"].get("study")) == study]
-        if not records:
-            raise NoRecordsError(f"no run records of study {study!r} under {root} (studies there: "
-                                 f"{', '.join(studies)})")
-    records = dedupe(records)  # after the study filter: job_key ignores the study, a job may be in two studies
-    for cond in where:
-        key, sep, value = cond.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--where {cond!r} is invalid: use key=value, e.g. --where sign=approx")
-        keys = sorted({k for r in records for k in r["options"]})
-        if key not in keys:
-            raise UsageError(f"--where key {key!r} is unknown; valid keys: {', '.join(keys)}")
-        records = [r for r in records if _text(r["options"].get(key)) == value.lower()]
-        if not records:
-            raise NoRecordsError(f"no run records with {key}={value} under {root}")
-    return records
-
-
-def dedupe(records: list[dict]) -> list[dict]:
-    """One record per ``job_key``: the latest finished run, else the latest run (a rerun supersedes a failure)."""
-    best: dict[Any, dict] = {}
-    out = []
-    for rec in records:
-        key = rec.get("job_key")
-        if key is None:
-            out.append(rec)
-            continue
-        rank = (rec.get("status") == "finished", float((rec.get("timings") or {}).get("started") or 0.0))
-        if key not in best or rank >= best[key][0]:
-            best[key] = (rank, rec)
-    return out + [rec for _, rec in best.values()]
-
-
 def _text(value) -> str:
     return str(value).lower()
 
 
-def _hashable(value):
-    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict, tuple)) else value
-
-
-def _semantic_leaves(config: dict, prefix: str = "") -> dict:
-    """Dotted leaves of the resolved config that determine a run: minus every ``seed`` key, the data's ``root``
-    (a path), ``num_workers``, the non-semantic groups (logger, launcher, paths) and the trainer settings other
-    than precision and determinism (as ``onebit.pipeline.job_key``)."""
-    out = {}
-    for k, v in (config or {}).items():
-        name = f"{prefix}{k}"
-        if not prefix and k in NON_SEMANTIC:
-            continue
-        if k in ("seed", "root", "num_workers"):  # seeds; where the data lives; loader processes
-            continue
-        if name == "trainer" and isinstance(v, dict):
-            v = {kk: vv for kk, vv in v.items() if kk in TRAINER_SEMANTIC}
-        if isinstance(v, dict) and v:
-            out.update(_semantic_leaves(v, f"{name}."))
-        else:
-            out[name] = _hashable(v)
-    return out
-
-
-def cell_items(record: dict) -> dict:
-    """What identifies a record's cell: its options except ``seed``, plus its semantic config leaves (dotted
-    names, e.g. ``model.nonlinearity``; seeds, paths and loggers excluded)."""
-    items = {k: _hashable(v) for k, v in record["options"].items() if k != "seed"}
-    items.update(_semantic_leaves(record.get("config") or {}))
-    return items
-
-
-def _key(items: dict) -> tuple:
-    return tuple(sorted(items.items(), key=lambda kv: kv[0]))
-
-
-def group_cells(records: Iterable[dict]) -> dict[tuple, list[dict]]:
-    """Records grouped by cell (insertion order = first appearance)."""
-    cells: dict[tuple, list[dict]] = {}
-    for rec in records:
-        cells.setdefault(_key(cell_items(rec)), []).append(rec)
-    return cells
-
-
-def label_keys(cells: Sequence[dict], exclude: Iterable[str] = ()) -> list[str]:
-    """The fewest keys, tried in :data:`LABEL_ORDER` (then other options, then config leaves), that tell
-    ``cells`` (dicts of :func:`cell_items`) apart given the ``exclude`` keys (shown elsewhere: a panel, the bar
-    groups or colours): a key enters only if, together with ``exclude`` and the keys already chosen, it
-    separates more cells (so ``model=plain18`` is not added when ``structure`` already says it)."""
-    exclude = [k for k in dict.fromkeys(exclude) if k is not None]
-    varying = [k for k in {k for c in cells for k in c}
-               if k not in exclude and len({_text(c.get(k)) for c in cells}) > 1]
-    order = sorted(varying, key=lambda k: (k not in LABEL_ORDER, "." in k,
-                                           LABEL_ORDER.index(k) if k in LABEL_ORDER else 0, k))
-
-    def distinct(keys):
-        return len({tuple(_text(c.get(k)) for k in keys) for c in cells})
-
-    chosen: list[str] = []
-    target = distinct([*exclude, *order])
-    n = distinct(exclude)
-    for k in order:
-        if n >= target:
-            break
-        m = distinct([*exclude, *chosen, k])
-        if m > n:
-            chosen.append(k)
-            n = m
-    return chosen
-
-
-def describe(items: dict, keys: Sequence[str]) -> str:
-    return ", ".join(f"{k}={items.get(k)}" for k in keys)
-
-
-def common_options(records: Sequence[dict], skip: Iterable[str] = ("seed",)) -> str:
-    """The options every record shares (for a figure's subtitle)."""
-    skip = set(skip)
-    keys = [k for k in LABEL_ORDER if k not in skip] + sorted(
-        {k for r in records for k in r["options"]} - set(LABEL_ORDER) - skip)
-    same = [k for k in keys if len({_text(r["options"].get(k)) for r in records}) == 1
-            and records and records[0]["options"].get(k) is not None]
-    return ", ".join(f"{k}={records[0]['options'][k]}" for k in same)
-
-
-def stage_records(records: Sequence[dict], stage: str) -> list[dict]:
-    """The records that concern ``stage``: those that have it, and every unfinished record (it may have failed
-    or be running before reaching the stage, and must be counted)."""
-    return [r for r in records if stage in (r.get("stages") or {}) or r.get("status") != "finished"]
-
-
-def usable(record: dict, stage: str) -> bool:
-    """A finished run whose ``stage`` finished."""
-    st = (record.get("stages") or {}).get(stage) or {}
-    return record.get("status") == "finished" and st.get("status", "finished") == "finished" and bool(st)
-
-
-def status_counts(records: Sequence[dict]) -> Counter:
-    return Counter(str(r.get("status")) for r in records)
-
-
-def format_counts(c: Counter, used: int | None = None) -> str:
-    """``"4 runs: 3 finished, 1 failed"``."""
-    total = sum(c.values())
-    parts = [f"{c['finished']} finished"] + [f"{n} {s}" for s, n in sorted(c.items()) if s != "finished" and n]
-    text = f"{total} run{'s' if total != 1 else ''}: {', '.join(parts)}"
-    if used is not None and used != c["finished"]:
-        text += f" ({c['finished'] - used} without data)"
-    return text
-
-
-def check_stage(records: Sequence[dict], stage: str) -> None:
-    stages = sorted({s for r in records for s in (r.get("stages") or {})})
-    if stage not in stages:
-        raise UsageError(f"unknown --stage {stage!r}; valid stages: {', '.join(stages) or '(none recorded)'}")
-
-
-def check_option(records: Sequence[dict], key: str, flag: str) -> None:
-    keys = sorted({k for r in records for k in r["options"] if k != "seed"})
-    if key not in keys:
-        raise UsageError(f"unknown {flag} {key!r}; valid options: {', '.join(keys)}")
-
-
-def check_metric(records: Sequence[dict], stage: str, metric: str) -> None:
-    metrics = sorted({m for r in records for m in (((r.get("stages") or {}).get(stage) or {}).get("metrics") or {})})
-    if metric not in metrics:
-        raise UsageError(f"unknown --metric {metric!r} for stage {stage!r}; valid metrics: "
-                         f"{', '.join(metrics) or '(none recorded)'}")
+def _subtitle(records: Sequence[RunRecord], notes: Sequence[str]) -> str:
+    common = common_options(records)
+    return "".join([f"\ncommon: {common}" if common else "", *(f"\n{n}" for n in notes)])
 
 
 def _percent(metric: str) -> bool:
@@ -294,97 +93,6 @@ def save_figure(fig, path: Path | str) -> Path:
 # 1. Training curves
 # ----------------------------------------------------------------------------------------------------------
 
-
-def stage_history(stage: dict) -> pd.DataFrame:
-    """A stage's per-epoch history as a DataFrame indexed by epoch, with ``train/*`` aligned to their epoch.
-
-    onebit's Classifier appends the history entry in ``on_validation_epoch_end``, which Lightning runs *before*
-    the epoch's training metrics are aggregated: entry ``e`` holds the ``train/*`` values of epoch ``e - 1``
-    (entry 0 has none), and the last epoch's are only in the stage's final ``metrics``. That lag is detected
-    (the first entry has no ``train/*`` value) and undone: ``train/*`` are shifted back one epoch and the last
-    epoch takes the final metrics. A history whose first entry has train values is used as it is.
-    """
-    hist = [h for h in (stage.get("history") or []) if isinstance(h, dict) and "epoch" in h]
-    if not hist:
-        return pd.DataFrame()
-    df = pd.DataFrame(hist).drop_duplicates("epoch", keep="last").set_index("epoch").sort_index()
-    df = df.apply(pd.to_numeric, errors="coerce")
-    train = [c for c in df.columns if str(c).startswith("train/")]
-    first = df.iloc[0]
-    lagged = not any(pd.notna(first.get(c)) for c in train)
-    if lagged:
-        metrics = stage.get("metrics") or {}
-        for c in train:
-            df[c] = df[c].shift(-1)
-        for c in {*train, *(m for m in metrics if str(m).startswith("train/"))}:
-            if c not in df:
-                df[c] = np.nan
-            value = metrics.get(c)
-            if value is not None:
-                df.loc[df.index[-1], c] = float(value)
-    return df
-
-
-@dataclass
-class CellCurves:
-    """The curve data of one cell: ``series[metric]`` is a DataFrame indexed by epoch with columns mean, std
-    (ddof=1), min, max, lo, hi (the band) and n (seeds), over the epochs every seed has."""
-
-    items: dict
-    label: str
-    counts: Counter
-    seeds: list
-    series: dict = field(default_factory=dict)
-
-    @property
-    def n(self) -> int:
-        return len(self.seeds)
-
-    @property
-    def runs(self) -> int:
-        return sum(self.counts.values())
-
-
-def curve_data(records: Sequence[dict], stage: str = "binary", metrics: Sequence[str] = CURVE_METRICS,
-               band: str = "minmax", exclude_label: Iterable[str] = ()) -> list[CellCurves]:
-    """Per cell, the mean over seeds of each metric per epoch, with a band (``minmax`` or ``std``: mean ± 1
-    std). Only finished runs enter (failed / running ones are counted in ``counts``); an epoch enters only when
-    every used seed has it, so no point is an average of a partial set of seeds."""
-    if band not in BANDS:
-        raise UsageError(f"unknown --band {band!r}; valid bands: {', '.join(BANDS)}")
-    cells = group_cells(stage_records(records, stage))
-    items = [dict(k) for k in cells]
-    keys = label_keys(items, exclude_label)
-    out = []
-    for key, recs in cells.items():
-        histories = []
-        for r in sorted(recs, key=lambda r: (r["options"].get("seed") is None, r["options"].get("seed") or 0)):
-            if usable(r, stage):
-                h = stage_history(r["stages"][stage])
-                if not h.empty:
-                    histories.append((r["options"].get("seed"), h))
-        cell = CellCurves(items=dict(key), label=describe(dict(key), keys) or "all runs",
-                          counts=status_counts(recs), seeds=[s for s, _ in histories])
-        for m in metrics:
-            cols = {i: h[m] for i, (_, h) in enumerate(histories) if m in h}
-            if len(cols) < len(histories) or not cols:
-                cell.series[m] = pd.DataFrame(columns=["mean", "std", "min", "max", "lo", "hi", "n"])
-                continue
-            wide = pd.DataFrame(cols).astype(float)
-            wide = wide[wide.notna().all(axis=1)]
-            s = pd.DataFrame({"mean": wide.mean(axis=1), "std": wide.std(axis=1, ddof=1),
-                              "min": wide.min(axis=1), "max": wide.max(axis=1), "n": wide.count(axis=1)})
-            if band == "minmax":
-                s["lo"], s["hi"] = s["min"], s["max"]
-            else:
-                std = s["std"].fillna(0.0)
-                s["lo"], s["hi"] = s["mean"] - std, s["mean"] + std
-            s.index.name = "epoch"
-            cell.series[m] = s
-        out.append(cell)
-    return out
-
-
 def choose_facet(cells: Sequence[dict], max_lines: int = MAX_LINES_PER_PANEL) -> str | None:
     """With more than ``max_lines`` cells, the option to split panels by (small multiples): the varying
     option, in label order, that leaves the fewest lines per panel (first one reaching ``max_lines`` wins)."""
@@ -409,18 +117,18 @@ def _cell_count(cell: CellCurves) -> str:
     return f"n={cell.n}/{cell.runs}{bad}"
 
 
-def plot_curves(records: Sequence[dict], path: Path | str, stage: str = "binary",
-                metrics: Sequence[str] = CURVE_METRICS, band: str = "minmax", study: str | None = None,
-                facet: str | None = "auto") -> Path:
+def plot_curves(records: Sequence[RunRecord], path: Path | str, stage: str = "binary",
+                metrics: Sequence[str] = CURVE_METRICS, band: str = "minmax", scope: str | None = None,
+                facet: str | None = "auto", notes: Sequence[str] = ()) -> Path:
     """Training curves per cell: the mean over seeds per epoch of ``val/top1`` (top) and ``train/loss``
     (bottom) of one stage, with a shaded band over seeds, one line per cell; from each run's recorded history
     (``stages[stage].history``, one entry per epoch; the ``pretrain`` history of a cache hit is the cached
     twin's). Not a figure of the papers: it shows how each ablation cell of Bi-Real Table 1 (section 4.2)
     trains. With more than 8 cells the panels are split by one option (columns, small multiples) and the
-    legend sits outside the axes."""
+    legend sits outside the axes. ``scope`` (the study) and ``notes`` (what was left out) go into the title."""
     check_stage(records, stage)
     recs = stage_records(records, stage)
-    items = [dict(k) for k in group_cells(recs)]
+    items = [label_items(rs) for rs in group_cells(recs).values()]
     facet = choose_facet(items) if facet == "auto" else facet
     data = curve_data(recs, stage, metrics, band, exclude_label=[facet] if facet else [])
     facet_values = sorted({_text(c.items.get(facet)) for c in data}) if facet else [None]
@@ -484,10 +192,9 @@ def plot_curves(records: Sequence[dict], path: Path | str, stage: str = "binary"
     total = Counter()
     for c in data:
         total.update(c.counts)
-    title = (f"Training curves, stage {stage!r}{f', study {study}' if study else ''}: {len(data)} cells, "
+    title = (f"Training curves, stage {stage!r}{f', {scope}' if scope else ''}: {len(data)} cells, "
              f"{format_counts(total)} (only finished runs averaged)")
-    common = common_options([r for r in recs])
-    fig.suptitle(title + (f"\ncommon: {common}" if common else ""), fontsize=10)
+    fig.suptitle(title + _subtitle(recs, notes), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -496,44 +203,9 @@ def plot_curves(records: Sequence[dict], path: Path | str, stage: str = "binary"
 # 2. Ablation bars
 # ----------------------------------------------------------------------------------------------------------
 
-
-def ablation_data(records: Sequence[dict], stage: str = "binary", metric: str = "test/top1",
-                  by: str = "structure", color: str = "sign") -> pd.DataFrame:
-    """One row per cell: the ``by`` and ``color`` values, ``label`` (the other options that tell cells apart),
-    ``mean`` / ``std`` (ddof=1; NaN for one seed) / ``n`` over the finished runs that have ``metric`` in
-    ``stage``, ``runs`` (every run of the cell, failed and running included), ``failed``, ``running``,
-    ``values`` and ``seeds``. Sorted by ``by``, then ``color``, then ``label``."""
-    check_stage(records, stage)
-    check_option(records, by, "--by")
-    check_option(records, color, "--color")
-    check_metric(records, stage, metric)
-    cells = group_cells(stage_records(records, stage))
-    keys = label_keys([dict(k) for k in cells], exclude=[by, color])
-    rows = []
-    for key, recs in cells.items():
-        items = dict(key)
-        vals, seeds = [], []
-        for r in recs:
-            if not usable(r, stage):
-                continue
-            v = (r["stages"][stage].get("metrics") or {}).get(metric)
-            if v is not None and math.isfinite(float(v)):
-                vals.append(float(v))
-                seeds.append(r["options"].get("seed"))
-        c = status_counts(recs)
-        arr = np.asarray(vals, dtype=float)
-        rows.append({by: items.get(by), color: items.get(color) if color != by else items.get(by),
-                     "label": describe(items, keys), "mean": arr.mean() if len(arr) else math.nan,
-                     "std": arr.std(ddof=1) if len(arr) > 1 else math.nan, "n": len(arr),
-                     "runs": sum(c.values()), "failed": c["failed"], "running": c["running"],
-                     "values": vals, "seeds": seeds})
-    df = pd.DataFrame(rows)
-    sort = list(dict.fromkeys([by, color, "label"]))
-    return df.sort_values(sort, key=lambda s: s.map(_text)).reset_index(drop=True)
-
-
-def plot_ablation(records: Sequence[dict], path: Path | str, stage: str = "binary", metric: str = "test/top1",
-                  by: str = "structure", color: str = "sign", study: str | None = None) -> Path:
+def plot_ablation(records: Sequence[RunRecord], path: Path | str, stage: str = "binary", metric: str = "test/top1",
+                  by: str = "structure", color: str = "sign", scope: str | None = None,
+                  notes: Sequence[str] = ()) -> Path:
     """Bar chart of a final metric per cell (default: ``test/top1`` of the binary stage), the mean over seeds
     with ±1 std error bars (ddof=1), the individual seeds as dots and ``n`` (finished seeds / runs in the cell,
     failed and running counted) above each bar; bars grouped by ``by`` (default ``structure``, the columns of
@@ -590,13 +262,12 @@ def plot_ablation(records: Sequence[dict], path: Path | str, stage: str = "binar
                          plt.Line2D([], [], color="black", marker=".", ls="none")],
               [f"{color}={v}" for v in color_values] + ["error bar: ±1 std over seeds", "dots: seeds"],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    total = Counter()
-    for r in stage_records(records, stage):
-        total[str(r.get("status"))] += 1
-    common = common_options(stage_records(records, stage))
-    fig.suptitle(f"{metric} of stage {stage!r} per cell{f', study {study}' if study else ''}: {len(df)} cells, "
-                 f"{format_counts(total)}; n = finished seeds / runs (failed/running not averaged)"
-                 + (f"\ncommon: {common}" if common else ""), fontsize=9)
+    recs = stage_records(records, stage)
+    missing = int(df["missing"].sum())
+    fig.suptitle(f"{metric} of stage {stage!r} per cell{f', {scope}' if scope else ''}: {len(df)} cells, "
+                 f"{format_counts(Counter(r.status for r in recs))}"
+                 f"{f' ({missing} finished without {metric})' if missing else ''}; n = finished seeds / runs "
+                 "(failed/running not averaged)" + _subtitle(recs, notes), fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -737,45 +408,13 @@ def _first_val_batch(data):
     return x
 
 
-def _pair_key(rec: dict) -> tuple:
-    items = cell_items(rec)
-    for k in ("structure", "shortcut", "model", "study", "model.shortcut", "shortcut", "model._target_"):
-        items.pop(k, None)
-    return _key(items)
-
-
-def find_shortcut_pair(records: Sequence[dict], stage: str = "binary") -> tuple[dict, dict] | None:
-    """(bireal, plain): finished runs with ``structure=bireal`` (shortcuts) and ``structure=plain`` (none) that
-    share every other option and have a ``stage`` checkpoint; the first such pair (sorted), lowest seed each
-    (the same seed when both sides have it)."""
-    def ckpt(r):
-        return Path(r["_path"]).parent / "checkpoints" / stage / "last.ckpt" if "_path" in r else \
-            Path(r["run_dir"]) / "checkpoints" / stage / "last.ckpt"
-
-    sides: dict[tuple, dict[str, list]] = {}
-    for r in records:
-        s = r["options"].get("structure")
-        if s in ("bireal", "plain") and usable(r, stage) and ckpt(r).exists():
-            sides.setdefault(_pair_key(r), {"bireal": [], "plain": []})[s].append(r)
-    for key in sorted(sides, key=str):
-        b, p = sides[key]["bireal"], sides[key]["plain"]
-        if b and p:
-            seed = lambda r: (r["options"].get("seed") is None, r["options"].get("seed") or 0)  # noqa: E731
-            common = sorted({r["options"].get("seed") for r in b} & {r["options"].get("seed") for r in p},
-                            key=lambda s: (s is None, s or 0))
-            if common:
-                b = [r for r in b if r["options"].get("seed") == common[0]]
-                p = [r for r in p if r["options"].get("seed") == common[0]]
-            return min(b, key=seed), min(p, key=seed)
-    return None
-
-
-def activation_data(records: Sequence[dict] | None = None, block: str = "layer2.-1", width: int = FALLBACK_WIDTH,
+def activation_data(records: Sequence[RunRecord] | None = None, block: str = "layer2.-1", width: int = FALLBACK_WIDTH,
                     seed: int = 0, stage: str = "binary") -> dict:
     """Inputs to the Sign of ``block`` for a net with shortcuts (``bireal``) and without (``plain``).
 
     Trained: when ``records`` hold a finished ``structure=bireal`` / ``structure=plain`` pair (same other options,
-    first seed) with ``stage`` checkpoints, both models come from ``onebit.pipeline.model_from_record`` (eval
+    first seed; ``onebit.results.figures.shortcut_pair``) with ``stage`` checkpoints, both models come from
+    ``onebit.build.model_from_record`` (eval
     mode) and see the first validation batch of the bireal run's data module. Otherwise (or if loading fails,
     reported on stderr) freshly initialised Bi-Real-18s (ApproxSign, magnitude-aware weights, small stem, digits)
     built after ``torch.manual_seed(seed)``, with BatchNorm in training mode (batch statistics; at init the
@@ -785,25 +424,21 @@ def activation_data(records: Sequence[dict] | None = None, block: str = "layer2.
     ``values`` (numpy), ``stats`` (:func:`activation_stats`, computed from the hooked tensor, with its shape)."""
     import torch
 
-    pair = find_shortcut_pair(records or [], stage)
+    pair = shortcut_pair(records or [], stage)
     if pair is not None:
         try:
             from hydra.utils import instantiate
             from omegaconf import OmegaConf
 
-            from onebit.pipeline import model_from_record
+            from onebit.build import model_from_record
 
-            models = {}
-            for name, rec in zip(("bireal", "plain"), pair):
-                rec = {**rec, "run_dir": str(Path(rec["_path"]).parent) if "_path" in rec else rec["run_dir"]}
-                models[name] = (model_from_record(rec, stage), rec)
-            x = _first_val_batch(instantiate(OmegaConf.create(pair[0]["config"]).data))
+            models = {name: (model_from_record(rec, stage), rec) for name, rec in zip(("bireal", "plain"), pair)}
+            x = _first_val_batch(instantiate(OmegaConf.create(pair[0].config).data))
             out = {"source": "trained", "detail": f"{stage} checkpoints (last.ckpt), seed "
-                                                  f"{pair[0]['options'].get('seed')} ({common_options(pair)})"}
+                                                  f"{pair[0].options.get('seed')} ({common_options(pair)})"}
             for name, (model, rec) in models.items():
                 t = block_input(model, x, block)
-                out[name] = {"values": t.flatten().numpy(), "stats": activation_stats(t),
-                             "run_dir": rec["run_dir"]}
+                out[name] = {"values": t.flatten().numpy(), "stats": activation_stats(t), "run_dir": rec.run_dir}
             return out
         except UsageError:
             raise
@@ -826,7 +461,7 @@ def activation_data(records: Sequence[dict] | None = None, block: str = "layer2.
     return out
 
 
-def plot_activations(path: Path | str, records: Sequence[dict] | None = None, block: str = "layer2.-1",
+def plot_activations(path: Path | str, records: Sequence[RunRecord] | None = None, block: str = "layer2.-1",
                      width: int = FALLBACK_WIDTH, seed: int = 0, stage: str = "binary") -> tuple[Path, dict]:
     """Bi-Real section 3.1 (representational capability, cf. Fig. 1): histograms of the real-valued inputs to
     the Sign of one block with shortcuts (Bi-Real) and without (Plain). Without a shortcut a block input is
@@ -859,7 +494,6 @@ def plot_activations(path: Path | str, records: Sequence[dict] | None = None, bl
 # CLI
 # ----------------------------------------------------------------------------------------------------------
 
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse prints the usage too)
         print(f"{PROG}: error: {message}", file=sys.stderr)
@@ -870,44 +504,72 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
 
 
-def _prefix(args) -> str:
-    return f"{_slug(args.study)}-" if getattr(args, "study", None) else ""
+def selections(args) -> list[Selection]:
+    """The runs under ``--root`` per study (``onebit.results.select``), filtered by ``--where``; a study left
+    empty is named on stderr. Raises :class:`NoRecordsError` when nothing is left."""
+    try:
+        records, _ = load_records(args.root)
+        sels = select(records, args.study, args.all_studies, args.include_smoke)
+    except NoRunsError as e:
+        raise NoRecordsError(str(e)) from None
+    for sel in sels:
+        sel.records = where(sel.records, args.where)
+    for sel in sels:
+        if not sel.records:
+            print(f"{PROG}: {sel.label}: no runs to plot ({' '.join(sel.notes) or 'none match --where'})",
+                  file=sys.stderr)
+    sels = [s for s in sels if s.records]
+    if not sels:
+        raise NoRecordsError(f"no run records matching {' '.join(args.where)} under {args.root}")
+    return sels
 
 
-def cmd_curves(args, records=None) -> list[Path]:
-    records = records if records is not None else load_records(args.root, args.study, args.where)
-    path = Path(args.out) / f"{_prefix(args)}curves-{_slug(args.stage)}.png"
-    return [plot_curves(records, path, args.stage, band=args.band, study=args.study)]
+def _prefix(args, sel: Selection, several: bool) -> str:
+    """File-name prefix: the study when one was asked for or several are drawn; ``all_studies-`` when mixed."""
+    if sel.study is None:
+        return "all_studies-"
+    return f"{_slug(sel.study)}-" if args.study or several else ""
 
 
-def cmd_ablation(args, records=None) -> list[Path]:
-    records = records if records is not None else load_records(args.root, args.study, args.where)
-    path = Path(args.out) / (f"{_prefix(args)}ablation-{_slug(args.stage)}-{_slug(args.metric.replace('/', '_'))}"
-                             f"-by-{_slug(args.by)}.png")
-    return [plot_ablation(records, path, args.stage, args.metric, args.by, args.color, args.study)]
+def cmd_curves(args, sels=None) -> list[Path]:
+    sels = sels if sels is not None else selections(args)
+    return [plot_curves(sel.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}curves-"
+                        f"{_slug(args.stage)}.png", args.stage, band=args.band, scope=sel.label, notes=sel.notes)
+            for sel in sels]
 
 
-def cmd_signs(args, records=None) -> list[Path]:
+def cmd_ablation(args, sels=None) -> list[Path]:
+    sels = sels if sels is not None else selections(args)
+    name = f"ablation-{_slug(args.stage)}-{_slug(args.metric.replace('/', '_'))}-by-{_slug(args.by)}.png"
+    return [plot_ablation(sel.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}{name}", args.stage,
+                          args.metric, args.by, args.color, scope=sel.label, notes=sel.notes) for sel in sels]
+
+
+def cmd_signs(args, sels=None) -> list[Path]:
     return [plot_signs(Path(args.out) / "signs.png", beta=args.beta)]
 
 
-def cmd_activations(args, records=None) -> list[Path]:
-    if records is None:
-        records = [] if args.fresh else load_records(args.root, args.study, args.where)
-    path, data = plot_activations(Path(args.out) / f"{_prefix(args)}activations-{_slug(args.block)}.png",
-                                  records, args.block, args.width, args.seed)
-    for name in ("bireal", "plain"):
-        s = data[name]["stats"]
-        print(f"activations {data['source']} {name}: {s['count']} values, {s['distinct']} distinct, "
-              f"{s['distinct_per_channel']:.1f} distinct per channel, std {s['std']:.4g}, shape {s['shape']}")
-    return [path]
+def cmd_activations(args, sels=None) -> list[Path]:
+    if sels is None:
+        sels = [Selection("fresh models", None, [])] if args.fresh else selections(args)
+    paths = []
+    for sel in sels:
+        prefix = "" if args.fresh else _prefix(args, sel, len(sels) > 1)
+        path, data = plot_activations(Path(args.out) / f"{prefix}activations-{_slug(args.block)}.png",
+                                      sel.records, args.block, args.width, args.seed)
+        for name in ("bireal", "plain"):
+            s = data[name]["stats"]
+            print(f"activations {data['source']} {name}: {s['count']} values, {s['distinct']} distinct, "
+                  f"{s['distinct_per_channel']:.1f} distinct per channel, std {s['std']:.4g}, shape {s['shape']}")
+        paths.append(path)
+    return paths
 
 
 def cmd_all(args) -> list[Path]:
-    records = load_records(args.root, args.study, args.where)
+    sels = selections(args)
     paths = []
     for cmd in (cmd_curves, cmd_ablation, cmd_signs, cmd_activations):
-        paths += cmd(args, records)
+        paths += cmd(args, sels)
     return paths
 
 
@@ -916,7 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--out", default="analysis/figures", help="folder for the PNG files")
     rec = _Parser(add_help=False)
     rec.add_argument("--root", default="outputs", help="folder searched recursively for record.json")
-    rec.add_argument("--study", default=None, help="only records of this study (sweep name)")
+    rec.add_argument("--study", default=None, help="only records of this study (default: one figure per study)")
+    rec.add_argument("--all-studies", action="store_true", help="mix every study in one figure (the title says so)")
+    rec.add_argument("--include-smoke", action="store_true",
+                     help="include smoke runs (cut short by a Trainer limit; the title says so)")
     rec.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                      help="only records whose option KEY equals VALUE (repeatable)")
     rec.add_argument("--stage", default="binary", help="stage: pretrain, binary, bn_retrain or real")
@@ -947,10 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"curves": cmd_curves, "ablation": cmd_ablation, "signs": cmd_signs,
-                "activations": cmd_activations, "all": lambda a: cmd_all(a)}
+    commands = {"curves": cmd_curves, "ablation": cmd_ablation, "signs": cmd_signs, "activations": cmd_activations,
+                "all": cmd_all}
     try:
-        paths = commands[args.command](args) if args.command == "all" else commands[args.command](args)
+        paths = commands[args.command](args)
     except NoRecordsError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

@@ -8,7 +8,13 @@
     python analysis/tables.py efficiency                 # Bi-Real Table 3 (no training needed)
     python analysis/tables.py efficiency --format csv    # exact counts: model,binary_params,...,ops
 
-Cells are mean ± std over seeds (n); failed or unfinished runs are shown in the cell, never averaged in.
+Tables are built per study (``--all-studies`` mixes them, and says so). A cell is a set of runs identical
+except for their seed (``onebit.identity.cell_key``): mean ± std over seeds (n) of the final stage's metric;
+failed, running and runs without the metric are counted in the cell, never averaged. Smoke runs are left out
+(``--include-smoke``), a damaged record is named on stderr and skipped, a seed run twice counts once (the
+latest finished run), and a table position that would mix cells is split into one table per combination.
+
+Exit codes: 0 ok; 1 no runs (one line); 2 bad argument.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 FORMATS = ("text", "markdown", "csv", "latex")
+SUFFIX = {"text": "txt", "markdown": "md", "csv": "csv", "latex": "tex"}
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:
@@ -42,16 +49,30 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def emit(name: str, df: pd.DataFrame, fmt: str, out: Path | None, title: str) -> None:
-    text = render(df, fmt)
+def heading(table, fmt: str) -> str:
+    """The title and notes in the format's own comment or heading syntax (none for csv: see :func:`emit`)."""
+    if fmt == "text":
+        return "".join([f"== {table.title}\n", *(f"   {n}\n" for n in table.notes)])
+    if fmt == "markdown":
+        return "".join([f"**{table.title}**\n\n", *(f"> {n}\n" for n in table.notes), "\n" if table.notes else ""])
+    if fmt == "latex":
+        return "".join([f"% {table.title}\n", *(f"% {n}\n" for n in table.notes)])
+    return ""
+
+
+def emit(table, fmt: str, out: Path | None) -> None:
+    """Print ``table`` (or write ``<out>/<name>.<suffix>`` atomically); a csv keeps its title and notes out of
+    the data, on stderr."""
+    text = render(table.frame, fmt)
+    text = heading(table, fmt) + (text if text.endswith("\n") else text + "\n")
+    if fmt == "csv":
+        for line in (table.title, *table.notes):
+            print(f"onebit: {table.name}: {line}", file=sys.stderr)
     if out is None:
-        if fmt == "text":
-            print(f"== {title}")
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.write(text + "\n")
         return
     out.mkdir(parents=True, exist_ok=True)
-    suffix = {"text": "txt", "markdown": "md", "csv": "csv", "latex": "tex"}[fmt]
-    path = out / f"{name}.{suffix}"
+    path = out / f"{table.name}.{SUFFIX[fmt]}"
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -60,116 +81,93 @@ def emit(name: str, df: pd.DataFrame, fmt: str, out: Path | None, title: str) ->
 
 def cmd_efficiency(args) -> int:
     from onebit.efficiency import efficiency_counts, table3
+    from onebit.results.select import Table
 
     counts = efficiency_counts()
     if args.format == "csv" and args.table == "efficiency":
-        emit("efficiency", counts, "csv", args.out, "")
+        emit(Table("efficiency", "Bi-Real Table 3: exact counts", counts), "csv", args.out)
     else:
-        emit("bireal_table3", table3(counts), args.format, args.out,
-             "Bi-Real Table 3: memory and OPs at 224x224 (ours | paper); see onebit/efficiency.py for the rounding")
+        emit(Table("bireal_table3", "Bi-Real Table 3: memory and OPs at 224x224 (ours | paper); see "
+                   "onebit/efficiency.py for the rounding", table3(counts)), args.format, args.out)
     return 0
 
 
-def load(args):
-    from onebit.analysis import load_runs, load_wandb
+def selections(args, studies=None):
+    """The loaded runs, per study (``onebit.results.select``); a study left empty (only smoke runs) is named."""
+    from onebit.results.load import load_records, load_wandb
+    from onebit.results.select import select
 
     if args.source == "wandb":
         if not (args.entity and args.project):
             raise SystemExit("onebit: error: --source wandb needs --entity and --project")
-        return load_wandb(args.entity, args.project, args.group), []
-    root = Path(args.root)
-    if not root.exists():
-        raise FileNotFoundError(f"no run records: {root} does not exist (run python src/train.py first, or --root)")
-    df, problems = load_runs(root)
-    for p in problems:
-        print(f"onebit: skipped {p}", file=sys.stderr)
-    if df.empty:
-        raise LookupError(f"no run records under {root}")
-    return df, problems
+        records, _ = load_wandb(args.entity, args.project, args.group)
+    else:
+        records, _ = load_records(args.root)
+    if studies is not None and args.study is None and not args.all_studies:
+        records = [r for r in records if r.study in studies] or records
+    sels = select(records, args.study, args.all_studies, args.include_smoke)
+    for sel in sels:
+        if not sel.records:
+            print(f"onebit: {sel.label}: no runs to show ({' '.join(sel.notes)})", file=sys.stderr)
+    return sels
 
 
-def _table1_rows(df, study):
-    if study:
-        return df[df["study"] == study]
-    return df[df["study"] == "bireal_table1"] if (df["study"] == "bireal_table1").any() else df
+def _emit_all(tables, args, nothing: str) -> int:
+    from onebit.results.load import NoRunsError
+
+    if not tables:
+        raise NoRunsError(nothing)
+    for t in tables:
+        emit(t, args.format, args.out)
+    return 0
 
 
 def cmd_table1(args) -> int:
-    from onebit.analysis import conclusions, table1
+    from onebit.results import bireal
 
-    df, _ = load(args)
-    rows = _table1_rows(df, args.study)
-    emit("bireal_table1", table1(rows, args.metric), args.format, args.out,
-         f"Bi-Real Table 1 ({args.metric}, %): ours = mean ± std over seeds (n) | paper (ImageNet top-1)")
-    emit("bireal_table1_conclusions", conclusions(rows, args.metric), args.format, args.out,
-         "The paper's conclusions in our data (paired differences, points; noise = 2 SE over pairs)")
-    return 0
-
-
-BETHGE_TITLE = ("Bethge et al. 2018 Tables 2-3, ResNetE-18 from scratch ({metric}, %): ours = mean ± std over "
-                "seeds (n) | paper; scaling no/yes = weight=plain/xnor, approxsign yes/no = sign=approx/ste")
-BETHGE_CONCLUSIONS_TITLE = ("Bethge et al. 2018's findings in our data (paired differences, points; noise = 2 SE "
-                            "over pairs) | the paper's mean difference over the same cells")
-
-
-def emit_bethge(df, args) -> None:
-    from onebit.analysis import bethge_conclusions, bethge_table
-
-    table = bethge_table(df, args.metric, args.study)
-    emit("bethge2018_resnete18", table, args.format, args.out, BETHGE_TITLE.format(metric=args.metric))
-    found = bethge_conclusions(df, args.metric, args.study)
-    if not found.empty:  # empty when no run of the table has finished yet
-        emit("bethge2018_resnete18_conclusions", found, args.format, args.out, BETHGE_CONCLUSIONS_TITLE)
+    tables = [t for sel in selections(args) for t in bireal.tables(sel, args.metric)]
+    return _emit_all(tables, args, "no runs for Bi-Real Table 1 (options pretrain relu|clip x weight "
+                                   "plain|magnitude_aware x sign ste|approx x structure bireal|res|plain)")
 
 
 def cmd_bethge(args) -> int:
-    df, _ = load(args)
-    emit_bethge(df, args)
-    return 0
+    from onebit.results import bethge
+
+    tables = [t for sel in selections(args, bethge.STUDIES) for t in bethge.tables(sel, args.metric)]
+    return _emit_all(tables, args, f"no runs for Bethge et al. 2018 Tables 2-3 (studies {', '.join(bethge.STUDIES)}"
+                                   ", or --study: weight plain|xnor x model.downsample binary|full_precision x "
+                                   "sign ste|approx)")
 
 
 def cmd_study(args) -> int:
-    from onebit.analysis import study_table
+    from onebit.results import study
 
-    df, _ = load(args)
-    studies = [args.study] if args.study else sorted(df["study"].dropna().unique())
-    for study in studies:
-        emit(f"study_{study}", study_table(df, study, args.metric), args.format, args.out,
-             f"study {study} ({args.metric}, %)")
-    return 0
+    return _emit_all([t for sel in selections(args) for t in study.tables(sel, args.metric)], args, "no runs")
 
 
 def cmd_all(args) -> int:
-    from onebit.analysis import BETHGE_STUDIES, NoRunsError, conclusions, study_table, table1
+    """Per study: Bi-Real Table 1 and Bethge et al. 2018 where it has their runs (Bethge only for its studies,
+    unless --study or --all-studies), the generic study table for the runs in neither; then Table 3."""
+    from onebit.results import bethge, bireal, study
+    from onebit.results.load import NoRunsError
 
     try:
-        df, _ = load(args)
-    except (LookupError, FileNotFoundError) as e:
+        sels = selections(args)
+    except NoRunsError as e:
         if args.source == "wandb":
             raise
         print(f"onebit: {e}; printing the tables that need no runs", file=sys.stderr)
-        df = None
-    if df is not None:
-        rows = _table1_rows(df, args.study)
-        try:
-            emit("bireal_table1", table1(rows, args.metric), args.format, args.out,
-                 f"Bi-Real Table 1 ({args.metric}, %): ours = mean ± std over seeds (n) | paper (ImageNet top-1)")
-            emit("bireal_table1_conclusions", conclusions(rows, args.metric), args.format, args.out,
-                 "The paper's conclusions in our data (paired differences, points; noise = 2 SE over pairs)")
-        except NoRunsError:
-            pass
-        skip = {"bireal_table1"}
-        if args.study is None or args.study in BETHGE_STUDIES:
-            try:
-                emit_bethge(df, args)
-                skip |= set(BETHGE_STUDIES)
-            except NoRunsError:
-                pass
-        for study in sorted(df["study"].dropna().unique()):
-            if study in skip:
-                continue
-            emit(f"study_{study}", study_table(df, study, args.metric), args.format, args.out,
-                 f"study {study} ({args.metric}, %)")
+        sels = []
+    for sel in sels:
+        tables = bireal.tables(sel, args.metric)
+        placed = [bireal.in_table]
+        if sel.study is None or sel.study in bethge.STUDIES or args.study:
+            tables += bethge.tables(sel, args.metric)
+            placed.append(lambda r: bethge.position(r) is not None)
+        if any(not any(p(r) for p in placed) for r in sel.records):
+            tables += study.tables(sel, args.metric)
+        for t in tables:
+            emit(t, args.format, args.out)
     return cmd_efficiency(args)
 
 
@@ -178,7 +176,7 @@ TABLES = {"all": cmd_all, "table1": cmd_table1, "bethge": cmd_bethge, "study": c
 
 
 def main(argv=None) -> int:
-    from onebit.analysis import METRICS
+    from onebit.results.cells import METRICS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", nargs="?", default="all", choices=list(TABLES), help="which table(s) to build")
@@ -186,14 +184,19 @@ def main(argv=None) -> int:
                         help="directory searched for record.json files (default: outputs)")
     parser.add_argument("--source", default="local", choices=["local", "wandb"])
     parser.add_argument("--entity"), parser.add_argument("--project"), parser.add_argument("--group")
-    parser.add_argument("--study", help="restrict to one study (sweep)")
+    parser.add_argument("--study", help="only this study (default: one table per study)")
+    parser.add_argument("--all-studies", action="store_true", help="mix every study in one table (the title says so)")
+    parser.add_argument("--include-smoke", action="store_true",
+                        help="include smoke runs (cut short by a Trainer limit; the title says so)")
     parser.add_argument("--metric", default="test/top1", choices=list(METRICS))
     parser.add_argument("--format", default="text", choices=FORMATS)
     parser.add_argument("--out", type=Path, default=None, help="write files into this directory")
     args = parser.parse_args(argv)
+    if args.study and args.all_studies:
+        parser.error("--study and --all-studies exclude each other")
     try:
         return TABLES[args.table](args)
-    except (LookupError, FileNotFoundError) as e:
+    except LookupError as e:
         print(f"onebit: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1
 

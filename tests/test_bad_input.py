@@ -15,6 +15,7 @@ from PIL import Image
 
 from conftest import CONF, FAST, ROOT, compose_cfg, run_train
 from onebit import config as C
+from onebit import preflight as P
 from onebit import jobs
 from onebit.identity import job_key
 from onebit.records import read_record
@@ -133,7 +134,7 @@ PREFLIGHT_CASES = [
 @pytest.mark.parametrize("argv,message", PREFLIGHT_CASES, ids=[" ".join(c[0]) for c in PREFLIGHT_CASES])
 def test_preflight(argv, message):
     with pytest.raises(C.ConfigError) as e:
-        C.preflight(argv, CONF)
+        P.preflight(argv, CONF)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -141,7 +142,7 @@ def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(C.ConfigError, match=r"output_root='.*file/sub' is not writable"):
-        C.preflight([f"output_root={blocker / 'sub'}"], CONF)
+        P.preflight([f"output_root={blocker / 'sub'}"], CONF)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -240,7 +241,7 @@ PREFLIGHT_KEY_CASES = [
 @pytest.mark.parametrize("argv,message", PREFLIGHT_KEY_CASES, ids=[" ".join(c[0]) for c in PREFLIGHT_KEY_CASES])
 def test_preflight_names_the_option_that_has_the_key(argv, message):
     with pytest.raises(C.ConfigError) as e:
-        C.preflight(argv, CONF)
+        P.preflight(argv, CONF)
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
@@ -256,12 +257,12 @@ def test_preflight_names_the_option_that_has_the_key(argv, message):
     ["trainer=ddp", "trainer.devices=2"], ["+trainer.limit_train_batches=2"],
 ])
 def test_preflight_accepts_valid_syntax(argv):
-    assert C.preflight(argv, CONF) == argv
+    assert P.preflight(argv, CONF) == argv
 
 
 def test_preflight_rewrites_lightning_trainer_arguments():
     argv = ["-m", "trainer.gradient_clip_val=0.1,0.5", "trainer.accumulate_grad_batches=2", "trainer.devices=1"]
-    assert C.preflight(argv, CONF) == ["-m", "++trainer.gradient_clip_val=0.1,0.5",
+    assert P.preflight(argv, CONF) == ["-m", "++trainer.gradient_clip_val=0.1,0.5",
                                        "++trainer.accumulate_grad_batches=2", "trainer.devices=1"]
 
 
@@ -384,12 +385,12 @@ def test_quoted_output_root_is_read_like_hydra(tmp_path):
                            "directory)"), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no directory named '"' or 'outputs'
     spaced = tmp_path / "x y" / "out"
-    assert C.preflight([f"output_root='{spaced}'"], CONF) == [f"output_root='{spaced}'"]
+    assert P.preflight([f"output_root='{spaced}'"], CONF) == [f"output_root='{spaced}'"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the check creates nothing
 
 
 def test_writability_check_creates_nothing(tmp_path):
-    C.check_writable(str(tmp_path / "a" / "b" / "c"))
+    P.check_writable(str(tmp_path / "a" / "b" / "c"))
     assert not list(tmp_path.iterdir())
 
 

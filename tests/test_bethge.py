@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -22,14 +21,17 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import FAST, ROOT, run_train
-from onebit import analysis as A
 from onebit import quantizers as q
 from onebit.layers import BinaryConv2d
 from onebit.models import BiRealResNet
 from onebit.optim import parameter_roles
-from onebit.pipeline import transfer
-from onebit.records import atomic_write_json
+from onebit.build import transfer
+from onebit.results import bethge as B
+from onebit.results import paired
+from onebit.results.load import NoRunsError, load_records
+from onebit.results.select import select
 from onebit.summary import summarize
+from test_results import make_record
 
 TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 AXES = {"weight": "plain,xnor", "model.downsample": "binary,full_precision", "sign": "ste,approx", "seed": "0,1,2"}
@@ -187,6 +189,7 @@ def test_binary_downsample_counts_with_xnor():
     assert fp.binary_params == 10_985_472  # larq-zoo's recount of Bi-Real-18
 
 
+
 # ----------------------------------------------------------------------------------------------------------
 # The table and the conclusions from crafted records
 # ----------------------------------------------------------------------------------------------------------
@@ -194,19 +197,8 @@ def test_binary_downsample_counts_with_xnor():
 
 def record(root: Path, name: str, *, weight="plain", downsample="binary", sign="approx", data="digits", seed=0,
            top1=0.9, top5=0.99, status="finished", study="bethge2018_resnete18", pretrain="none"):
-    rec = {
-        "schema": 1, "job_key": f"{data}-{weight}-{downsample}-{sign}-{seed}-{name}", "study": study,
-        "status": status, "error": "boom" if status == "failed" else None,
-        "options": {"study": study, "data": data, "model": "bireal18", "sign": sign, "weight": weight,
-                    "pretrain": pretrain, "shortcut": True, "structure": "bireal", "depth": 18, "seed": seed,
-                    "epochs": 1, "bn_retrain": False, "experiment": None},
-        "config": {"model": {"depth": 18, "downsample": downsample, "init": "glorot"}}, "timings": {"started": 0.0},
-        "run_dir": str(root / name), "stages": {},
-    }
-    if status == "finished":
-        rec["stages"]["binary"] = {"status": "finished", "metrics": {"test/top1": top1, "test/top5": top5}}
-    atomic_write_json(root / name / "record.json", rec)
-    return rec
+    return make_record(root, name, weight=weight, downsample=downsample, sign=sign, data=data, seed=seed, top1=top1,
+                       top5=top5, status=status, study=study, pretrain=pretrain, real_top1=0.5)
 
 
 def crafted(root: Path):
@@ -224,11 +216,16 @@ def crafted(root: Path):
     record(root, "t1", study="bireal_table1", pretrain="clip", sign="ste", downsample="full_precision", top1=0.1)
 
 
+def study_records(root: Path, study: str = B.NAME):
+    records, problems = load_records(root)
+    assert problems == []
+    return select(records, study)[0].records
+
+
 def test_table_cells_failed_missing_and_paper_values(tmp_path):
     crafted(tmp_path)
-    df, problems = A.load_runs(tmp_path)
-    assert problems == []
-    t = A.bethge_table(df)
+    records = study_records(tmp_path)
+    t = B.table(records)
     assert list(t.columns) == ["scaling", "downsample", "approxsign", "digits", "cifar10", "cifar10 paper",
                                "imagenet paper"]
     assert len(t) == 8
@@ -236,28 +233,26 @@ def test_table_cells_failed_missing_and_paper_values(tmp_path):
     row = t.loc[("no", "binary", "yes")]
     assert row["digits"] == f"90.0 ± {np.std([90.5, 91.5, 88.0], ddof=1):.1f} (n=3), 1 failed"
     assert (row["cifar10"], row["cifar10 paper"], row["imagenet paper"]) == ("85.0 (n=1)", 84.9, 54.3)
-    c = A.bethge_cells(df)[("digits", "bireal18", "no", "binary", "yes")]
-    assert (c["n"], c["failed"]) == (3, 1) and c["mean"] == pytest.approx(90.0)
+    c = B.cells(records)[("digits", "bireal18", "no", "binary", "yes")]
+    assert (c.n, c.failed) == (3, 1) and c.mean == pytest.approx(90.0)
     assert t.loc[("no", "binary", "no"), "digits"] == "90.0 ± 2.0 (n=3)"
     assert t.loc[("yes", "binary", "no"), "digits"] == f"83.7 ± {np.std([80, 86, 85], ddof=1):.1f} (n=3)"
     assert t.loc[("yes", "full_precision", "yes"), "digits"] == "missing"
     assert t.loc[("no", "full_precision", "no"), "cifar10 paper"] == 87.6  # the paper's best CIFAR-10 cell
     # top-5: the paper's top-5 beside ours
-    t5 = A.bethge_table(df, "test/top5").set_index(["scaling", "downsample", "approxsign"])
+    t5 = B.table(records, "test/top5").set_index(["scaling", "downsample", "approxsign"])
     assert t5.loc[("no", "binary", "yes"), "cifar10"] == "99.5 (n=1)"
     assert t5.loc[("no", "binary", "yes"), "cifar10 paper"] == 99.3
-    # one study only, and no runs -> one-line error
-    only = A.bethge_table(df, study="bireal_table1")  # explicitly asked for: its plain/ste/fp runs
-    assert "10.0 (n=1)" in only.set_index(["scaling", "downsample", "approxsign"]).loc[("no", "full_precision", "no"),
-                                                                                        "digits"]
-    with pytest.raises(A.NoRunsError, match="no runs for Bethge et al. 2018"):
-        A.bethge_table(df, study="other-study")
+    # one study only (explicitly asked for: Table 1's plain/ste/fp run), and no runs -> one-line error
+    only = B.table(study_records(tmp_path, "bireal_table1")).set_index(["scaling", "downsample", "approxsign"])
+    assert only.loc[("no", "full_precision", "no"), "digits"] == "10.0 (n=1)"
+    with pytest.raises(NoRunsError, match="no runs for Bethge et al. 2018"):
+        B.table([])
 
 
 def test_conclusions_paired_differences(tmp_path):
     crafted(tmp_path)
-    df, _ = A.load_runs(tmp_path)
-    c = A.bethge_conclusions(df).set_index(["data", "conclusion"])
+    c = B.conclusions(study_records(tmp_path)).set_index(["data", "conclusion"])
     s = c.loc[("digits", "scaling hurts from scratch")]
     diffs = np.array([10.0, 6.0, 3.0])
     se = diffs.std(ddof=1) / math.sqrt(3)
@@ -273,40 +268,24 @@ def test_conclusions_paired_differences(tmp_path):
     d = c.loc[("digits", "full-precision downsample helps")]
     assert d["pairs"] == 0 and math.isnan(d["ours (points)"]) and d["verdict"] == "no paired runs"
     assert c.loc[("cifar10", "ApproxSign ~ STE"), "pairs"] == 0  # cifar10 has one run: no pairs
-    # ApproxSign clearly worse than STE beyond the noise: the "~" conclusion does not hold
+    # ApproxSign clearly worse than STE beyond the noise (a later rerun of each seed): "~" does not hold
     for seed, a_top1 in enumerate([0.70, 0.71, 0.69]):
-        record(tmp_path, f"pa{seed}", weight="plain", sign="approx", seed=seed, top1=a_top1)
-    df, _ = A.load_runs(tmp_path)
-    row = A.bethge_conclusions(df).set_index(["data", "conclusion"]).loc[("digits", "ApproxSign ~ STE")]
+        make_record(tmp_path, f"pa{seed}-rerun", weight="plain", sign="approx", seed=seed, top1=a_top1,
+                    pretrain="none", downsample="binary", study=B.NAME, started=10.0)
+    row = B.conclusions(study_records(tmp_path)).set_index(["data", "conclusion"]).loc[("digits", "ApproxSign ~ STE")]
     assert row["verdict"] == "does not hold, exceeds seed noise" and row["ours (points)"] < -15
 
 
-def test_table1_conclusions_unchanged_by_the_shared_helper(tmp_path):
-    """conclusions() now uses the helper shared with bethge_conclusions(): same pairs and numbers."""
-    fin = pd.DataFrame({"pretrain": "clip", "weight": "plain", "structure": "bireal", "depth": 18,
-                          "sign": ["approx", "ste", "approx", "ste"], "seed": [0, 0, 1, 1],
-                          "test/top1": [0.9, 0.8, 0.92, 0.86]})
-    diffs, cells = A._paired_differences(fin, "sign", "approx", "ste", ["pretrain", "weight", "sign", "structure",
-                                                                          "depth"], "test/top1")
-    np.testing.assert_allclose(sorted(diffs), [6.0, 10.0])
-    assert cells == {("clip", "plain", "bireal", 18)}
-
-
-def test_wandb_rows_map_xnor_and_downsample():
-    """onebit logs the flat options (no downsample among them) and the nested config (where downsample is)."""
-    nested = {"sign": {"_target_": "onebit.quantizers.ApproxSign", "t": 1.0},
-              "weight": {"_target_": "onebit.quantizers.XnorScaling", "t": 1.0},
-              "model": {"depth": 18, "structure": "bireal", "downsample": "binary"}}
-    flat = SimpleNamespace(id="r1", group="bethge2018_resnete18", job_type="binary", state="finished",
-                           config={"sign": "approx", "weight": "xnor", "data": "digits", "model": "bireal18",
-                                   "seed": 0, "study": "bethge2018_resnete18", "config": nested},
-                           summary={"test/top1": 0.5})
-    only_nested = SimpleNamespace(id="r2", group="bethge2018_resnete18", job_type="binary", state="finished",
-                                  config={"config": nested}, summary={"test/top1": 0.5})
-    df = A.rows_from_wandb([flat, only_nested])
-    for _, row in df.iterrows():
-        assert (row.weight, row.sign, row.downsample, row.study) == ("xnor", "approx", "binary", "bethge2018_resnete18")
-    assert A.bethge_cells(df.iloc[:1])[("digits", "bireal18", "yes", "binary", "yes")]["mean"] == pytest.approx(50.0)
+def test_paired_differences_need_everything_else_equal(tmp_path):
+    """Runs pair only when identical except for the compared option and with the same seed."""
+    for seed, (a, s) in enumerate([(0.9, 0.8), (0.92, 0.86)]):
+        record(tmp_path, f"a{seed}", sign="approx", seed=seed, top1=a)
+        record(tmp_path, f"s{seed}", sign="ste", seed=seed, top1=s)
+    make_record(tmp_path, "s-other-lr", sign="ste", seed=0, top1=0.1, pretrain="none", downsample="binary",
+                weight="plain", study=B.NAME, optimizer__lr=0.5)
+    found = paired.pairs(load_records(tmp_path)[0], "sign", "approx", "ste", "test/top1")
+    np.testing.assert_allclose(sorted(p.diff for p in found), [6.0, 10.0])
+    assert paired.mean_se([6.0, 10.0]) == (8.0, pytest.approx(np.std([6, 10], ddof=1) / math.sqrt(2)))
 
 
 def test_cli_bethge_and_all(tmp_path):
@@ -314,20 +293,20 @@ def test_cli_bethge_and_all(tmp_path):
     r = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "Bethge et al. 2018 Tables 2-3" in r.stdout and "85.0 (n=1)" in r.stdout
-    assert "scaling hurts from scratch" in r.stdout
+    assert "scaling hurts from scratch" in r.stdout and "study other" not in r.stdout
     r = subprocess.run([*TABLES, "--root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "Bethge et al. 2018 Tables 2-3" in r.stdout and "study bethge2018_resnete18" not in r.stdout
-    assert "study other" in r.stdout
+    assert "Bethge et al. 2018 Tables 2-3, ResNetE-18 from scratch, study bethge2018_resnete18" in r.stdout
+    assert "Study bethge2018_resnete18: one row per cell" not in r.stdout
+    assert "== Study other: one row per cell" in r.stdout and "Bi-Real Table 1, study bireal_table1" in r.stdout
     r = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path), "--format", "csv", "--out", str(tmp_path / "t")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and (tmp_path / "t" / "bethge2018_resnete18.csv").exists()
     assert (tmp_path / "t" / "bethge2018_resnete18_conclusions.csv").exists()
     empty = tmp_path / "none"
-    record(empty, "x", study="other")
+    record(empty, "x", study="other", weight="magnitude_aware")
     r = subprocess.run([*TABLES, "bethge", "--root", str(empty)], capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip().startswith("onebit: error: no runs for Bethge et al. 2018")
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Configs: the sweep, the experiments, the W&B sweep file
@@ -390,22 +369,24 @@ def test_tiny_real_multirun_to_table(tmp_path):
                    f"output_root={tmp_path}"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "onebit sweep: 4 finished, 0 failed" in r.stdout
-    df, problems = A.load_runs(tmp_path)
-    assert problems == [] and set(df["study"]) == {"bethge2018_resnete18"} and set(df["stage"]) == {"binary"}
-    fin = A.final_rows(df)
-    assert {(w, s, d) for w, s, d in zip(fin["weight"], fin["sign"], fin["downsample"])} == {
-        (w, s, "binary") for w in ("plain", "xnor") for s in ("ste", "approx")}
+    records, problems = load_records(tmp_path)
+    assert problems == [] and {r.study for r in records} == {"bethge2018_resnete18"}
+    assert {tuple(r.stages) for r in records} == {("binary",)} and all(r.smoke for r in records)
+    assert {B.position(r)[2:] for r in records} == {(sc, "binary", ap) for sc in ("no", "yes") for ap in ("no", "yes")}
     out = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 1 and "left out: 4 smoke runs" in out.stderr  # FAST cuts training short
+    out = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path), "--include-smoke"], capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("(n=1)") == 4 and out.stdout.count("missing") == 4
-    out = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path), "--format", "csv", "--out",
+    out = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path), "--format", "csv", "--include-smoke", "--out",
                           str(tmp_path / "tables")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     table = pd.read_csv(tmp_path / "tables" / "bethge2018_resnete18.csv")
     table = table.set_index(["scaling", "downsample", "approxsign"])
-    for w, s, top1 in zip(fin["weight"], fin["sign"], fin["test/top1"]):
-        key = (A.BETHGE_SCALING[w], "binary", A.BETHGE_APPROXSIGN[s])
-        assert table.loc[key, "digits"] == f"{top1 * 100:.1f} (n=1)"
+    for rec in records:
+        key = B.position(rec)[2:]
+        assert table.loc[key, "digits"] == f"{rec.final_stage.metrics['test/top1'] * 100:.1f} (n=1)"
     assert (table.loc[(slice(None), "full_precision", slice(None)), "digits"] == "missing").all()
     assert table.loc[("yes", "binary", "no"), "imagenet paper"] == 52.7
 
@@ -422,6 +403,6 @@ def test_sweep_runs_on_cifar10_files(tmp_path):
                    "data.num_workers=0", "data.batch_size=16", *FAST, f"output_root={tmp_path / 'out'}"])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "onebit sweep: 2 finished, 0 failed" in r.stdout
-    out = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "bethge", "--root",
-                          str(tmp_path / "out")], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "bethge", "--include-smoke",
+                          "--root", str(tmp_path / "out")], capture_output=True, text=True)
     assert out.returncode == 0 and "cifar10" in out.stdout, out.stderr

@@ -10,13 +10,14 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, FAST, run_train
 from onebit import config as C
+from onebit import preflight as P
 from onebit.build import make_model
 from onebit.records import RunRecord
 from onebit.quantizers import Quantizer
 
 
 def opts(group):
-    return C.options(group, CONF)
+    return P.options(group, CONF)
 
 
 def test_every_group_has_options():
@@ -153,8 +154,8 @@ def test_sign_option_on_real_model(compose_fn):
 
 def test_preflight_unknown_option():
     with pytest.raises(C.ConfigError, match=r"unknown option sign='aprox'; valid choices: approx, ste, swish"):
-        C.preflight(["-m", "sign=approx,aprox"], CONF)
-    C.preflight(["sign=approx,ste", "model.width=4", "experiment=bireal18_imagenet", "+foo=1"], CONF)
+        P.preflight(["-m", "sign=approx,aprox"], CONF)
+    P.preflight(["sign=approx,ste", "model.width=4", "experiment=bireal18_imagenet", "+foo=1"], CONF)
 
 
 @pytest.mark.parametrize("args,message,code", [

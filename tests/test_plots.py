@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from onebit.records import atomic_write_json
+from onebit.files import atomic_write_json
+from onebit.results.cells import group_cells, label_items
+from onebit.results.figures import UsageError, ablation_data, curve_data, shortcut_pair
+from onebit.results.load import load_records
+from onebit.results.select import select
+from test_results import make_config, make_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "analysis" / "plots.py"
@@ -25,37 +30,25 @@ sys.modules["onebit_plots"] = P
 _spec.loader.exec_module(P)
 
 
-def lagged_history(val, loss):
-    """The history as onebit's Classifier records it: entry e holds val of epoch e and train of epoch e - 1."""
-    hist = []
-    for e, v in enumerate(val):
-        h = {"epoch": e, "val/top1": v, "val/loss": 1.0 - v}
-        if e > 0:
-            h["train/loss"] = loss[e - 1]
-            h["train/top1"] = 1.0 - loss[e - 1]
-        hist.append(h)
-    return hist
+def history(val, loss):
+    """A schema-2 history: entry e holds epoch e's validation and training metrics."""
+    return [{"epoch": e, "val/top1": v, "val/loss": 1.0 - v, "train/loss": l, "train/top1": 1.0 - l}
+            for e, (v, l) in enumerate(zip(val, loss))]
 
 
 def write_record(root: Path, name: str, *, sign="approx", structure="bireal", seed=0, status="finished",
-                 val=(0.5, 0.7, 0.8), loss=(1.0, 0.6, 0.4), test=0.8, study="s", config=None, job_key=None,
-                 started=0.0) -> dict:
-    options = {"data": "digits", "model": "bireal18" if structure != "plain" else "plain18", "sign": sign,
-               "weight": "magnitude_aware", "pretrain": "clip", "optimizer": "adam", "scheduler": "cosine",
-               "trainer": "cpu", "experiment": None, "shortcut": structure != "plain", "seed": seed,
-               "epochs": len(val), "bn_retrain": False, "study": study, "structure": structure, "depth": 18}
-    stages = {"pretrain": {"status": "finished", "metrics": {"test/top1": 0.99}, "history": []}}
-    if status == "finished":
-        stages["binary"] = {"status": "finished", "history": lagged_history(val, loss), "seconds": 1.0,
-                            "metrics": {"val/top1": val[-1], "val/top1_best": max(val), "test/top1": test,
-                                        "test/top5": 1.0, "train/loss": loss[-1], "train/top1": 1.0 - loss[-1]}}
-    elif status == "failed":
-        stages["binary"] = {"status": "failed", "metrics": {}}
-    rec = {"schema": 1, "job_key": job_key or f"{name}-key", "study": study, "status": status,
-           "error": "boom" if status == "failed" else None, "options": options, "config": config or {},
-           "stages": stages, "run_dir": str(root / name), "timings": {"started": started}}
-    atomic_write_json(root / name / "record.json", rec)
-    return rec
+                 val=(0.5, 0.7, 0.8), loss=(1.0, 0.6, 0.4), test=0.8, study="s", started=0.0, **kw):
+    metrics = {"val/top1": val[-1], "val/top1_best": max(val), "test/top1": test, "test/top5": 1.0,
+               "train/loss": loss[-1], "train/top1": 1.0 - loss[-1]}
+    return make_record(root, name, sign=sign, structure=structure, seed=seed, status=status, study=study,
+                       started=started, epochs=len(val), history=history(val, loss), metrics=metrics,
+                       real_top1=0.99 if status != "failed" else None, **kw)
+
+
+def load(root, **kw):
+    """The records of the single study under ``root``, as the CLI selects them."""
+    (sel,) = select(load_records(root)[0], **kw)
+    return sel.records
 
 
 # two cells (sign approx / ste) x 3 seeds, one failed approx run, one corrupt file
@@ -79,31 +72,38 @@ def root(tmp_path):
 
 
 def test_load_reports_corrupt_and_keeps_the_rest(root, capsys):
-    records = P.load_records(root)
+    records = load(root)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(records) == 7
-    assert len(err) == 1 and str(root / "corrupt" / "record.json") in err[0]
+    assert len(err) == 1 and err[0].startswith(f"onebit: skipped {root / 'corrupt' / 'record.json'}: ")
 
 
-def test_rerun_of_same_job_keeps_latest_finished(tmp_path):
-    write_record(tmp_path, "a", job_key="k", status="failed", started=5.0)
-    write_record(tmp_path, "b", job_key="k", test=0.5, started=1.0)
-    write_record(tmp_path, "c", job_key="k", test=0.6, started=2.0)
-    (rec,) = P.load_records(tmp_path)
-    assert rec["stages"]["binary"]["metrics"]["test/top1"] == 0.6
+def test_rerun_of_same_seed_keeps_latest_finished(tmp_path):
+    write_record(tmp_path, "a", status="failed", started=5.0)
+    write_record(tmp_path, "b", test=0.5, started=1.0)
+    write_record(tmp_path, "c", test=0.6, started=2.0)
+    (rec,) = load(tmp_path)
+    assert rec.stages["binary"].metrics["test/top1"] == 0.6
 
 
-def test_stage_history_undoes_the_train_lag():
-    stage = {"history": lagged_history((0.5, 0.7, 0.8), (1.0, 0.6, 0.4)), "metrics": {"train/loss": 0.4}}
-    h = P.stage_history(stage)
-    assert h["train/loss"].tolist() == [1.0, 0.6, 0.4] and h["val/top1"].tolist() == [0.5, 0.7, 0.8]
-    aligned = {"history": [{"epoch": 0, "train/loss": 3.0, "val/top1": 0.1},
-                           {"epoch": 1, "train/loss": 2.0, "val/top1": 0.2}], "metrics": {"train/loss": 9.0}}
-    assert P.stage_history(aligned)["train/loss"].tolist() == [3.0, 2.0]  # already aligned: used as it is
+def test_schema1_lagged_history_is_aligned_when_read(tmp_path):
+    """Schema 1 stored train/* one entry late; the records' migration aligns it, the curves use it as read."""
+    val, loss = (0.5, 0.7, 0.8), (1.0, 0.6, 0.4)
+    hist = [{"epoch": e, "val/top1": v, **({"train/loss": loss[e - 1]} if e else {})} for e, v in enumerate(val)]
+    config = make_config()
+    rec = {"schema": 1, "job_key": "k", "study": "s", "status": "finished", "error": None, "run_dir": str(tmp_path),
+           "options": {"structure": "bireal", "sign": "approx", "seed": 0}, "config": config,
+           "timings": {"started": 1.0},
+           "stages": {"binary": {"status": "finished", "history": hist,
+                                 "metrics": {"train/loss": 0.4, "test/top1": 0.8}}}}
+    atomic_write_json(tmp_path / "record.json", rec)
+    (cell,) = curve_data(load(tmp_path), "binary")
+    assert cell.series["train/loss"]["mean"].tolist() == [1.0, 0.6, 0.4]
+    assert cell.series["val/top1"]["mean"].tolist() == [0.5, 0.7, 0.8]
 
 
 def test_curve_data_means_and_bands(root):
-    cells = {c.label: c for c in P.curve_data(P.load_records(root, warn=False), "binary", band="minmax")}
+    cells = {c.label: c for c in curve_data(load(root), "binary", band="minmax")}
     assert set(cells) == {"sign=approx", "sign=ste"}
     approx = cells["sign=approx"]
     assert approx.n == 3 and approx.runs == 4 and approx.counts["failed"] == 1 and approx.seeds == [0, 1, 2]
@@ -118,14 +118,14 @@ def test_curve_data_means_and_bands(root):
     ste = cells["sign=ste"]
     assert ste.runs == 3 and ste.counts["failed"] == 0
     np.testing.assert_allclose(ste.series["val/top1"]["mean"], [0.2, 0.5, 0.65])
-    std = P.curve_data(P.load_records(root, warn=False), "binary", band="std")
+    std = curve_data(load(root), "binary", band="std")
     s = {c.label: c for c in std}["sign=ste"].series["train/loss"]
     sd = np.std([2.0, 2.2, 1.8], ddof=1)
     assert s["std"].iloc[0] == pytest.approx(sd) and s["hi"].iloc[0] == pytest.approx(2.0 + sd)
 
 
 def test_ablation_data_excludes_but_counts_failed(root):
-    df = P.ablation_data(P.load_records(root, warn=False), "binary", "test/top1", by="structure", color="sign")
+    df = ablation_data(load(root), "binary", "test/top1", by="structure", color="sign")
     assert df["sign"].tolist() == ["approx", "ste"]
     a, s = df.iloc[0], df.iloc[1]
     assert (a["n"], a["runs"], a["failed"]) == (3, 4, 1)
@@ -140,9 +140,8 @@ def test_cells_split_by_config_values_not_in_options(tmp_path):
     for nl in ("none", "prelu"):
         for seed in (0, 1):
             write_record(tmp_path, f"{nl}{seed}", seed=seed, test=0.5 if nl == "none" else 0.7,
-                         config={"seed": seed, "data": {"seed": seed}, "model": {"nonlinearity": nl},
-                                 "output_root": f"/somewhere/{seed}"})
-    df = P.ablation_data(P.load_records(tmp_path), by="structure", color="sign")
+                         model__nonlinearity=nl, output_root=f"/somewhere/{seed}")
+    df = ablation_data(load(tmp_path), by="structure", color="sign")
     assert df["label"].tolist() == ["model.nonlinearity=none", "model.nonlinearity=prelu"]
     assert df["n"].tolist() == [2, 2] and df["mean"].tolist() == pytest.approx([0.5, 0.7])
 
@@ -170,7 +169,7 @@ def test_sign_derivatives_are_the_components(tmp_path):
 
 
 def test_pngs_are_written_atomically_and_valid(root, tmp_path):
-    records = P.load_records(root, warn=False)
+    records = load(root)
     out = tmp_path / "figs"
     paths = [P.plot_curves(records, out / "c.png", band="std"), P.plot_ablation(records, out / "a.png")]
     for p in paths:
@@ -185,8 +184,8 @@ def test_many_cells_use_small_multiples(tmp_path):
             for weight_seed in (0, 1):
                 write_record(tmp_path, f"{structure}-{sign}-{weight_seed}", structure=structure, sign=sign,
                              seed=weight_seed)
-    records = P.load_records(tmp_path)
-    cells = [dict(k) for k in P.group_cells(records)]
+    records = load(tmp_path)
+    cells = [label_items(rs) for rs in group_cells(records).values()]
     assert len(cells) == 9 and P.choose_facet(cells, max_lines=3) == "structure"
     assert P.plot_curves(records, tmp_path / "c.png").read_bytes()[:8] == PNG
 
@@ -238,7 +237,7 @@ def test_activations_fallback_stats_come_from_the_hooked_tensor(tmp_path):
         assert s["std"] == pytest.approx(np.std(v.astype(np.float64), ddof=1), rel=1e-6)
     # without a shortcut the block input is a BatchNorm output (batch statistics at init): std 1 per channel
     assert data["plain"]["stats"]["std"] == pytest.approx(1.0, abs=1e-3)
-    with pytest.raises(P.UsageError, match="layer2 has 4 blocks"):
+    with pytest.raises(UsageError, match="layer2 has 4 blocks"):
         P.activation_data([], block="layer2.9", width=4)
 
 
@@ -247,16 +246,9 @@ def test_activations_trained_pair_from_checkpoints(tmp_path):
     from onebit.models import BiRealResNet
     from onebit.quantizers import ApproxSign, MagnitudeAware
 
-    config = {"data": {"_target_": "onebit.data.DigitsData", "batch_size": 32},
-              "model": {"_target_": "onebit.models.BiRealResNet", "depth": 18, "structure": "bireal",
-                        "shortcut": True, "width": 4, "stem": "small"},
-              "sign": {"_target_": "onebit.quantizers.ApproxSign"},
-              "weight": {"_target_": "onebit.quantizers.MagnitudeAware"},
-              "pretrain": {"name": "clip", "activation": {"_target_": "onebit.quantizers.Clip"}}}
     models = {}
-    for structure in ("bireal", "plain"):
-        cfg = {**config, "model": {**config["model"], "shortcut": structure == "bireal"}}
-        write_record(tmp_path, structure, structure=structure, config=cfg)
+    for structure in ("bireal", "plain"):  # the same config but model.shortcut (width 4, batches of 32)
+        write_record(tmp_path, structure, structure=structure, width=4, data__batch_size=32)
         torch.manual_seed(1)
         m = BiRealResNet(ApproxSign(), MagnitudeAware(), structure="bireal", shortcut=structure == "bireal",
                          width=4, stem="small", in_channels=1, num_classes=10)
@@ -268,7 +260,9 @@ def test_activations_trained_pair_from_checkpoints(tmp_path):
         ckpt.parent.mkdir(parents=True)
         torch.save({"state_dict": {f"model.{k}": v for k, v in m.state_dict().items()}}, ckpt)
         models[structure] = m.eval()
-    data = P.activation_data(P.load_records(tmp_path), block="layer2.-1")
+    records = load(tmp_path)
+    assert [r.options["structure"] for r in shortcut_pair(records)] == ["bireal", "plain"]
+    data = P.activation_data(records, block="layer2.-1")
     assert data["source"] == "trained"
     d = DigitsData(batch_size=32)
     d.setup("fit")

@@ -57,6 +57,16 @@ def _history(v) -> bool:
                                        and all(_number(x) for x in h.values()) for h in v)
 
 
+def _timings(v) -> bool:
+    """started / ended / seconds / first_step: numbers (seconds since the epoch, durations) or null."""
+    return isinstance(v, dict) and all(x is None or _number(x) for x in v.values())
+
+
+def _cache(v) -> bool:
+    """A pretrain-cache reference: its key is text (it counts shared twins)."""
+    return v is None or (isinstance(v, dict) and isinstance(v.get("key"), str))
+
+
 _is_str, _is_int = (lambda v: isinstance(v, str)), (lambda v: isinstance(v, int) and not isinstance(v, bool))
 _is_dict = lambda v: isinstance(v, dict)  # noqa: E731
 
@@ -85,7 +95,7 @@ class StageRecord:
     TYPES = {"name": _is_str, "model": _is_str, "init": _opt(_is_str), "epochs": _is_int,
              "status": lambda v: v in STAGE_STATUSES, "metrics": _metrics, "history": _history,
              "seconds": _opt(_number), "fit_seconds": _opt(_number), "test_seconds": _opt(_number),
-             "resumed_from": _opt(_is_str), "transfer": _opt(_is_dict), "cache": _opt(_is_dict),
+             "resumed_from": _opt(_is_str), "transfer": _opt(_is_dict), "cache": _cache,
              "wandb": _opt(_is_dict)}
 
     @property
@@ -119,7 +129,7 @@ class RunRecord:
     TYPES = {"job_key": _is_str, "run_id": _is_str, "study": _is_str, "run_dir": _is_str, "options": _is_dict,
              "config": _is_dict, "smoke": lambda v: isinstance(v, list) and all(map(_is_str, v)),
              "status": lambda v: v in RUN_STATUSES, "error": _opt(_is_str), "traceback": _opt(_is_str),
-             "stages": _is_dict, "efficiency": _opt(_is_dict), "timings": _is_dict, "attempts": _is_int,
+             "stages": _is_dict, "efficiency": _opt(_is_dict), "timings": _timings, "attempts": _is_int,
              "versions": _is_dict, "git_commit": _opt(_is_str), "host": _opt(_is_str),
              "schema": lambda v: v == SCHEMA}
 

@@ -1,0 +1,156 @@
+"""Bethge et al. 2018 ("Learning to train a binary neural network"), Tables 2-3: the from-scratch ResNetE-18
+ablation, and its findings.
+
+Layout: rows XNOR scaling (no = ``weight=plain``, yes = ``weight=xnor``) x 1x1 downsample conv
+(``model.downsample``) x ApproxSign (yes = ``sign=approx``, no = ``sign=ste``), one column per dataset (the
+``data`` option; per dataset and model when several models ran) with our cell, the paper's value (top-1, or top-5
+for a top-5 metric) beside it for CIFAR-10 and ImageNet.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from onebit import paper
+from onebit.identity import cell_items
+from onebit.records import RunRecord
+from onebit.results import paired
+from onebit.results.cells import CellSummary, describe, format_cell, option_value, split_mixed, summarize
+from onebit.results.load import NoRunsError
+from onebit.results.select import Selection, Table, table_name
+
+NAME = "bethge2018_resnete18"
+# the sweep's study, and the studies of single runs of the two experiment overlays (same recipe, same cells)
+STUDIES = (NAME, "bethge2018_cifar10", "bethge2018_imagenet")
+SCALING = {"plain": "no", "xnor": "yes"}      # weight option -> the paper's "scaling"
+APPROXSIGN = {"approx": "yes", "ste": "no"}   # sign option -> the paper's "ApproxSign"
+DOWNSAMPLES = ("binary", "full_precision")
+PAPER_DATA = ("cifar10", "imagenet")          # the datasets of the paper's tables
+DATA_ORDER = ("digits", "cifar10", "cifar100", "imagenet")
+CONCLUSIONS = (
+    # (name, option, a, b, claim): a - b is expected to be > 0 ("positive") or ~ 0 ("equal")
+    ("scaling hurts from scratch", "weight", "plain", "xnor", "positive"),
+    ("ApproxSign ~ STE", "sign", "approx", "ste", "equal"),
+    ("full-precision downsample helps", "downsample", "full_precision", "binary", "positive"),
+)
+TITLE = ("Bethge et al. 2018 Tables 2-3, ResNetE-18 from scratch, {label} ({metric}, %): ours = mean ± std over "
+         "seeds (n) | paper; scaling no/yes = weight=plain/xnor, approxsign yes/no = sign=approx/ste")
+CONCLUSIONS_TITLE = ("Bethge et al. 2018's findings in our data, {label} (paired differences, points; noise = 2 SE "
+                     "over pairs) | the paper's mean difference over the same cells")
+
+
+def position(rec: RunRecord) -> tuple | None:
+    """(data, model, scaling, downsample, approxsign) of a run in the ablation, or None."""
+    w, s, ds = rec.options.get("weight"), rec.options.get("sign"), option_value(rec, "downsample")
+    if w in SCALING and s in APPROXSIGN and ds in DOWNSAMPLES:
+        return (rec.options.get("data"), rec.options.get("model"), SCALING[w], ds, APPROXSIGN[s])
+    return None
+
+
+def _data_rank(data) -> tuple:
+    return (DATA_ORDER.index(data) if data in DATA_ORDER else len(DATA_ORDER), str(data))
+
+
+def _paper_column(metric: str) -> str:
+    return "top5" if metric.endswith("top5") else "top1"
+
+
+def cells(records: Sequence[RunRecord], metric: str = "test/top1") -> dict[tuple, CellSummary]:
+    """{position: cell} over seeds, from each run's final stage."""
+    at: dict[tuple, list] = {}
+    for rec in records:
+        if (pos := position(rec)) is not None:
+            at.setdefault(pos, []).append(rec)
+    return {pos: summarize(recs, metric) for pos, recs in at.items()}
+
+
+def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+    """Tables 2-3 in the paper's layout (all 8 rows; a position without runs says ``missing``)."""
+    found = cells(records, metric)
+    if not found:
+        raise NoRunsError("no runs for Bethge et al. 2018 Tables 2-3 (weight plain|xnor x model.downsample "
+                          "binary|full_precision x sign ste|approx)")
+    ref = paper.load(NAME).set_index(["dataset", "scaling", "downsample", "approxsign"])
+    pcol = _paper_column(metric)
+    ours = sorted({(k[0], k[1]) for k in found}, key=lambda c: (_data_rank(c[0]), str(c[1])))
+    several_models = len({m for _, m in ours}) > 1
+    datasets = sorted({d for d, _ in ours} | set(PAPER_DATA), key=_data_rank)
+    rows = []
+    for scaling in ("no", "yes"):
+        for ds in DOWNSAMPLES:
+            for approx in ("yes", "no"):
+                row = {"scaling": scaling, "downsample": ds, "approxsign": approx}
+                for data in datasets:
+                    for d, model in ours:
+                        if d == data:
+                            label = f"{data} {model}" if several_models else str(data)
+                            row[label] = format_cell(found.get((data, model, scaling, ds, approx)))
+                    if data in PAPER_DATA:
+                        key = (data, scaling, ds, approx)
+                        row[f"{data} paper"] = ref.loc[key, pcol] if key in ref.index else math.nan
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+    """Per dataset and finding: the mean paired difference (points) between runs identical except for one
+    option (same seed; ``onebit.results.paired``), its SE over pairs and the verdict ("scaling hurts" and
+    "full-precision downsample helps" hold when the mean is > 0; "ApproxSign ~ STE" when |mean| <= 2 SE);
+    beside it the paper's mean difference over the same cells on CIFAR-10 and on ImageNet."""
+    ref = paper.load(NAME).set_index(["dataset", "scaling", "downsample", "approxsign"])[_paper_column(metric)]
+    to_paper = {"weight": (0, SCALING), "sign": (2, APPROXSIGN), "downsample": (1, {})}
+    inside = [r for r in records if position(r) is not None and r.status == "finished"]
+    out = []
+    for data in sorted({r.options.get("data") for r in inside}, key=_data_rank):
+        d = [r for r in inside if r.options.get("data") == data]
+        for name, option, a, b, claim in CONCLUSIONS:
+            found = paired.pairs(d, option, a, b, metric)
+            mean, se = paired.mean_se([p.diff for p in found])
+            row = {"data": data, "conclusion": name, "ours (points)": paired.rounded(mean), "SE": paired.rounded(se),
+                   "pairs": len(found)}
+            i, conv = to_paper[option]
+            cells_ = {position(p.better)[2:] for p in found}   # (scaling, downsample, approxsign): one model there
+            for pdata in PAPER_DATA:
+                diffs = []
+                for c in sorted(cells_):
+                    ka = (pdata, *c[:i], conv.get(a, a), *c[i + 1:])
+                    kb = (pdata, *c[:i], conv.get(b, b), *c[i + 1:])
+                    if ka in ref.index and kb in ref.index:
+                        diffs.append(ref.loc[ka] - ref.loc[kb])
+                row[f"paper {pdata} (points)"] = paired.rounded(float(np.mean(diffs)) if diffs else math.nan)
+            row["verdict"] = paired.verdict(claim, len(found), mean, se)
+            out.append(row)
+    return pd.DataFrame(out, columns=["data", "conclusion", "ours (points)", "SE", "pairs",
+                                      *(f"paper {d} (points)" for d in PAPER_DATA), "verdict"])
+
+
+def placements(rec: RunRecord):
+    if (pos := position(rec)) is not None:
+        yield pos, cell_items(rec.config)
+
+
+def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
+    """The table and its findings for one selection, split so that no position mixes cells; [] when the
+    selection has no runs of the ablation. The findings table is left out while no run has finished."""
+    records = [r for r in sel.records if position(r) is not None]
+    if not records:
+        return []
+    parts = split_mixed(records, placements)
+    out = []
+    for extra, recs in parts:
+        keys = list(extra)
+        label = sel.label + (f" [{describe(extra, keys)}]" if keys else "")
+        notes = list(sel.notes)
+        if keys:
+            notes.append(f"split: runs at the same position differ in {', '.join(keys)}; one table per "
+                         f"combination, never averaged together ({len(parts)} tables)")
+        name = table_name(NAME, sel, extra)
+        out.append(Table(name, TITLE.format(label=label, metric=metric), table(recs, metric), notes))
+        found = conclusions(recs, metric)
+        if not found.empty:
+            out.append(Table(f"{name}_conclusions", CONCLUSIONS_TITLE.format(label=label), found))
+    return out

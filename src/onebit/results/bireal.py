@@ -1,0 +1,172 @@
+"""Bi-Real Net Table 1 (Liu et al., ECCV 2018, section 4.2) from our runs, and the paper's conclusions.
+
+Layout: rows init (``pretrain`` relu / clip) x weight update x activation backward (the paper's "original" =
+``weight=plain`` / ``sign=ste``, "proposed" = ``weight=magnitude_aware`` / ``sign=approx``), plus the
+"Real-valued Net" rows from each run's ``pretrain`` stage; columns structure (Bi-Real / Res / Plain) x depth;
+our cell (mean ± std over seeds (n)) beside the paper's ImageNet top-1.
+
+A real-valued cell counts each pretrained twin once (a cache hit shares the twin of an earlier run: one
+``cache.key``). When a position would hold runs of more than one cell, :func:`tables` prints one table per
+combination of the keys that differ (``onebit.results.cells.split_mixed``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from onebit import paper
+from onebit.identity import LATER_STAGE_KEYS, cell_items
+from onebit.records import RunRecord
+from onebit.results import paired
+from onebit.results.cells import CellSummary, describe, format_cell, split_mixed, summarize
+from onebit.results.load import NoRunsError
+from onebit.results.select import Selection, Table, table_name
+
+NAME = "bireal_table1"
+INITS = ("relu", "clip")
+STRUCTURE_LABEL = {"bireal": "Bi-Real", "res": "Res", "plain": "Plain"}
+WEIGHT_TO_PAPER = {"plain": "original", "magnitude_aware": "proposed"}
+SIGN_TO_PAPER = {"ste": "original", "approx": "proposed"}
+ROWS = (("original", "original"), ("original", "proposed"), ("proposed", "original"), ("proposed", "proposed"),
+        ("real", "real"))
+CONCLUSIONS = (
+    # (name, option, better, worse)
+    ("shortcut > none", "structure", "bireal", "plain"),
+    ("ApproxSign > STE", "sign", "approx", "ste"),
+    ("magnitude-aware > plain", "weight", "magnitude_aware", "plain"),
+    ("clip > ReLU init", "pretrain", "clip", "relu"),
+)
+TITLE = "Bi-Real Table 1, {label} ({metric}, %): ours = mean ± std over seeds (n) | paper (ImageNet top-1)"
+CONCLUSIONS_TITLE = ("Bi-Real Table 1's conclusions in our data, {label} (paired differences, points; noise = "
+                     "2 SE over pairs)")
+
+
+def position(rec: RunRecord) -> tuple | None:
+    """(init, weight update, activation backward, structure, depth) of a binary run in Table 1, or None."""
+    o = rec.options
+    if (o.get("pretrain") in INITS and o.get("weight") in WEIGHT_TO_PAPER and o.get("sign") in SIGN_TO_PAPER
+            and o.get("structure") in STRUCTURE_LABEL and isinstance(o.get("depth"), int)):
+        return (o["pretrain"], WEIGHT_TO_PAPER[o["weight"]], SIGN_TO_PAPER[o["sign"]], o["structure"], o["depth"])
+    return None
+
+
+def real_position(rec: RunRecord) -> tuple | None:
+    """(init, "real", "real", structure, depth) of a run's pretrained twin, or None."""
+    o = rec.options
+    if ("pretrain" in rec.stages and o.get("pretrain") in INITS and o.get("structure") in STRUCTURE_LABEL
+            and isinstance(o.get("depth"), int)):
+        return (o["pretrain"], "real", "real", o["structure"], o["depth"])
+    return None
+
+
+def twin_items(config: dict) -> dict:
+    """The cell items of a run's pretrained twin: its cell items minus the keys only later stages read."""
+    return {k: v for k, v in cell_items(config).items()
+            if not any(k == p or k.startswith(p + ".") for p in LATER_STAGE_KEYS)}
+
+
+def placements(rec: RunRecord):
+    if (pos := position(rec)) is not None:
+        yield pos, cell_items(rec.config)
+    if (pos := real_position(rec)) is not None:
+        yield pos, twin_items(rec.config)
+
+
+def in_table(rec: RunRecord) -> bool:
+    return position(rec) is not None or real_position(rec) is not None
+
+
+def cells(records: Sequence[RunRecord], metric: str = "test/top1") -> dict[tuple, CellSummary]:
+    """{position: cell}: binary cells from each run's final stage, real-valued cells from the ``pretrain``
+    stages, one per pretrained twin (runs that share a ``cache.key`` count once, its finished copy first)."""
+    binary: dict[tuple, list] = {}
+    twins: dict[tuple, dict] = {}
+    for rec in records:
+        if (pos := position(rec)) is not None:
+            binary.setdefault(pos, []).append(rec)
+        if (pos := real_position(rec)) is not None:
+            st = rec.stages["pretrain"]
+            key = (st.cache or {}).get("key") or rec.run_id
+            same = twins.setdefault(pos, {})
+            if key not in same or (st.finished and not same[key].stages["pretrain"].finished):
+                same[key] = rec
+    out = {pos: summarize(recs, metric) for pos, recs in binary.items()}
+    out.update({pos: summarize(list(t.values()), metric, stage="pretrain") for pos, t in twins.items()})
+    return out
+
+
+def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+    """Table 1 in the paper's layout (rows without any run are not printed; a position without runs in a
+    printed row says ``missing``), with the paper's top-1 beside each of our columns."""
+    found = cells(records, metric)
+    if not found:
+        raise NoRunsError("no runs for Bi-Real Table 1 (options pretrain relu|clip x weight plain|magnitude_aware "
+                          "x sign ste|approx x structure bireal|res|plain)")
+    ref = paper.load(NAME).set_index(["init", "weight_update", "activation_backward", "structure", "depth"])
+    columns = sorted({(k[3], k[4]) for k in found}, key=lambda c: (c[1], list(STRUCTURE_LABEL).index(c[0])))
+    rows = []
+    for init in INITS:
+        for w, a in ROWS:
+            if not any((init, w, a, *c) in found for c in columns):
+                continue
+            row = {"init": init, "weight": {"original": "plain", "proposed": "magnitude_aware", "real": "real"}[w],
+                   "activation": {"original": "ste", "proposed": "approx", "real": "real"}[a]}
+            for st, depth in columns:
+                label, key = f"{STRUCTURE_LABEL[st]}-{depth}", (init, w, a, st, depth)
+                row[label] = format_cell(found.get(key))
+                row[f"{label} paper"] = ref.loc[key, "top1"] if key in ref.index else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+    """Per conclusion of the paper: the mean paired difference (points) between runs identical except for that
+    option (same seed), its SE over pairs (``onebit.results.paired.mean_se``) and the verdict; beside it the
+    paper's mean difference over the same Table 1 positions."""
+    ref = paper.load(NAME)
+    ref = ref[ref["weight_update"] != "real"].set_index(
+        ["init", "weight_update", "activation_backward", "structure", "depth"])["top1"]
+    axis = {"pretrain": 0, "weight": 1, "sign": 2, "structure": 3}
+    to_paper = {"pretrain": {}, "weight": WEIGHT_TO_PAPER, "sign": SIGN_TO_PAPER, "structure": {}}
+    out = []
+    for name, option, better, worse in CONCLUSIONS:
+        found = [p for p in paired.pairs([r for r in records if position(r)], option, better, worse, metric)]
+        mean, se = paired.mean_se([p.diff for p in found])
+        i, conv = axis[option], to_paper[option]
+        paper_diffs = []
+        for pos in sorted({position(p.better) for p in found}):
+            b = pos[:i] + (conv.get(better, better),) + pos[i + 1:]
+            w = pos[:i] + (conv.get(worse, worse),) + pos[i + 1:]
+            if b in ref.index and w in ref.index:
+                paper_diffs.append(ref.loc[b] - ref.loc[w])
+        out.append({"conclusion": name, "ours (points)": paired.rounded(mean), "SE": paired.rounded(se),
+                    "pairs": len(found),
+                    "paper (points)": paired.rounded(float(np.mean(paper_diffs)) if paper_diffs else math.nan),
+                    "verdict": paired.verdict("positive", len(found), mean, se)})
+    return pd.DataFrame(out)
+
+
+def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
+    """Table 1 and its conclusions for one selection, split so that no position mixes cells; [] when the
+    selection has no Table 1 runs."""
+    records = [r for r in sel.records if in_table(r)]
+    if not records:
+        return []
+    parts = split_mixed(records, placements)
+    out = []
+    for extra, recs in parts:
+        keys = list(extra)
+        suffix = f" [{describe(extra, keys)}]" if keys else ""
+        notes = list(sel.notes)
+        if keys:
+            notes.append(f"split: runs at the same position differ in {', '.join(keys)}; one table per "
+                         f"combination, never averaged together ({len(parts)} tables)")
+        name = table_name(NAME, sel, extra)
+        label = sel.label + suffix
+        out.append(Table(name, TITLE.format(label=label, metric=metric), table(recs, metric), notes))
+        out.append(Table(f"{name}_conclusions", CONCLUSIONS_TITLE.format(label=label), conclusions(recs, metric)))
+    return out

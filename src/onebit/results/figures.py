@@ -1,0 +1,226 @@
+"""The numbers behind ``analysis/plots.py``'s figures: training curves per cell (mean and band over seeds, per
+epoch) and one bar per cell (mean ± std over seeds), from the same records and cells as the tables.
+
+Only finished runs whose stage finished enter a mean; failed and running runs are counted. Histories are aligned
+per epoch (schema 2; schema-1 records are aligned by ``onebit.records`` when they are read).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from onebit.checkpoints import LAST, stage_dir
+from onebit.identity import cell_items
+from onebit.records import RunRecord
+from onebit.results.cells import describe, group_cells, label_items, label_keys, seed, seed_label
+
+BANDS = ("minmax", "std")
+CURVE_METRICS = ("val/top1", "train/loss")
+
+
+class UsageError(ValueError):
+    """A bad argument value (unknown stage, metric, option...): one line naming it and the valid ones."""
+
+
+def where(records: Sequence[RunRecord], conditions: Sequence[str]) -> list[RunRecord]:
+    """The records whose options match every ``key=value`` (case-insensitive)."""
+    for cond in conditions:
+        key, sep, value = cond.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--where {cond!r} is invalid: use key=value, e.g. --where sign=approx")
+        keys = sorted({k for r in records for k in r.options})
+        if key not in keys:
+            raise UsageError(f"--where key {key!r} is unknown; valid keys: {', '.join(keys)}")
+        records = [r for r in records if str(r.options.get(key)).lower() == value.lower()]
+    return list(records)
+
+
+def stage_records(records: Sequence[RunRecord], stage: str) -> list[RunRecord]:
+    """The records that concern ``stage``: those whose recipe has it, and every unfinished record."""
+    return [r for r in records if stage in r.stages or r.status != "finished"]
+
+
+def usable(rec: RunRecord, stage: str) -> bool:
+    """A finished run whose ``stage`` finished."""
+    return rec.status == "finished" and stage in rec.stages and rec.stages[stage].finished
+
+
+def status_counts(records: Iterable[RunRecord]) -> Counter:
+    return Counter(r.status for r in records)
+
+
+def format_counts(c: Counter) -> str:
+    """``"4 runs: 3 finished, 1 failed"``."""
+    total = sum(c.values())
+    parts = [f"{c['finished']} finished"] + [f"{n} {s}" for s, n in sorted(c.items()) if s != "finished" and n]
+    return f"{total} run{'s' if total != 1 else ''}: {', '.join(parts)}"
+
+
+def check_stage(records: Sequence[RunRecord], stage: str) -> None:
+    stages = sorted({s for r in records for s in r.stages})
+    if stage not in stages:
+        raise UsageError(f"unknown --stage {stage!r}; valid stages: {', '.join(stages) or '(none recorded)'}")
+
+
+def check_option(records: Sequence[RunRecord], key: str, flag: str) -> None:
+    keys = sorted({k for r in records for k in r.options if k != "seed"})
+    if key not in keys:
+        raise UsageError(f"unknown {flag} {key!r}; valid options: {', '.join(keys)}")
+
+
+def check_metric(records: Sequence[RunRecord], stage: str, metric: str) -> None:
+    metrics = sorted({m for r in records if stage in r.stages for m in r.stages[stage].metrics})
+    if metric not in metrics:
+        raise UsageError(f"unknown --metric {metric!r} for stage {stage!r}; valid metrics: "
+                         f"{', '.join(metrics) or '(none recorded)'}")
+
+
+def _by_seed(records: Sequence[RunRecord]) -> list[RunRecord]:
+    return sorted(records, key=lambda r: str(seed(r)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Curves
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellCurves:
+    """The curves of one cell: ``series[metric]`` is a DataFrame indexed by epoch with columns mean, std
+    (ddof=1), min, max, lo, hi (the band) and n (seeds), over the epochs every seed has."""
+
+    items: dict
+    label: str
+    counts: Counter
+    seeds: list
+    series: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def runs(self) -> int:
+        return sum(self.counts.values())
+
+
+def history(rec: RunRecord, stage: str) -> pd.DataFrame:
+    """A stage's per-epoch history (aligned per epoch), indexed by epoch."""
+    hist = rec.stages[stage].history
+    if not hist:
+        return pd.DataFrame()
+    return pd.DataFrame(hist).drop_duplicates("epoch", keep="last").set_index("epoch").sort_index()
+
+
+def curve_data(records: Sequence[RunRecord], stage: str = "binary", metrics: Sequence[str] = CURVE_METRICS,
+               band: str = "minmax", exclude_label: Iterable[str] = ()) -> list[CellCurves]:
+    """Per cell, per epoch: mean = (1/n) sum_i x_i over the n seeds, std with ddof=1, and a band (``minmax``:
+    min..max over seeds, ``std``: mean ± 1 std). An epoch enters only when every used seed has it, so no point
+    averages a partial set of seeds; a metric enters only when every used seed logged it."""
+    if band not in BANDS:
+        raise UsageError(f"unknown --band {band!r}; valid bands: {', '.join(BANDS)}")
+    cells = group_cells(stage_records(records, stage))
+    items = {key: label_items(recs) for key, recs in cells.items()}
+    keys = label_keys(list(items.values()), exclude_label)
+    out = []
+    for key, recs in cells.items():
+        histories = [(seed_label(r), h) for r in _by_seed(recs) if usable(r, stage)
+                     for h in [history(r, stage)] if not h.empty]
+        cell = CellCurves(items=items[key], label=describe(items[key], keys) or "all runs",
+                          counts=status_counts(recs), seeds=[s for s, _ in histories])
+        for m in metrics:
+            cols = {i: h[m] for i, (_, h) in enumerate(histories) if m in h}
+            if len(cols) < len(histories) or not cols:
+                cell.series[m] = pd.DataFrame(columns=["mean", "std", "min", "max", "lo", "hi", "n"])
+                continue
+            wide = pd.DataFrame(cols).astype(float)
+            wide = wide[wide.notna().all(axis=1)]
+            s = pd.DataFrame({"mean": wide.mean(axis=1), "std": wide.std(axis=1, ddof=1),
+                              "min": wide.min(axis=1), "max": wide.max(axis=1), "n": wide.count(axis=1)})
+            if band == "minmax":
+                s["lo"], s["hi"] = s["min"], s["max"]
+            else:
+                std = s["std"].fillna(0.0)
+                s["lo"], s["hi"] = s["mean"] - std, s["mean"] + std
+            s.index.name = "epoch"
+            cell.series[m] = s
+        out.append(cell)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bars
+# ----------------------------------------------------------------------------------------------------------
+
+
+def ablation_data(records: Sequence[RunRecord], stage: str = "binary", metric: str = "test/top1",
+                  by: str = "structure", color: str = "sign") -> pd.DataFrame:
+    """One row per cell: the ``by`` and ``color`` option values, ``label`` (the other keys that tell cells
+    apart), mean = (1/n) sum_i x_i and std (ddof=1; NaN for one seed) over the n finished runs that have
+    ``metric`` in ``stage``, ``runs`` (every run of the cell), ``failed``, ``running``, ``missing`` (finished
+    without the metric), ``values`` and ``seeds``; sorted by ``by``, ``color``, ``label``."""
+    check_stage(records, stage)
+    check_option(records, by, "--by")
+    check_option(records, color, "--color")
+    check_metric(records, stage, metric)
+    cells = group_cells(stage_records(records, stage))
+    items = {key: label_items(recs) for key, recs in cells.items()}
+    keys = label_keys(list(items.values()), exclude=[by, color])
+    rows = []
+    for key, recs in cells.items():
+        vals, seeds, missing = [], [], 0
+        for r in _by_seed(recs):
+            if usable(r, stage):
+                v = r.stages[stage].metrics.get(metric)
+                if v is not None and math.isfinite(v):
+                    vals.append(float(v))
+                    seeds.append(seed_label(r))
+                else:
+                    missing += 1
+        c = status_counts(recs)
+        arr = np.asarray(vals, dtype=float)
+        rows.append({by: items[key].get(by), color: items[key].get(color), "label": describe(items[key], keys),
+                     "mean": arr.mean() if len(arr) else math.nan,
+                     "std": arr.std(ddof=1) if len(arr) > 1 else math.nan, "n": len(arr), "runs": sum(c.values()),
+                     "failed": c["failed"], "running": c["running"], "missing": missing, "values": vals,
+                     "seeds": seeds})
+    df = pd.DataFrame(rows)
+    sort = list(dict.fromkeys([by, color, "label"]))
+    return df.sort_values(sort, key=lambda s: s.map(lambda v: str(v).lower())).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The shortcut pair of the activation figure
+# ----------------------------------------------------------------------------------------------------------
+
+
+def checkpoint(rec: RunRecord, stage: str) -> Path:
+    return stage_dir(rec.run_dir, stage) / LAST
+
+
+def shortcut_pair(records: Sequence[RunRecord], stage: str = "binary") -> tuple[RunRecord, RunRecord] | None:
+    """(bireal, plain): finished runs with ``structure=bireal`` (shortcuts) and ``structure=plain`` (none),
+    identical except for ``model.shortcut`` and the seed, each with a ``stage`` checkpoint; the first such pair
+    (sorted), at the lowest seed both sides have (else each side's lowest seed)."""
+    sides: dict[str, dict[str, list]] = {}
+    for r in records:
+        s = r.options.get("structure")
+        if s in ("bireal", "plain") and usable(r, stage) and checkpoint(r, stage).exists():
+            items = {k: v for k, v in cell_items(r.config).items() if k != "model.shortcut"}
+            sides.setdefault(str(sorted(items.items())), {"bireal": [], "plain": []})[s].append(r)
+    for key in sorted(sides):
+        b, p = sides[key]["bireal"], sides[key]["plain"]
+        if b and p:
+            common = sorted({str(seed(r)) for r in b} & {str(seed(r)) for r in p})
+            if common:
+                b = [r for r in b if str(seed(r)) == common[0]]
+                p = [r for r in p if str(seed(r)) == common[0]]
+            return _by_seed(b)[0], _by_seed(p)[0]
+    return None
