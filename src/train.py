@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from onebit import config as C
+from onebit import preflight as P
 
 C.register_resolvers()
 
@@ -52,7 +53,7 @@ def main(cfg: DictConfig):
 
 if __name__ == "__main__":
     try:  # bad input: one line before Hydra; valid Trainer arguments the config lacks become ++trainer.X=v
-        sys.argv[1:] = C.preflight(sys.argv[1:])
+        sys.argv[1:] = P.preflight(sys.argv[1:])
     except C.ConfigError as e:
         print(C.error_line(e), file=sys.stderr)
         sys.exit(2)
