@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from onebit import quantizers as q
 from onebit.models import BiRealResNet
+from onebit.records import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,14 +150,14 @@ def bench_threads(repeats: int) -> dict:
 
 
 def bench_epoch(repeats: int) -> dict:
-    """One digits epoch through the pipeline (in-process: compose -> onebit.pipeline.run, as src/train.py) vs a
+    """One digits epoch through the pipeline (in-process: compose -> onebit.jobs.run, as src/train.py) vs a
     hand-written loop (same model, data, batch size, Adam, train + validation each epoch)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from onebit import pipeline
+    from onebit import jobs
     from onebit.config import register_resolvers
     from onebit.data import DigitsData
 
@@ -174,8 +175,8 @@ def bench_epoch(repeats: int) -> dict:
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
             del cfg["hydra"]
-        rec = pipeline.run(cfg, tmp / f"run{time.perf_counter_ns()}", set())
-        hist = rec["stages"]["binary"]["history"]
+        rec, _ = jobs.run(cfg, tmp / f"run{time.perf_counter_ns()}", set())
+        hist = rec.stages["binary"].history
         return statistics.median(h["seconds"] for h in hist[1:])  # epoch 0 includes one-off warm-up
 
     data = DigitsData(batch_size=64)
@@ -225,8 +226,8 @@ def bench_startup(repeats: int) -> dict:
                         "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
                         "+trainer.limit_test_batches=1", f"output_root={tmp / str(i)}", "resume=false"],
                        check=True, capture_output=True)
-        rec = json.loads(next((tmp / str(i)).rglob("record.json")).read_text())
-        starts.append(rec["timings"]["first_step"] - t0)
+        rec = read_record(next((tmp / str(i)).rglob("record.json")))
+        starts.append(rec.timings["first_step"] - t0)
     # peak RSS through /usr/bin/time: a child forked straight from this (large) process would count the
     # parent's pages in its own maximum before it execs
     t0 = time.perf_counter()
@@ -247,9 +248,9 @@ def bench_sweep() -> dict:
         r = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), "-m", "sweeps=bireal_table1", "seed=0",
                             f"launcher={launcher}", "logger=csv", f"output_root={tmp}"], capture_output=True, text=True)
         wall = time.perf_counter() - t0
-        recs = [json.loads(p.read_text()) for p in tmp.rglob("record.json")]
-        trained = sum(1 for r_ in recs if not r_["stages"].get("pretrain", {}).get("cache", {}).get("hit", True))
-        out[launcher] = {"wall_s": wall, "jobs": len(recs), "finished": sum(r_["status"] == "finished" for r_ in recs),
+        recs = [read_record(p) for p in tmp.rglob("record.json")]
+        trained = sum(1 for r_ in recs if not r_.stages["pretrain"].cache["hit"])
+        out[launcher] = {"wall_s": wall, "jobs": len(recs), "finished": sum(r_.status == "finished" for r_ in recs),
                          "pretrain_trained": trained, "pretrain_reused": len(recs) - trained, "exit": r.returncode}
     out["joblib_speedup"] = out["basic"]["wall_s"] / out["joblib"]["wall_s"]
     return out
