@@ -19,9 +19,9 @@ from onebit import paper
 from onebit.identity import cell_items
 from onebit.records import RunRecord
 from onebit.results import paired
-from onebit.results.cells import CellSummary, describe, format_cell, option_value, split_mixed, summarize
+from onebit.results.cells import CellSummary, format_cell, option_value, summarize
 from onebit.results.load import NoRunsError
-from onebit.results.select import Selection, Table, table_name
+from onebit.results.select import Selection, Table, paper_tables
 
 NAME = "bethge2018_resnete18"
 # the sweep's study, and the studies of single runs of the two experiment overlays (same recipe, same cells)
@@ -136,21 +136,5 @@ def placements(rec: RunRecord):
 def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
     """The table and its findings for one selection, split so that no position mixes cells; [] when the
     selection has no runs of the ablation. The findings table is left out while no run has finished."""
-    records = [r for r in sel.records if position(r) is not None]
-    if not records:
-        return []
-    parts = split_mixed(records, placements)
-    out = []
-    for extra, recs in parts:
-        keys = list(extra)
-        label = sel.label + (f" [{describe(extra, keys)}]" if keys else "")
-        notes = list(sel.notes)
-        if keys:
-            notes.append(f"split: runs at the same position differ in {', '.join(keys)}; one table per "
-                         f"combination, never averaged together ({len(parts)} tables)")
-        name = table_name(NAME, sel, extra)
-        out.append(Table(name, TITLE.format(label=label, metric=metric), table(recs, metric), notes))
-        found = conclusions(recs, metric)
-        if not found.empty:
-            out.append(Table(f"{name}_conclusions", CONCLUSIONS_TITLE.format(label=label), found))
-    return out
+    return paper_tables(sel, [r for r in sel.records if position(r) is not None], placements, NAME, (TITLE, CONCLUSIONS_TITLE),
+                        table, conclusions, metric, skip_empty_conclusions=True)

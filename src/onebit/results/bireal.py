@@ -22,9 +22,9 @@ from onebit import paper
 from onebit.identity import LATER_STAGE_KEYS, cell_items
 from onebit.records import RunRecord
 from onebit.results import paired
-from onebit.results.cells import CellSummary, describe, format_cell, split_mixed, summarize
+from onebit.results.cells import CellSummary, format_cell, summarize
 from onebit.results.load import NoRunsError
-from onebit.results.select import Selection, Table, table_name
+from onebit.results.select import Selection, Table, paper_tables
 
 NAME = "bireal_table1"
 INITS = ("relu", "clip")
@@ -153,20 +153,5 @@ def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.D
 def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
     """Table 1 and its conclusions for one selection, split so that no position mixes cells; [] when the
     selection has no Table 1 runs."""
-    records = [r for r in sel.records if in_table(r)]
-    if not records:
-        return []
-    parts = split_mixed(records, placements)
-    out = []
-    for extra, recs in parts:
-        keys = list(extra)
-        suffix = f" [{describe(extra, keys)}]" if keys else ""
-        notes = list(sel.notes)
-        if keys:
-            notes.append(f"split: runs at the same position differ in {', '.join(keys)}; one table per "
-                         f"combination, never averaged together ({len(parts)} tables)")
-        name = table_name(NAME, sel, extra)
-        label = sel.label + suffix
-        out.append(Table(name, TITLE.format(label=label, metric=metric), table(recs, metric), notes))
-        out.append(Table(f"{name}_conclusions", CONCLUSIONS_TITLE.format(label=label), conclusions(recs, metric)))
-    return out
+    return paper_tables(sel, [r for r in sel.records if in_table(r)], placements, NAME, (TITLE, CONCLUSIONS_TITLE),
+                        table, conclusions, metric)

@@ -14,7 +14,7 @@ from typing import Sequence
 import pandas as pd
 
 from onebit.records import RunRecord
-from onebit.results.cells import dedupe
+from onebit.results.cells import Placements, dedupe, describe, split_mixed
 from onebit.results.load import NoRunsError
 
 
@@ -91,3 +91,43 @@ def table_name(base: str, sel: Selection, extra: dict | None = None, home: Seque
     for k, v in (extra or {}).items():
         name += f"-{k}={v}"
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
+
+
+@dataclass
+class Part:
+    """One printed table of a selection: its runs, label, notes and file name."""
+
+    records: list
+    label: str
+    notes: list
+    name: str
+
+
+def split_parts(sel: Selection, records: Sequence[RunRecord], placements: Placements, base: str) -> list[Part]:
+    """``records`` split so that no table position mixes cells (``cells.split_mixed``), each part labelled with
+    the key=values it is fixed to, with a note saying why it was split."""
+    parts = split_mixed(records, placements)
+    out = []
+    for extra, recs in parts:
+        keys = list(extra)
+        notes = list(sel.notes)
+        if keys:
+            notes.append(f"split: runs at the same position differ in {', '.join(keys)}; one table per "
+                         f"combination, never averaged together ({len(parts)} tables)")
+        label = sel.label + (f" [{describe(extra, keys)}]" if keys else "")
+        out.append(Part(recs, label, notes, table_name(base, sel, extra)))
+    return out
+
+
+def paper_tables(sel: Selection, records: Sequence[RunRecord], placements: Placements, base: str, titles: tuple,
+                 table, conclusions, metric: str, skip_empty_conclusions: bool = False) -> list[Table]:
+    """A paper table and its conclusions for each part of ``records`` (:func:`split_parts`); ``titles`` = (table
+    title, conclusions title), formatted with ``label`` and ``metric``; [] when there are no records."""
+    out = []
+    for part in split_parts(sel, records, placements, base) if records else []:
+        out.append(Table(part.name, titles[0].format(label=part.label, metric=metric), table(part.records, metric),
+                         part.notes))
+        found = conclusions(part.records, metric)
+        if not (skip_empty_conclusions and found.empty):
+            out.append(Table(f"{part.name}_conclusions", titles[1].format(label=part.label, metric=metric), found))
+    return out
