@@ -47,9 +47,9 @@ def make_data(cfg: DictConfig):
 
 
 def config_error(e: BaseException) -> C.ConfigError:
-    """One ConfigError line from a bad value found while building, keeping its real cause
-    (``onebit.config.cause_line``)."""
-    return C.ConfigError(C.cause_line(e))
+    """One ConfigError line from a bad value found while building: the real cause's own words
+    (``onebit.config.cause_line``), which name the value."""
+    return C.ConfigError(C.cause_line(e, with_type=False))
 
 
 def transfer(state: dict, model: torch.nn.Module) -> dict:

@@ -185,9 +185,10 @@ def check_training(cfg: DictConfig) -> None:
                           f"{cause_line(e)}") from e
 
 
-def cause_line(e: BaseException) -> str:
-    """``Type: message`` of the real cause of ``e`` in one line: Hydra's InstantiationException is unwrapped to
-    the exception of the target, and a DataLoader worker's wrapped exception to its original last line."""
+def cause_line(e: BaseException, with_type: bool = True) -> str:
+    """``Type: message`` (or the message alone) of the real cause of ``e`` in one line: Hydra's
+    InstantiationException is unwrapped to the exception of the target, and a DataLoader worker's wrapped
+    exception to its original last line."""
     from hydra.errors import InstantiationException
 
     while isinstance(e, InstantiationException) and e.__cause__ is not None:
@@ -196,7 +197,7 @@ def cause_line(e: BaseException) -> str:
     if len(lines) > 1 and lines[0].startswith("Caught ") and lines[1].startswith("Original Traceback"):
         return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", lines[-1])  # torch's ExceptionWrapper: the worker's "Type: message"
     text = lines[0] if lines else ""
-    if isinstance(e, ConfigError):
+    if isinstance(e, ConfigError) or (not with_type and text):
         return text
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
