@@ -11,6 +11,7 @@ recorded and the sweep goes on, ending with a summary and a non-zero exit if any
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -52,6 +53,9 @@ def main(cfg: DictConfig):
     return record.final_stage.metrics.get("val/top1_best")
 
 if __name__ == "__main__":
+    # a onebit process owns its W&B service: one inherited from a parent process (WANDB_SERVICE) would outlive a
+    # killed job and keep its W&B run ids "in use", so that the resumed job could not log to them
+    os.environ.pop("WANDB_SERVICE", None)
     try:  # bad input: one line before Hydra; valid Trainer arguments the config lacks become ++trainer.X=v
         sys.argv[1:] = P.preflight(sys.argv[1:])
     except C.ConfigError as e:

@@ -6,6 +6,7 @@ while saving the pretrain cache, between stages, during BN retraining, and after
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -57,7 +58,14 @@ def test_killed_at_a_point_then_rerun_equals_uninterrupted(tmp_path, uninterrupt
     assert sum(1 for _ in tmp_path.rglob("record.json")) == 1
 
 
-def test_wandb_run_ids_are_unique_per_run_and_kept_on_resume(tmp_path):
+def test_wandb_run_ids_are_unique_per_run_and_kept_on_resume(tmp_path, monkeypatch):
+    import wandb
+
+    # a W&B service in this (parent) process, whose WANDB_SERVICE the jobs inherit: the killed job's W&B run must
+    # not stay "in use" there (each onebit process owns its service)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb.init(mode="offline", dir=str(tmp_path)).finish()
+    assert "WANDB_SERVICE" in os.environ
     args = [*ARGS[1:], "model.width=4", "logger=wandb", "logger.mode=offline", "pretrain=none", "bn_retrain=false",
             f"output_root={tmp_path}"]
     killed = run_train(args, env={"ONEBIT_KILL_AT": "epoch_end:binary:0"})
