@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -73,20 +71,13 @@ def _palette(n: int) -> list:
 
 
 def save_figure(fig, path: Path | str) -> Path:
-    """Save ``fig`` as PNG to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Save ``fig`` as PNG to ``path`` atomically and with the user's umask (``onebit.files``)."""
+    from onebit.files import atomic_write
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -71,11 +71,9 @@ def emit(table, fmt: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text + "\n")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{table.name}.{SUFFIX[fmt]}"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from onebit.files import atomic_write_text
+
+    path = atomic_write_text(out / f"{table.name}.{SUFFIX[fmt]}", text)
     print(f"wrote {path}")
 
 

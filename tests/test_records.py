@@ -101,5 +101,22 @@ def test_files_respect_the_umask(tmp_path):
         JobIndex(tmp_path).set("k" * 16, tmp_path)
     finally:
         os.umask(old)
-    for path in (rec.path, tmp_path / "index" / f"{'k' * 16}.json"):
+    figure, table = _figure_and_table(tmp_path, 0o002)
+    for path in (rec.path, tmp_path / "index" / f"{'k' * 16}.json", figure, table):
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
+def _figure_and_table(tmp_path: Path, umask: int) -> tuple[Path, Path]:
+    """A figure through analysis/plots.py and a table through analysis/tables.py, written under ``umask``."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    script = ("import os, sys; os.umask(%d); sys.argv = sys.argv[1:]; import runpy; "
+              "runpy.run_path(sys.argv[0], run_name='__main__')" % umask)
+    for tool, args in (("plots.py", ["signs", "--out", str(tmp_path / "fig")]),
+                       ("tables.py", ["efficiency", "--format", "csv", "--out", str(tmp_path / "tab")])):
+        r = subprocess.run([sys.executable, "-c", script, str(ROOT / "analysis" / tool), *args], env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    return tmp_path / "fig" / "signs.png", next((tmp_path / "tab").glob("*.csv"))
