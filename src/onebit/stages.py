@@ -233,11 +233,11 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
         if logger is not None:
             record.update_stage(stage.name, wandb=wandb_info(logger, cfg))
 
-    class TestKillPoint(Callback):
+    class KillDuringTest(Callback):
         def on_test_batch_end(self, *args, **kwargs):
             kill_point(f"test:{stage.name}")
 
-    callbacks = [last_checkpoint_callback(job.run_dir, stage.name), TestKillPoint()]
+    callbacks = [last_checkpoint_callback(job.run_dir, stage.name), KillDuringTest()]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=stage.epochs, logger=logger if logger else False,
