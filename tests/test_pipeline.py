@@ -230,3 +230,17 @@ def test_smoke_run_then_full_run_trains_the_full_run(tmp_path):
     assert recs[False].stages["pretrain"].cache["hit"] is False
     again = run_train(common)
     assert "skipped: this job finished before" in again.stdout
+
+
+def test_model_from_record_of_every_stage_including_a_cache_hit(tmp_path):
+    """The twin of a job that reused a cached twin has no checkpoint of its own: it comes from the cache."""
+    from onebit.build import model_from_record
+
+    first = run_inprocess(tmp_path, ["pretrain=clip"], "a")
+    second = run_inprocess(tmp_path, ["pretrain=clip", "sign=ste"], "b")
+    assert second.stages["pretrain"].cache["hit"] and not (tmp_path / "b" / "checkpoints" / "pretrain").exists()
+    twin = model_from_record(second, "pretrain")
+    cached = PretrainCache(tmp_path / "cache").load(first.stages["pretrain"].cache["key"])["state_dict"]
+    assert all(torch.equal(twin.state_dict()[k], v) for k, v in cached.items())
+    binary = model_from_record(second)
+    assert not binary.training and binary(torch.randn(2, 1, 8, 8)).shape == (2, 10)

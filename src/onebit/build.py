@@ -8,7 +8,6 @@ different components where the paper puts the Sign and the weight binarizer. A r
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -64,12 +63,12 @@ def transfer(state: dict, model: torch.nn.Module) -> dict:
 
 
 def model_from_record(record, stage: str | None = None) -> torch.nn.Module:
-    """Rebuild the model of one stage of a recorded run (default: its final stage) with that stage's last
-    checkpoint, in eval mode (for analysis and plots)."""
-    from onebit.checkpoints import LAST, model_weights, stage_dir
+    """Rebuild the model of one stage of a recorded run (default: its final stage) with that stage's final
+    weights (``onebit.checkpoints.stage_weights``), in eval mode (for analysis and plots)."""
+    from onebit.checkpoints import stage_weights
 
     st = record.stages[stage] if stage else record.final_stage
     cfg = OmegaConf.create(record.config)
     model = make_model(cfg, instantiate(cfg.data), st.model)
-    model.load_state_dict(model_weights(stage_dir(Path(record.run_dir), st.name) / LAST), strict=True)
+    model.load_state_dict(stage_weights(record, st.name), strict=True)
     return model.eval()

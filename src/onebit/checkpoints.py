@@ -71,3 +71,20 @@ def model_weights(path: Path | str) -> dict:
     """The model's state dict from a checkpoint of the Classifier (keys ``model.*``)."""
     state = read_checkpoint(path)["state_dict"]
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+
+
+def stage_weights(record, name: str) -> dict:
+    """The final weights of a finished stage of a recorded run: its pretrain-cache entry (a cached stage may
+    have no checkpoint in this run: a cache hit) or its last checkpoint."""
+    from onebit.cache import PretrainCache
+
+    st = record.stages[name]
+    if st.cache and record.config.get("cache_dir"):
+        entry = PretrainCache(record.config["cache_dir"]).load(st.cache["key"])
+        if entry is not None:
+            return entry["state_dict"]
+    path = last_checkpoint(record.run_dir, name)
+    if path is None:
+        raise ConfigError(f"{record.run_dir}: stage {name!r} is finished but its weights are gone (no checkpoint, "
+                          "no cache entry); run it again with resume=false")
+    return model_weights(path)

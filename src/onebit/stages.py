@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from onebit import config as C
 from onebit.build import MODEL_KINDS, make_model, transfer
 from onebit.cache import PretrainCache
-from onebit.checkpoints import atomic_async_io, last_checkpoint, last_checkpoint_callback, model_weights
+from onebit.checkpoints import atomic_async_io, last_checkpoint, last_checkpoint_callback, stage_weights
 from onebit.identity import pretrain_key
 from onebit.killpoints import kill_point
 from onebit.loggers import finish_logger, make_logger, wandb_info
@@ -112,7 +112,7 @@ def run_recipe(job, record, data, stages: tuple[Stage, ...]) -> None:
 
     def final_weights(name: str) -> dict:
         if name not in weights:
-            weights[name] = _stored_weights(job, record, name)
+            weights[name] = stage_weights(record, name)
         return weights[name]
 
     by_name = {s.name: s for s in stages}
@@ -138,21 +138,6 @@ def seed_everything(seed: int) -> None:
     import pytorch_lightning as pl
 
     pl.seed_everything(seed, workers=True, verbose=False)
-
-
-def _stored_weights(job, record, name: str) -> dict:
-    """The final weights of a stage finished by an earlier attempt: its pretrain-cache entry or its last
-    checkpoint."""
-    st = record.stage(name)
-    if st.cache:
-        entry = PretrainCache(job.cfg.cache_dir).load(st.cache["key"])
-        if entry is not None:
-            return entry["state_dict"]
-    path = last_checkpoint(job.run_dir, name)
-    if path is None:
-        raise C.ConfigError(f"cannot resume {job.run_dir}: stage {name!r} is finished but its weights are gone "
-                            f"(no checkpoint, no cache entry); run with resume=false")
-    return model_weights(path)
 
 
 def _cached_stage(job, record, data, stage: Stage, model) -> dict:
