@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from onebit import config as C
 from onebit.build import MODEL_KINDS, make_model, transfer
 from onebit.cache import PretrainCache
-from onebit.checkpoints import atomic_async_io, last_checkpoint, last_checkpoint_callback, stage_weights
+from onebit.checkpoints import (atomic_async_io, last_checkpoint, last_checkpoint_callback, read_checkpoint,
+                                stage_weights)
 from onebit.identity import pretrain_key
 from onebit.killpoints import kill_point
 from onebit.loggers import finish_logger, make_logger, wandb_info
@@ -208,8 +209,6 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
                         num_classes=data.num_classes, label_smoothing=cfg.label_smoothing,
                         latent_weight_clip=clip if stage.model == "binary" else None)
     if resume_from is not None:
-        from onebit.checkpoints import read_checkpoint
-
         read_checkpoint(resume_from)  # a torn checkpoint is one line, not a Lightning traceback
     logger = None
     if job.rank_zero:
