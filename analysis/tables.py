@@ -3,6 +3,7 @@
     python analysis/tables.py                            # every table the records under outputs/ have data for
     python analysis/tables.py table1 --study bireal_table1 --format markdown --out analysis/example
     python analysis/tables.py study --study ftbnn_nonlinearity
+    python analysis/tables.py two_step                   # one- vs two-step training (sweeps=bireal_two_step)
     python analysis/tables.py bethge                     # Bethge et al. 2018 Tables 2-3 (sweeps=bethge2018_resnete18)
     python analysis/tables.py --source wandb --entity ME --project onebit --group bireal_table1
     python analysis/tables.py efficiency                 # Bi-Real Table 3 (no training needed)
@@ -137,6 +138,14 @@ def cmd_bethge(args) -> int:
                                    "sign ste|approx)")
 
 
+def cmd_two_step(args) -> int:
+    from onebit.results import two_step
+
+    tables = [t for sel in selections(args) for t in two_step.tables(sel, args.metric)]
+    return _emit_all(tables, args, "no runs for the two-step table (recipe=two_step beside recipe=one_step: "
+                                   "python src/train.py -m sweeps=bireal_two_step)")
+
+
 def cmd_study(args) -> int:
     from onebit.results import study
 
@@ -144,9 +153,9 @@ def cmd_study(args) -> int:
 
 
 def cmd_all(args) -> int:
-    """Per study: Bi-Real Table 1 and Bethge et al. 2018 where it has their runs (Bethge only for its studies,
+    """Per study: Bi-Real Table 1, the two-step table and Bethge et al. 2018 where it has their runs (Bethge only for its studies,
     unless --study or --all-studies), the generic study table for the runs in neither; then Table 3."""
-    from onebit.results import bethge, bireal, study
+    from onebit.results import bethge, bireal, study, two_step
     from onebit.results.load import NoRunsError
 
     try:
@@ -157,8 +166,8 @@ def cmd_all(args) -> int:
         print(f"onebit: {e}; printing the tables that need no runs", file=sys.stderr)
         sels = []
     for sel in sels:
-        tables = bireal.tables(sel, args.metric)
-        placed = [bireal.in_table]
+        tables = bireal.tables(sel, args.metric) + two_step.tables(sel, args.metric)
+        placed = [bireal.in_table, two_step.in_table]
         if sel.study is None or sel.study in bethge.STUDIES or args.study:
             tables += bethge.tables(sel, args.metric)
             placed.append(lambda r: bethge.position(r) is not None)
@@ -169,7 +178,7 @@ def cmd_all(args) -> int:
     return cmd_efficiency(args)
 
 
-TABLES = {"all": cmd_all, "table1": cmd_table1, "bethge": cmd_bethge, "study": cmd_study,
+TABLES = {"all": cmd_all, "table1": cmd_table1, "two_step": cmd_two_step, "bethge": cmd_bethge, "study": cmd_study,
           "efficiency": cmd_efficiency}
 
 

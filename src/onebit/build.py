@@ -18,6 +18,7 @@ from onebit import config as C
 # kind -> (activation component, weight component), as config paths (None: a real-valued component)
 MODEL_KINDS = {
     "twin": ("pretrain.activation", None),  # Bi-Real 4.1: the real-valued net that initialises the binary one
+    "binary_activations": ("sign", None),   # binary activations, real weights (step 1 of the two-step scheme)
     "binary": ("sign", "weight"),           # binary activations and weights
     "real": (None, None),                   # a real-valued model (torchvision's ResNets)
 }

@@ -20,10 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 SWEEPS_DIR = ROOT / "sweeps"
-GROUPS = ("data", "model", "sign", "weight", "pretrain", "optimizer", "scheduler", "trainer", "logger", "launcher",
-          "experiment", "sweeps")
+GROUPS = ("data", "model", "sign", "weight", "pretrain", "recipe", "optimizer", "scheduler", "trainer", "logger",
+          "launcher", "protocol", "experiment", "sweeps")
 # the options recorded for every run (the axes of the papers' tables)
-OPTION_GROUPS = ("data", "model", "sign", "weight", "pretrain", "optimizer", "scheduler", "trainer", "experiment")
+OPTION_GROUPS = ("data", "model", "sign", "weight", "pretrain", "recipe", "protocol", "optimizer", "scheduler",
+                 "trainer", "experiment")
 REAL_MODELS = ("onebit.models.TorchvisionResNet",)
 
 
@@ -87,7 +88,7 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
         raise ConfigError(f"logger.mode={cfg.logger.mode!r} is invalid: choose one of offline, online, disabled")
     _check_shortcut(cfg, explicit_groups)
     if is_real_model(cfg):
-        chosen = sorted(explicit_groups & {"sign", "weight", "pretrain"})
+        chosen = sorted(explicit_groups & {"sign", "weight", "pretrain", "recipe"})
         if chosen:
             raise ConfigError(
                 f"{chosen[0]}={_choice_name(cfg, chosen[0])} does not apply to model={_model_name(cfg)}, a real-valued "

@@ -62,6 +62,7 @@ LATER_STAGE_KEYS: dict[str, str] = {
     "weight": "the twin has real-valued weights",
     "epochs": "the binary stage's length; the twin's is pretrain.epochs (resolved, so it is in the key)",
     "bn_retrain": "a stage after the binary one",
+    "recipe": "the steps after pretraining (one_step, two_step)",
     "study": "a twin depends on its config, not on the study that asked for it: studies share it",
     "optimizer.latent_weight_clip": "clips the latent weights of binary convs only",
     "optimizer.binary_weight_decay": "the decay of the latent weights of binary convs only",

@@ -168,12 +168,14 @@ def _pointer(job_dir: Path, key: str, action: str, record: str | None = None, er
 
 def prepare(cfg: DictConfig, explicit: frozenset[str]):
     """Everything that can refuse a config, before any record exists: values, the recipe, the data, every model
-    of the recipe. Returns (stages, data, efficiency) or raises ConfigError (one line, the real cause kept)."""
+    of the recipe. Returns (stages, data, efficiency) or raises ConfigError (one line, the real cause kept).
+    ``efficiency``: per model kind of the recipe, its declared precision (``onebit.summary.precision``) and
+    efficiency summary at the data's input size."""
     from hydra.errors import InstantiationException
 
     from onebit.build import config_error, make_data, make_model
     from onebit.stages import stages_for
-    from onebit.summary import summarize
+    from onebit.summary import precision, summarize
 
     C.check(cfg, explicit)
     C.check_training(cfg)  # optimizer, schedule and Trainer built once: e.g. trainer=gpu without a GPU
@@ -183,7 +185,9 @@ def prepare(cfg: DictConfig, explicit: frozenset[str]):
         models = {kind: make_model(cfg, data, kind) for kind in dict.fromkeys(s.model for s in stages)}
     except (ValueError, TypeError, FileNotFoundError, InstantiationException) as e:
         raise config_error(e) from e
-    return stages, data, summarize(models[stages[-1].model], tuple(data.input_size)).as_dict()
+    efficiency = {kind: {**precision(m), **summarize(m, tuple(data.input_size)).as_dict()}
+                  for kind, m in models.items()}
+    return stages, data, efficiency
 
 
 def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str] = frozenset()):
@@ -229,7 +233,9 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
                                               stages=[s.record() for s in stages]), "started"
         _pointer(job_dir, key, action, record=record.run_dir)
         index.set(key, record.run_dir)
-        record.efficiency = efficiency
+        record.efficiency = efficiency[stages[-1].model]   # the model the run hands over
+        for s in stages:
+            record.stages[s.name].efficiency = efficiency[s.model]
         record.save()
         job = Job(cfg, key, Path(record.run_dir), rank_zero=True, resuming=action == "resumed")
         try:
@@ -299,10 +305,13 @@ def summary_lines(record: RunRecord) -> list[str]:
     seconds = record.timings.get("seconds") or 0.0
     smoke = f"  SMOKE RUN ({', '.join(record.smoke)}): not counted in tables" if record.smoke else ""
     lines = [f"onebit: {record.status} in {seconds:.1f}s  ({record.run_dir}){smoke}"]
+    width = max([10, *(len(n) for n in record.stages)])
     for st in record.stages.values():
         m = st.metrics
         note = " (reused from cache)" if (st.cache or {}).get("hit") else ""
-        lines.append(f"  {st.name:<10} val top-1 {m.get('val/top1', float('nan')):.4f} "
+        eff = st.efficiency or {}
+        bits = f"A{eff['activations']}/W{eff['weights']}  " if "activations" in eff else ""
+        lines.append(f"  {st.name:<{width}} {bits}val top-1 {m.get('val/top1', float('nan')):.4f} "
                      f"(best {m.get('val/top1_best', float('nan')):.4f})  test top-1 "
                      f"{m.get('test/top1', float('nan')):.4f}  {st.seconds or 0:.1f}s{note}")
     return lines

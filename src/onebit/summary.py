@@ -21,7 +21,7 @@ from torch import nn
 
 from onebit.layers import BinaryConv2d
 
-__all__ = ["ModelSummary", "summarize"]
+__all__ = ["ModelSummary", "summarize", "precision"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ class ModelSummary:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "memory_mbit": self.memory_mbit, "ops": self.ops}
+
+
+def precision(model: nn.Module) -> dict[str, int]:
+    """The bit widths a model declares: ``{"activations": a, "weights": w}``, the widest input and weight
+    component over its :class:`~onebit.layers.BinaryConv2d` layers (1 = binary; 32 = real-valued). A binary
+    Bi-Real net is 1/1, step 1 of the two-step scheme 1/32, the real-valued twin 32/32. Real-valued layers that
+    every model keeps (stem, 1x1 downsample, FC) do not count: they are the same in every kind."""
+    convs = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    if not convs:
+        return {"activations": 32, "weights": 32}
+    return {"activations": max(m.input_precision for m in convs), "weights": max(m.weight_precision for m in convs)}
 
 
 def _is_binary(module: nn.Module) -> bool:

@@ -25,6 +25,7 @@ OPTION_CONFIG = {
     "pretrain": ("pretrain.name", "pretrain.activation"),
     "structure": ("model.shortcut",),   # Bi-Real vs Plain: the same model without its shortcuts
     "downsample": ("model.downsample",),
+    "recipe": ("recipe",),               # one_step vs two_step (the steps after pretraining)
 }
 
 

@@ -1,0 +1,97 @@
+"""Bi-Real's two-step scheme (IJCV 2020) against one-step training, from our runs (``sweeps=bireal_two_step``).
+
+Layout: one row per model (Bi-Real-18/34/50 in the sweep); columns the one-step cell and the two-step cell
+(mean ± std over seeds (n) of the final stage), then the paired difference ``d_i = 100 (two-step_i - one-step_i)``
+over runs identical except for ``recipe`` with the same seed: its mean, SE = std(d, ddof=1) / sqrt(n), the number
+of pairs and the verdict (``onebit.results.paired``: holds when the mean is > 0, and whether it exceeds the seed
+noise 2 SE). The IJCV paper reports the scheme for its deep nets without a one-step ablation that this table
+could be set beside (its text was not available here): there is no paper column.
+
+Budget: ``two_step`` trains ``recipe.step1_epochs`` (default ``epochs``) with binary activations and real weights,
+then ``epochs`` fully binary, so it spends more epochs than ``one_step``; the title says so.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from onebit.records import RunRecord
+from onebit.results import paired
+from onebit.results.cells import format_cell, summarize
+from onebit.results.load import NoRunsError
+from onebit.results.select import Selection, Table, paper_tables
+from onebit.identity import cell_items
+
+NAME = "bireal_two_step"
+RECIPES = ("one_step", "two_step")
+TITLE = ("Bi-Real two-step scheme vs one-step training, {label} ({metric}, %): mean ± std over seeds (n); two-step "
+         "= binary activations with real weights, then fully binary from those weights (ReActNet's step1/step2), "
+         "each step its own epochs")
+CONCLUSIONS_TITLE = ("Two-step minus one-step, {label} (paired differences over runs identical except for the "
+                     "recipe, same seed; points; noise = 2 SE over pairs)")
+
+
+def recipe(rec: RunRecord) -> str | None:
+    """The run's recipe name (``one_step`` for records from before recipes existed)."""
+    if rec.options.get("recipe"):
+        return rec.options["recipe"]
+    return (rec.config.get("recipe") or {}).get("name", "one_step")
+
+
+def position(rec: RunRecord) -> tuple | None:
+    """(model option, recipe) of a binary run, or None for a real-valued model."""
+    if rec.options.get("sign") is None or recipe(rec) not in RECIPES:
+        return None
+    return (rec.options.get("model") or str(rec.config.get("model", {}).get("depth")), recipe(rec))
+
+
+def placements(rec: RunRecord):
+    if (pos := position(rec)) is not None:
+        yield pos, cell_items(rec.config)
+
+
+def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+    found: dict[tuple, list] = {}
+    for rec in records:
+        if (pos := position(rec)) is not None:
+            found.setdefault(pos, []).append(rec)
+    if not found:
+        raise NoRunsError("no runs for the two-step table (recipe one_step|two_step)")
+    models = sorted({m for m, _ in found}, key=lambda m: (len(str(m)), str(m)))
+    rows = []
+    for model in models:
+        row = {"model": model}
+        for r in RECIPES:
+            recs = found.get((model, r))
+            row[r.replace("_", "-")] = format_cell(summarize(recs, metric) if recs else None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+    """Per model: the paired difference two-step - one-step (``onebit.results.paired``)."""
+    by_model: dict = {}
+    for rec in records:
+        if (pos := position(rec)) is not None:
+            by_model.setdefault(pos[0], []).append(rec)
+    rows = []
+    for model in sorted(by_model, key=lambda m: (len(str(m)), str(m))):
+        found = paired.pairs(by_model[model], "recipe", "two_step", "one_step", metric)
+        mean, se = paired.mean_se([p.diff for p in found])
+        rows.append({"model": model, "two-step - one-step (points)": paired.rounded(mean), "SE": paired.rounded(se),
+                     "pairs": len(found), "verdict": paired.verdict("positive", len(found), mean, se)})
+    return pd.DataFrame(rows)
+
+
+def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
+    """The two-step table and its paired differences, when the selection has two-step runs; else []."""
+    records = [r for r in sel.records if position(r) is not None]
+    if not any(recipe(r) == "two_step" for r in records):
+        return []
+    return paper_tables(sel, records, placements, NAME, (TITLE, CONCLUSIONS_TITLE), table, conclusions, metric)
+
+
+def in_table(rec: RunRecord) -> bool:
+    return position(rec) is not None and recipe(rec) == "two_step"
