@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compose_cfg, run_train
 from omegaconf import OmegaConf, open_dict
 
-from conftest import compose_cfg, run_train
 from onebit.build import make_data, make_model
 from onebit.checkpoints import last_checkpoint, read_checkpoint, stage_weights
 from onebit.identity import job_key, pretrain_key

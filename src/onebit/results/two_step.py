@@ -13,16 +13,16 @@ then ``epochs`` fully binary, so it spends more epochs than ``one_step``; the ti
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
+from onebit.identity import cell_items
 from onebit.records import RunRecord
 from onebit.results import paired
 from onebit.results.cells import format_cell, summarize
 from onebit.results.load import NoRunsError
 from onebit.results.select import Selection, Table, paper_tables
-from onebit.identity import cell_items
 
 NAME = "bireal_two_step"
 RECIPES = ("one_step", "two_step")
