@@ -158,3 +158,29 @@ def test_protocol_is_recorded(tmp_path):
     rec = read_record(tmp_path / "run" / "record.json")
     assert rec.options["protocol"] == "paper_sgd" and rec.config["protocol"] == "paper_sgd"
     assert list(rec.stages) == ["pretrain", "binary", "bn_retrain"]
+
+
+def test_two_step_sweep_and_table(tmp_path):
+    """A real multirun of both recipes (2 seeds), then `tables.py two_step`: one row per model with both cells,
+    paired differences over the 2 seeds; Table 1 keeps only the paper's one-step runs."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = run_train(["-m", "sweeps=bireal_two_step", "model=bireal18", "seed=0,1", *TINY, f"output_root={tmp_path}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "onebit sweep: 4 finished, 0 failed" in r.stdout
+    t = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "two_step", "--root", str(tmp_path),
+                        "--format", "csv"], capture_output=True, text=True)
+    assert t.returncode == 0, t.stderr
+    lines = t.stdout.strip().splitlines()
+    assert lines[0] == "model,one-step,two-step"
+    assert lines[1].startswith("bireal18,") and lines[1].count("(n=2)") == 2
+    assert lines[3].startswith("model,two-step - one-step (points),SE,pairs,verdict")
+    assert lines[4].split(",")[3] == "2"
+    assert "each step its own epochs" in t.stderr
+    t1 = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "table1", "--root", str(tmp_path),
+                         "--format", "csv"], capture_output=True, text=True)
+    assert t1.returncode == 0 and "(n=2)" in t1.stdout
+    assert "recipe" not in t1.stderr  # not split by recipe: the two-step runs are not Table 1 cells

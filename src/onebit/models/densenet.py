@@ -4,7 +4,11 @@
   latent weights clipped to [-1.3, 1.3]; in onebit those are the ``sign``/``weight`` options and the optimizer's
   weight clipping, set together by ``experiment=binarydensenet28``);
 - transition (between blocks): ``BN -> MaxPool2d(2) -> ReLU -> real 1x1 conv`` to
-  ``round(C // reduction / 32) * 32`` channels (larq-zoo's formula);
+  ``round(C // reduction / 32) * 32`` channels (larq-zoo's formula). Where onebit departs from larq-zoo: the
+  max-pool uses ``ceil_mode=True`` (output ``ceil(H / 2)``; the last window of an odd size takes the max of its
+  valid pixels), where larq-zoo's ``MaxPool2D(2)`` floors. Identical at even sizes; at odd sizes the floor
+  drops the last row and column and shrinks small inputs to nothing (7x7 with the small stem: 7 -> 3 -> 1 -> 0,
+  an error; a 28x28 input with the imagenet stem likewise), the ceil keeps every pixel (7 -> 4 -> 2 -> 1);
 - stem ``imagenet``: 7x7 s2 conv (64) -> BN -> ReLU -> 3x3 s2 max-pool; stem ``small``: one 3x3 conv (larq-zoo's
   stem for inputs under 50 pixels);
 - head: BN -> ReLU -> global average pool -> real FC;
@@ -45,10 +49,11 @@ class DenseLayer(nn.Module):
 
 
 class Transition(nn.Sequential):
-    """``BN -> MaxPool2d(2) -> ReLU -> real 1x1 conv`` (larq-zoo order)."""
+    """``BN -> MaxPool2d(2, ceil_mode=True) -> ReLU -> real 1x1 conv`` (larq-zoo order; ceil_mode: see the
+    module docstring)."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(nn.BatchNorm2d(in_channels), nn.MaxPool2d(2, 2), nn.ReLU(),
+        super().__init__(nn.BatchNorm2d(in_channels), nn.MaxPool2d(2, 2, ceil_mode=True), nn.ReLU(),
                          nn.Conv2d(in_channels, out_channels, 1, bias=False))
 
 

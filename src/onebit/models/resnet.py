@@ -19,6 +19,14 @@ per-conv shortcut of a bottleneck Bi-Real unit (channel-group average when reduc
 expanding, AvgPool2d(2) for the stride), so its only real-valued layers are the stem and the FC. This is onebit's
 choice; ``structure=res`` bottlenecks use the standard AvgPool -> 1x1 conv -> BN downsample.
 
+Where onebit departs from the official code: its downsampling shortcut's ``AvgPool2d(2)`` rounds an odd input
+size down (``floor(H / 2)``) while the strided 3x3 conv (padding 1) beside it rounds up (``ceil(H / 2)``), so
+the official Bi-Real-18 fails at the first downsampling block whenever a stage sees an odd size (e.g. a 28x28
+input with the small stem: 28 -> 14 -> 7 -> 4 vs 3). onebit pools with :func:`shortcut_pool`,
+``AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)``: its output size is ``ceil(H / 2)``, the
+conv's, and the last window of an odd size averages only its valid pixels. At even sizes it is the official
+``AvgPool2d(2)`` exactly (same windows, same divisor 4), so every result at even sizes is unchanged.
+
 The real-valued twin is the same class built with a real activation (``pretrain.activation``) in place of the
 sign and ``weight=None``: identical module tree, so its state dict loads into the binary model with strict=True.
 """
@@ -33,7 +41,7 @@ from torch import Tensor, nn
 from onebit.layers import BinaryConv2d, make_nonlinearity
 from onebit.quantizers import Quantizer
 
-__all__ = ["BiRealResNet", "DEPTHS", "STRUCTURES"]
+__all__ = ["BiRealResNet", "DEPTHS", "STRUCTURES", "shortcut_pool"]
 
 # depth -> (unit, residual units per stage) of the standard ResNet of that depth
 DEPTHS = {
@@ -57,14 +65,22 @@ class ConvSpec:
     stride: int
 
 
+def shortcut_pool(stride: int = 2) -> nn.AvgPool2d:
+    """The downsampling shortcut's 2x2 average pool: ``AvgPool2d(2, stride, ceil_mode=True,
+    count_include_pad=False)``. Output ``ceil(H / stride)``, the size of the strided 3x3 conv (padding 1) it is
+    added to, at every input size; identical to the official ``AvgPool2d(2)`` at even sizes (see the module
+    docstring); at odd sizes the last window averages only the pixels inside the input."""
+    return nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+
+
 class ChannelShortcut(nn.Module):
     """Parameter-free shortcut across a channel change: average groups of channels (reduce) or repeat them
-    (expand), after an AvgPool2d(2) when the conv has stride 2. Used only inside bottleneck Bi-Real units."""
+    (expand), after :func:`shortcut_pool` when the conv has stride 2. Used only inside bottleneck Bi-Real units."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.pool = nn.AvgPool2d(2, stride) if stride > 1 else nn.Identity()
+        self.pool = shortcut_pool(stride) if stride > 1 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool(x)
@@ -211,7 +227,7 @@ class BiRealResNet(nn.Module):
             return nn.Identity()
         if self.bottleneck and self.structure == "bireal":
             return ChannelShortcut(in_ch, out_ch, stride)
-        layers: list[nn.Module] = [nn.AvgPool2d(2, stride)] if stride > 1 else []
+        layers: list[nn.Module] = [shortcut_pool(stride)] if stride > 1 else []
         if self.downsample_precision == "binary":
             conv = BinaryConv2d(in_ch, out_ch, 1, input_quantizer=copy.deepcopy(self.sign),
                                 weight_quantizer=copy.deepcopy(self.weight))

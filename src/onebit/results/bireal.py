@@ -8,10 +8,16 @@ our cell (mean ± std over seeds (n)) beside the paper's ImageNet top-1.
 A real-valued cell counts each pretrained twin once (a cache hit shares the twin of an earlier run: one
 ``cache.key``). When a position would hold runs of more than one cell, :func:`tables` prints one table per
 combination of the keys that differ (``onebit.results.cells.split_mixed``).
+
+Each table's title names the runs' training protocol (config key ``protocol``: ``paper_sgd`` / ``official_adam``;
+older runs: "not declared" with their optimizer), and, when the runs form a one-factor-at-a-time design
+(:func:`one_factor_base`: ``sweeps=bireal_conclusions``), the base they vary around; the positions such a design
+leaves out say ``not in design``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Sequence
 
@@ -22,9 +28,9 @@ from onebit import paper
 from onebit.identity import LATER_STAGE_KEYS, cell_items
 from onebit.records import RunRecord
 from onebit.results import paired
-from onebit.results.cells import CellSummary, format_cell, summarize
+from onebit.results.cells import CellSummary, format_cell, recipe_name, seed, summarize
 from onebit.results.load import NoRunsError
-from onebit.results.select import Selection, Table, paper_tables
+from onebit.results.select import Selection, Table, split_parts
 
 NAME = "bireal_table1"
 INITS = ("relu", "clip")
@@ -40,16 +46,23 @@ CONCLUSIONS = (
     ("magnitude-aware > plain", "weight", "magnitude_aware", "plain"),
     ("clip > ReLU init", "pretrain", "clip", "relu"),
 )
+PROTOCOLS = {"paper_sgd": "the paper's SGD", "official_adam": "the official code's Adam"}
+INIT_LABEL = {"relu": "ReLU", "clip": "clip"}
+UPDATE_LABEL = {"weight": {"original": "plain", "proposed": "magnitude-aware"},
+                "sign": {"original": "STE", "proposed": "ApproxSign"}}
+NOT_IN_DESIGN = "not in design"
 TITLE = "Bi-Real Table 1, {label} ({metric}, %): ours = mean ± std over seeds (n) | paper (ImageNet top-1)"
 CONCLUSIONS_TITLE = ("Bi-Real Table 1's conclusions in our data, {label} (paired differences, points; noise = "
                      "2 SE over pairs)")
 
 
 def position(rec: RunRecord) -> tuple | None:
-    """(init, weight update, activation backward, structure, depth) of a binary run in Table 1, or None."""
+    """(init, weight update, activation backward, structure, depth) of a binary run in Table 1, or None (also for
+    a run of another recipe than the paper's one step: ``onebit.results.two_step`` has those)."""
     o = rec.options
-    if (o.get("pretrain") in INITS and o.get("weight") in WEIGHT_TO_PAPER and o.get("sign") in SIGN_TO_PAPER
-            and o.get("structure") in STRUCTURE_LABEL and isinstance(o.get("depth"), int)):
+    if (recipe_name(rec) == "one_step" and o.get("pretrain") in INITS and o.get("weight") in WEIGHT_TO_PAPER
+            and o.get("sign") in SIGN_TO_PAPER and o.get("structure") in STRUCTURE_LABEL
+            and isinstance(o.get("depth"), int)):
         return (o["pretrain"], WEIGHT_TO_PAPER[o["weight"]], SIGN_TO_PAPER[o["sign"]], o["structure"], o["depth"])
     return None
 
@@ -57,8 +70,8 @@ def position(rec: RunRecord) -> tuple | None:
 def real_position(rec: RunRecord) -> tuple | None:
     """(init, "real", "real", structure, depth) of a run's pretrained twin, or None."""
     o = rec.options
-    if ("pretrain" in rec.stages and o.get("pretrain") in INITS and o.get("structure") in STRUCTURE_LABEL
-            and isinstance(o.get("depth"), int)):
+    if (recipe_name(rec) == "one_step" and "pretrain" in rec.stages and o.get("pretrain") in INITS
+            and o.get("structure") in STRUCTURE_LABEL and isinstance(o.get("depth"), int)):
         return (o["pretrain"], "real", "real", o["structure"], o["depth"])
     return None
 
@@ -101,11 +114,13 @@ def cells(records: Sequence[RunRecord], metric: str = "test/top1") -> dict[tuple
 
 def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
     """Table 1 in the paper's layout (rows without any run are not printed; a position without runs in a
-    printed row says ``missing``), with the paper's top-1 beside each of our columns."""
+    printed row says ``missing``, or ``not in design`` when the runs are a one-factor-at-a-time design), with the
+    paper's top-1 beside each of our columns."""
     found = cells(records, metric)
     if not found:
         raise NoRunsError("no runs for Bi-Real Table 1 (options pretrain relu|clip x weight plain|magnitude_aware "
                           "x sign ste|approx x structure bireal|res|plain)")
+    absent = "missing" if one_factor_base(records) is None else NOT_IN_DESIGN
     ref = paper.load(NAME).set_index(["init", "weight_update", "activation_backward", "structure", "depth"])
     columns = sorted({(k[3], k[4]) for k in found}, key=lambda c: (c[1], list(STRUCTURE_LABEL).index(c[0])))
     rows = []
@@ -117,7 +132,7 @@ def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFra
                    "activation": {"original": "ste", "proposed": "approx", "real": "real"}[a]}
             for st, depth in columns:
                 label, key = f"{STRUCTURE_LABEL[st]}-{depth}", (init, w, a, st, depth)
-                row[label] = format_cell(found.get(key))
+                row[label] = format_cell(found[key]) if key in found else absent
                 row[f"{label} paper"] = ref.loc[key, "top1"] if key in ref.index else math.nan
             rows.append(row)
     return pd.DataFrame(rows)
@@ -150,8 +165,69 @@ def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.D
     return pd.DataFrame(out)
 
 
+def one_factor_base(records: Sequence[RunRecord]) -> tuple | None:
+    """The base position when the binary runs form a one-factor-at-a-time design (``sweeps=bireal_conclusions``):
+    their Table 1 positions are a star (every other position differs from the base in exactly one of init,
+    weight update, activation backward and structure, same depth; along at least two of them) and every position
+    has runs of the same seeds (a design crossed with its seeds). None otherwise: a grid, a line, a single cell,
+    a few runs that happen to form a star, a design whose sweep has not finished."""
+    seeds: dict[tuple, set] = {}
+    for rec in records:
+        if (pos := position(rec)) is not None:
+            seeds.setdefault(pos, set()).add(json.dumps(seed(rec), default=str))
+    found = sorted(seeds, key=str)
+
+    def changed(a, b):
+        return [i for i in range(len(a)) if a[i] != b[i]]
+
+    bases = [c for c in found if all(len(d := changed(c, p)) == 1 and d[0] < 4 for p in found if p != c)]
+    if len(bases) != 1 or len({frozenset(s) for s in seeds.values()}) != 1:
+        return None
+    base = bases[0]
+    return base if len({changed(base, p)[0] for p in found if p != base}) >= 2 else None
+
+
+def design_label(base: tuple) -> str:
+    """``one factor at a time around clip / magnitude-aware / ApproxSign / Bi-Real-18``"""
+    init, weight, sign, structure, depth = base
+    return (f"one factor at a time around {INIT_LABEL[init]} / {UPDATE_LABEL['weight'][weight]} / "
+            f"{UPDATE_LABEL['sign'][sign]} / {STRUCTURE_LABEL[structure]}-{depth}")
+
+
+def _optimizer(rec: RunRecord) -> str:
+    target = str(((rec.config.get("optimizer") or {}).get("_target_")) or "unknown")
+    return target.rsplit(".", 1)[-1]
+
+
+def protocol_label(records: Sequence[RunRecord]) -> str:
+    """``protocol: paper_sgd (the paper's SGD)``, ``protocol: not declared (optimizer: Adam)`` for runs without
+    the ``protocol`` config key, or ``protocols: ...; ...`` when the cells of one table were trained under several."""
+    declared = sorted({str(r.config["protocol"]) for r in records if r.config.get("protocol") is not None})
+    parts = [f"{p} ({PROTOCOLS[p]})" if p in PROTOCOLS else p for p in declared]
+    undeclared = [r for r in records if r.config.get("protocol") is None]
+    if undeclared:
+        parts.append(f"not declared (optimizer: {', '.join(sorted({_optimizer(r) for r in undeclared}))})")
+    if len(parts) == 1:
+        return f"protocol: {parts[0]}"
+    return f"protocols: {'; '.join(parts)} (they differ between cells)"
+
+
 def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
     """Table 1 and its conclusions for one selection, split so that no position mixes cells; [] when the
-    selection has no Table 1 runs."""
-    return paper_tables(sel, [r for r in sel.records if in_table(r)], placements, NAME, (TITLE, CONCLUSIONS_TITLE),
-                        table, conclusions, metric)
+    selection has no Table 1 runs. Each part's titles name its protocol and, for a one-factor-at-a-time design,
+    its base."""
+    records = [r for r in sel.records if in_table(r)]
+    out = []
+    for part in split_parts(sel, records, placements, NAME) if records else []:
+        about, notes = [], list(part.notes)
+        if (base := one_factor_base(part.records)) is not None:
+            about.append(design_label(base))
+            notes.append(f"one factor at a time: only the base cell and the cells that change one of its options "
+                         f"were run; the other positions say '{NOT_IN_DESIGN}'")
+        about.append(protocol_label(part.records))
+        suffix = "; " + "; ".join(about)
+        out.append(Table(part.name, TITLE.format(label=part.label, metric=metric) + suffix,
+                         table(part.records, metric), notes))
+        out.append(Table(f"{part.name}_conclusions", CONCLUSIONS_TITLE.format(label=part.label, metric=metric) + suffix,
+                         conclusions(part.records, metric)))
+    return out

@@ -66,6 +66,13 @@ def metric(rec: RunRecord, name: str, stage: str | None = None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def recipe_name(rec: RunRecord) -> str:
+    """The run's recipe (``conf/recipe``: one_step, two_step); ``one_step`` for records from before recipes."""
+    if rec.options.get("recipe"):
+        return rec.options["recipe"]
+    return (rec.config.get("recipe") or {}).get("name", "one_step")
+
+
 def option_value(rec: RunRecord, name: str):
     """An option of the run (``sign``, ``structure``...), or else the model's config value of that name
     (``downsample`` -> ``config.model.downsample``)."""

@@ -20,7 +20,7 @@ import pandas as pd
 from onebit.identity import cell_items
 from onebit.records import RunRecord
 from onebit.results import paired
-from onebit.results.cells import format_cell, summarize
+from onebit.results.cells import format_cell, recipe_name as recipe, summarize
 from onebit.results.load import NoRunsError
 from onebit.results.select import Selection, Table, paper_tables
 
@@ -31,13 +31,6 @@ TITLE = ("Bi-Real two-step scheme vs one-step training, {label} ({metric}, %): m
          "each step its own epochs")
 CONCLUSIONS_TITLE = ("Two-step minus one-step, {label} (paired differences over runs identical except for the "
                      "recipe, same seed; points; noise = 2 SE over pairs)")
-
-
-def recipe(rec: RunRecord) -> str | None:
-    """The run's recipe name (``one_step`` for records from before recipes existed)."""
-    if rec.options.get("recipe"):
-        return rec.options["recipe"]
-    return (rec.config.get("recipe") or {}).get("name", "one_step")
 
 
 def position(rec: RunRecord) -> tuple | None:
