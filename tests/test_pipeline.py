@@ -149,7 +149,7 @@ def test_wandb_offline_run_config(tmp_path):
     # W&B (0.2x+, Go core) writes offline runs as protobuf records in run-<id>.wandb; keys are stored verbatim
     blob = next(runs[0].glob("*.wandb")).read_bytes()
     for key in (b"sign", b"weight", b"shortcut", b"stage", b"efficiency/memory_mbit", b"job_key", b"val/top1_best",
-                rec.run_id.encode()):
+                b"efficiency/stage_activations_bits", b"efficiency/stage_weights_bits", rec.run_id.encode()):
         assert key in blob, key
 
 

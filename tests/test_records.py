@@ -14,7 +14,7 @@ from conftest import ROOT
 from onebit.files import atomic_write_json
 from onebit.records import SCHEMA, CorruptRecordError, RunRecord, StageRecord, read_record
 
-EXAMPLE = ROOT / "analysis" / "example" / "records"
+EXAMPLE = ROOT / "tests" / "data" / "digits_schema1"  # the founding session's bireal_table1 sweep on digits
 
 
 def _record(tmp_path: Path) -> RunRecord:

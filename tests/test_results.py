@@ -289,11 +289,11 @@ def _markdown_frame(path: Path) -> pd.DataFrame:
 
 
 def test_schema1_example_loads_and_reproduces_the_committed_tables(tmp_path):
-    example = ROOT / "analysis" / "example"
-    records, problems = load_records(example / "records")
+    example = ROOT / "tests" / "data" / "digits_schema1"  # the founding session's bireal_table1 sweep on digits
+    records, problems = load_records(example)
     assert problems == [] and len(records) == 72 and {r.schema for r in records} == {2}
     assert len(cells.group_cells(records)) == 24  # relu|clip x 4 weight/sign x 3 structures, 3 seeds each
-    r = tables("table1", "--root", example / "records", "--format", "markdown", "--out", tmp_path)
+    r = tables("table1", "--root", example, "--format", "markdown", "--out", tmp_path)
     assert r.returncode == 0, r.stderr
     for name in ("bireal_table1", "bireal_table1_conclusions"):
         ours, committed = _markdown_frame(tmp_path / f"{name}.md"), _markdown_frame(example / f"{name}.md")

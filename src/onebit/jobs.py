@@ -310,7 +310,7 @@ def summary_lines(record: RunRecord) -> list[str]:
         m = st.metrics
         note = " (reused from cache)" if (st.cache or {}).get("hit") else ""
         eff = st.efficiency or {}
-        bits = f"A{eff['activations']}/W{eff['weights']}  " if "activations" in eff else ""
+        bits = f"{'A%s/W%s' % (eff['activations'], eff['weights']):<8} " if "activations" in eff else ""
         lines.append(f"  {st.name:<{width}} {bits}val top-1 {m.get('val/top1', float('nan')):.4f} "
                      f"(best {m.get('val/top1_best', float('nan')):.4f})  test top-1 "
                      f"{m.get('test/top1', float('nan')):.4f}  {st.seconds or 0:.1f}s{note}")

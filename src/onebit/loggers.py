@@ -23,6 +23,13 @@ def wandb_config(record) -> dict:
             **{f"efficiency/{k}": v for k, v in eff.items()}, "config": record.config}
 
 
+def _stage_bits(record, stage: str) -> dict:
+    """This stage's model precision (``A1/W32`` for step 1 of the two-step scheme), beside the final model's
+    ``efficiency/*`` summary."""
+    eff = record.stages[stage].efficiency or {} if stage in record.stages else {}
+    return {f"efficiency/stage_{k}_bits": eff[k] for k in ("activations", "weights") if k in eff}
+
+
 def make_logger(cfg: DictConfig, stage: str, record):
     """Lightning logger for one stage; W&B falls back to offline mode (with a warning) if it cannot start."""
     from pytorch_lightning.loggers import CSVLogger
@@ -39,7 +46,8 @@ def make_logger(cfg: DictConfig, stage: str, record):
 
     kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.study, job_type=stage,
                   name=f"{cfg.study}-{record.run_id[:8]}-{stage}", id=f"{record.run_id}-{stage}", resume="allow",
-                  save_dir=str(run_dir), config={**wandb_config(record), "stage": stage}, reinit="finish_previous")
+                  save_dir=str(run_dir), config={**wandb_config(record), "stage": stage, **_stage_bits(record, stage)},
+                  reinit="finish_previous")
     if os.environ.get("WANDB_SWEEP_ID") and stage == next(reversed(record.stages)) and os.environ.get("WANDB_RUN_ID"):
         kwargs["id"] = os.environ["WANDB_RUN_ID"]  # under `wandb agent`: the agent's run holds the final stage
     try:

@@ -64,7 +64,8 @@ _UNSURE = object()
 def _overlay_choice(overlay: dict, group: str):
     """The option an overlay file's ``override /<group>: <option>`` picks; None if it leaves the group alone,
     _UNSURE if it sweeps the group or has a defaults entry preflight cannot read."""
-    if group in (((overlay.get("hydra") or {}).get("sweeper") or {}).get("params") or {}):
+    sweeper = (overlay.get("hydra") or {}).get("sweeper") or {}
+    if any(group in (sweeper.get(k) or {}) for k in ("params", "base", "factors")):  # grid or one_factor sweeper
         return _UNSURE
     choice = None
     for d in _defaults(overlay):
