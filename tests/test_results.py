@@ -310,3 +310,28 @@ def test_no_runs_is_one_line_and_exit_1(tmp_path):
         load_records(tmp_path / "nope")
     r = tables("table1", "--root", tmp_path, "--metric", "test/top7")
     assert r.returncode == 2 and "invalid choice: 'test/top7'" in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 12. The committed Fashion-MNIST example (README)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_fashion_mnist_example_reproduces_the_committed_tables(tmp_path):
+    """analysis/example/: `sweeps=bireal_conclusions` on Fashion-MNIST, both protocols, 3 seeds: 30 finished full
+    runs (no smoke run), 5 cells per protocol, and the committed tables are what tables.py makes of the records."""
+    example = ROOT / "analysis" / "example"
+    records, problems = load_records(example / "records")
+    assert problems == [] and len(records) == 30
+    assert all(r.status == "finished" and not r.smoke and r.options["data"] == "fashion_mnist" for r in records)
+    assert {r.config["protocol"] for r in records} == {"paper_sgd", "official_adam"}
+    assert len(cells.group_cells(records)) == 10
+    r = tables("table1", "--root", example / "records", "--format", "markdown", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in example.glob("bireal_table1*.md"))
+    assert names == sorted(p.name for p in tmp_path.glob("*.md")) and len(names) == 4
+    for name in names:
+        pd.testing.assert_frame_equal(_markdown_frame(tmp_path / name), _markdown_frame(example / name))
+        assert (tmp_path / name).read_text().splitlines()[0] == (example / name).read_text().splitlines()[0]
+    sgd = _markdown_frame(example / "bireal_table1-bireal_conclusions-protocol=paper_sgd_conclusions.md")
+    assert list(sgd["pairs"]) == ["3"] * 4

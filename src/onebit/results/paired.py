@@ -84,4 +84,4 @@ def verdict(claim: str, n: int, mean: float, se: float) -> str:
 
 
 def rounded(x: float) -> float:
-    return round(x, 2) if not math.isnan(x) else math.nan
+    return round(x, 2) + 0.0 if not math.isnan(x) else math.nan  # + 0.0: no "-0.0"

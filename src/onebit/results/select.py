@@ -107,15 +107,32 @@ def split_parts(sel: Selection, records: Sequence[RunRecord], placements: Placem
     """``records`` split so that no table position mixes cells (``cells.split_mixed``), each part labelled with
     the key=values it is fixed to, with a note saying why it was split."""
     parts = split_mixed(records, placements)
+    implied = implied_keys([extra for extra, _ in parts])
     out = []
     for extra, recs in parts:
-        keys = list(extra)
+        keys = [k for k in extra if k not in implied]
         notes = list(sel.notes)
-        if keys:
-            notes.append(f"split: runs at the same position differ in {', '.join(keys)}; one table per "
+        if extra:
+            also = f" (and what it sets: {', '.join(k for k in extra if k in implied)})" if implied else ""
+            notes.append(f"split: runs at the same position differ in {', '.join(keys)}{also}; one table per "
                          f"combination, never averaged together ({len(parts)} tables)")
         label = sel.label + (f" [{describe(extra, keys)}]" if keys else "")
-        out.append(Part(recs, label, notes, table_name(base, sel, extra)))
+        out.append(Part(recs, label, notes, table_name(base, sel, {k: extra[k] for k in keys})))
+    return out
+
+
+NAMING_KEYS = ("protocol", "recipe.name")  # a choice that sets many keys: a split names it, not what it sets
+
+
+def implied_keys(extras: Sequence[dict]) -> set[str]:
+    """The keys of a split that a naming key (``protocol``) already tells apart: when every part with the same
+    protocol has the same value of ``k``, ``k`` is one of the protocol's settings and the label leaves it out."""
+    out: set[str] = set()
+    for name in (n for n in NAMING_KEYS if extras and all(n in e for e in extras)):
+        for k in set().union(*extras) - {name, *NAMING_KEYS}:
+            seen: dict[str, str] = {}
+            if all(seen.setdefault(str(e.get(name)), str(e.get(k))) == str(e.get(k)) for e in extras):
+                out.add(k)
     return out
 
 
