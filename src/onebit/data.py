@@ -159,8 +159,29 @@ class TensorBatches:
             yield self.x[batch], self.y[batch]
 
 
+class _InMemoryLoaders:
+    """``*_dataloader`` over ``self.splits`` (split -> (x, y) tensors, filled by ``setup``): one
+    :class:`TensorBatches` per split, so the train epoch counter persists (train shuffled from ``self.seed``)."""
+
+    def _loader(self, split: str) -> TensorBatches:
+        self.setup()
+        if split not in self._loaders:  # one object per split, so the train epoch counter persists
+            x, y = self.splits[split]
+            self._loaders[split] = TensorBatches(x, y, self.batch_size, shuffle=split == "train", seed=self.seed)
+        return self._loaders[split]
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._loader("train")
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._loader("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._loader("test")
+
+
 # ---------------------------------------------------------------------------------------------------- digits
-class DigitsData(pl.LightningDataModule):
+class DigitsData(_InMemoryLoaders, pl.LightningDataModule):
     """scikit-learn's bundled handwritten digits (``sklearn.datasets.load_digits``: 1797 8x8 images, 10 classes).
 
     Split: fixed stratified train/val/test (default 70/15/15, 1257/270/270 images) with
@@ -225,21 +246,6 @@ class DigitsData(pl.LightningDataModule):
             ix = torch.from_numpy(ix)
             self.splits[split] = ((x[ix] - self.mean) / self.std).contiguous(), y[ix].contiguous()
 
-    def _loader(self, split: str) -> TensorBatches:
-        self.setup()
-        if split not in self._loaders:  # one object per split, so the train epoch counter persists
-            x, y = self.splits[split]
-            self._loaders[split] = TensorBatches(x, y, self.batch_size, shuffle=split == "train", seed=self.seed)
-        return self._loaders[split]
-
-    def train_dataloader(self) -> TensorBatches:
-        return self._loader("train")
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._loader("val")
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._loader("test")
 
 
 # ----------------------------------------------------------------------------------------------- MNIST family
@@ -315,7 +321,7 @@ def _resize(x: Tensor, size: int, chunk: int = 4096) -> Tensor:
                                     antialias=shrink) for i in range(0, len(x), chunk)])
 
 
-class MNISTData(pl.LightningDataModule):
+class MNISTData(_InMemoryLoaders, pl.LightningDataModule):
     """MNIST, Fashion-MNIST or Kuzushiji-MNIST (``variant``: mnist | fashion_mnist | kmnist): 28x28 grayscale,
     10 classes, 60000 train / 10000 test images in the standard IDX files, decoded in memory.
 
@@ -502,21 +508,6 @@ class MNISTData(pl.LightningDataModule):
             _MNIST_LOGGED.add(line)
             log.info(line)
 
-    def _loader(self, split: str) -> TensorBatches:
-        self.setup()
-        if split not in self._loaders:  # one object per split, so the train epoch counter persists
-            x, y = self.splits[split]
-            self._loaders[split] = TensorBatches(x, y, self.batch_size, shuffle=split == "train", seed=self.seed)
-        return self._loaders[split]
-
-    def train_dataloader(self) -> TensorBatches:
-        return self._loader("train")
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._loader("val")
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._loader("test")
 
 
 # ------------------------------------------------------------------------------------- torch dataloader base
