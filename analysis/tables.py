@@ -153,8 +153,9 @@ def cmd_study(args) -> int:
 
 
 def cmd_all(args) -> int:
-    """Per study: Bi-Real Table 1, the two-step table and Bethge et al. 2018 where it has their runs (Bethge only for its studies,
-    unless --study or --all-studies), the generic study table for the runs in neither; then Table 3."""
+    """Per study: Bi-Real Table 1, the two-step table and Bethge et al. 2018 where it has their runs (Bethge only
+    for its studies, unless --study or --all-studies), the generic study table for the runs in neither; then
+    Table 3."""
     from onebit.results import bethge, bireal, study, two_step
     from onebit.results.load import NoRunsError
 

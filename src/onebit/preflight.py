@@ -213,7 +213,8 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
         if head not in top:
             raise ConfigError(f"unknown key {key!r}; valid top-level keys: {', '.join(sorted(top))} "
                               f"(use +{key}=value to add a new one{_did_you_mean(head, top)})")
-        if not rest or head not in GROUPS or head in ("launcher", "protocol", "experiment", "sweeps") or re.fullmatch(r"_\w+_", sub):
+        if (not rest or head not in GROUPS or head in ("launcher", "protocol", "experiment", "sweeps")
+                or re.fullmatch(r"_\w+_", sub)):
             continue
         if head == "trainer":
             if _missing_from_chosen(head, sub, choices, conf_dir):
