@@ -265,7 +265,6 @@ MNIST_SYSTEM_DIRS = {
 _MNIST_APT = {"fashion_mnist": "dataset-fashion-mnist"}
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ndim -> magic (unsigned-byte data): images 2051, labels 2049
 _IDX_CACHE: dict[tuple, np.ndarray] = {}  # (resolved path, mtime_ns, size) -> decoded array, per process
-_MNIST_LOGGED: set[str] = set()
 
 
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
@@ -504,9 +503,7 @@ class MNISTData(_InMemoryLoaders, pl.LightningDataModule):
         subset = f" (data.train_subset={self.train_subset})" if self.train_subset is not None else ""
         line = (f"{self.variant}: {n} train / {len(test_labels)} test images from {folder} ({why}); split "
                 f"{len(train_idx)} train{subset} / {len(self.splits['val'][1])} val / {len(test_labels)} test")
-        if line not in _MNIST_LOGGED:  # the framework builds the data module more than once per process
-            _MNIST_LOGGED.add(line)
-            log.info(line)
+        log.info(line)  # once per data module (setup returns early after the first call), so once per job
 
 
 

@@ -30,7 +30,7 @@ from onebit.records import RunRecord
 from onebit.results import paired
 from onebit.results.cells import CellSummary, format_cell, recipe_name, seed, summarize
 from onebit.results.load import NoRunsError
-from onebit.results.select import Selection, Table, split_parts
+from onebit.results.select import Selection, Table, paper_tables
 
 NAME = "bireal_table1"
 INITS = ("relu", "clip")
@@ -212,22 +212,21 @@ def protocol_label(records: Sequence[RunRecord]) -> str:
     return f"protocols: {'; '.join(parts)} (they differ between cells)"
 
 
+def about(records: Sequence[RunRecord]) -> tuple[str, list[str]]:
+    """The title suffix and notes of one Table 1 part: its protocol and, for a one-factor-at-a-time design, its
+    base (``onebit.results.select.paper_tables``)."""
+    parts, notes = [], []
+    if (base := one_factor_base(records)) is not None:
+        parts.append(design_label(base))
+        notes.append(f"one factor at a time: only the base cell and the cells that change one of its options "
+                     f"were run; the other positions say '{NOT_IN_DESIGN}'")
+    parts.append(protocol_label(records))
+    return "; " + "; ".join(parts), notes
+
+
 def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
     """Table 1 and its conclusions for one selection, split so that no position mixes cells; [] when the
     selection has no Table 1 runs. Each part's titles name its protocol and, for a one-factor-at-a-time design,
     its base."""
-    records = [r for r in sel.records if in_table(r)]
-    out = []
-    for part in split_parts(sel, records, placements, NAME) if records else []:
-        about, notes = [], list(part.notes)
-        if (base := one_factor_base(part.records)) is not None:
-            about.append(design_label(base))
-            notes.append(f"one factor at a time: only the base cell and the cells that change one of its options "
-                         f"were run; the other positions say '{NOT_IN_DESIGN}'")
-        about.append(protocol_label(part.records))
-        suffix = "; " + "; ".join(about)
-        out.append(Table(part.name, TITLE.format(label=part.label, metric=metric) + suffix,
-                         table(part.records, metric), notes))
-        out.append(Table(f"{part.name}_conclusions", CONCLUSIONS_TITLE.format(label=part.label, metric=metric) + suffix,
-                         conclusions(part.records, metric)))
-    return out
+    return paper_tables(sel, [r for r in sel.records if in_table(r)], placements, NAME, (TITLE, CONCLUSIONS_TITLE),
+                        table, conclusions, metric, about=about)

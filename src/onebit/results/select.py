@@ -137,14 +137,19 @@ def implied_keys(extras: Sequence[dict]) -> set[str]:
 
 
 def paper_tables(sel: Selection, records: Sequence[RunRecord], placements: Placements, base: str, titles: tuple,
-                 table, conclusions, metric: str, skip_empty_conclusions: bool = False) -> list[Table]:
+                 table, conclusions, metric: str, skip_empty_conclusions: bool = False,
+                 about=None) -> list[Table]:
     """A paper table and its conclusions for each part of ``records`` (:func:`split_parts`); ``titles`` = (table
-    title, conclusions title), formatted with ``label`` and ``metric``; [] when there are no records."""
+    title, conclusions title), formatted with ``label`` and ``metric``; [] when there are no records.
+    ``about(part_records) -> (title suffix, notes)`` adds what a table knows of its own runs to both titles and to
+    the table's notes (Bi-Real Table 1: the protocol, a one-factor design)."""
     out = []
     for part in split_parts(sel, records, placements, base) if records else []:
-        out.append(Table(part.name, titles[0].format(label=part.label, metric=metric), table(part.records, metric),
-                         part.notes))
+        suffix, notes = about(part.records) if about else ("", [])
+        out.append(Table(part.name, titles[0].format(label=part.label, metric=metric) + suffix,
+                         table(part.records, metric), part.notes + notes))
         found = conclusions(part.records, metric)
         if not (skip_empty_conclusions and found.empty):
-            out.append(Table(f"{part.name}_conclusions", titles[1].format(label=part.label, metric=metric), found))
+            out.append(Table(f"{part.name}_conclusions", titles[1].format(label=part.label, metric=metric) + suffix,
+                             found))
     return out

@@ -37,7 +37,7 @@ def position(rec: RunRecord) -> tuple | None:
     """(model option, recipe) of a binary run, or None for a real-valued model."""
     if rec.options.get("sign") is None or recipe(rec) not in RECIPES:
         return None
-    return (rec.options.get("model") or str(rec.config.get("model", {}).get("depth")), recipe(rec))
+    return (rec.options.get("model"), recipe(rec))
 
 
 def placements(rec: RunRecord):
