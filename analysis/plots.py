@@ -1,16 +1,23 @@
 """Figures from your own runs (and one that needs none), written as PNG files.
 
-    python analysis/plots.py all --root outputs --out analysis/figures   # the four figures below
+    python analysis/plots.py all --root outputs --out analysis/figures   # every figure below that has data
     python analysis/plots.py curves --study bireal_table1 --stage binary  # mean over seeds per cell, per epoch
-    python analysis/plots.py ablation --metric test/top1 --by structure --color sign
+    python analysis/plots.py ablation --metric test/top1 --by structure --color sign   # the tables' cells as bars
     python analysis/plots.py signs --out /tmp/f                           # Bi-Real Fig. 3 (no records needed)
     python analysis/plots.py activations --block layer2.-1                # block inputs, with vs. without shortcuts
     python analysis/plots.py activations --fresh --width 32               # the same, fresh models, no records
+    python analysis/plots.py conclusions                                  # one figure per Bi-Real conclusion
 
 This file draws; the runs, cells and numbers come from ``onebit.results`` (the same loader, cells and selection as
 the tables): one figure per study (``--all-studies`` mixes them, and the title says so), smoke runs left out
 unless ``--include-smoke``, one run per cell and seed (the latest finished), a damaged record named on stderr and
 skipped. Failed and running runs never enter a mean or a curve, but every figure counts them.
+
+What a figure pasted into a paper needs: the ablation bars show the tables' cells (each run's final stage by
+default; mean ± std over seeds from ``onebit.results.cells``, n below each bar) on a value axis around the data, not
+from 0 (the axis label says where it starts); compared histograms share one x range and their bins; legends sit
+outside the axes; each Bi-Real conclusion gets a figure of its paired differences with the conclusions table's
+noise band and the paper's difference.
 
 Exit codes: 0 ok; 1 no records under the root (one line naming it); 2 bad argument (one line listing the valid
 values). Every file is written atomically (temporary file, then ``os.replace``).
@@ -19,8 +26,10 @@ values). Every file is written atomically (temporary file, then ``os.replace``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -29,12 +38,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from onebit.records import RunRecord  # noqa: E402
+from onebit.results.bireal import CONCLUSIONS  # noqa: E402
 from onebit.results.cells import common_options, group_cells, label_items, label_keys  # noqa: E402
-from onebit.results.figures import (BANDS, CURVE_METRICS, CellCurves, UsageError, ablation_data,  # noqa: E402,F401
-                                    check_stage, curve_data, format_counts, shortcut_pair, stage_records, where)
+from onebit.results.figures import (BANDS, CURVE_METRICS, FINAL, CellCurves, UsageError,  # noqa: E402,F401
+                                    ablation_data, check_metric, check_stage, conclusion_data, curve_data,
+                                    format_counts, shortcut_pair, stage_records, where)
 from onebit.results.load import NoRunsError, load_records  # noqa: E402
 from onebit.results.select import Selection, select  # noqa: E402
 
@@ -108,9 +120,14 @@ def _cell_count(cell: CellCurves) -> str:
     return f"n={cell.n}/{cell.runs}{bad}"
 
 
-def plot_curves(records: Sequence[RunRecord], path: Path | str, stage: str = "binary",
-                metrics: Sequence[str] = CURVE_METRICS, band: str = "minmax", scope: str | None = None,
-                facet: str | None = "auto", notes: Sequence[str] = ()) -> Path:
+def plot_curves(records: Sequence[RunRecord], path: Path | str, stage: str = "binary", **kw) -> Path:
+    """:func:`curves_figure` saved as PNG at ``path``."""
+    return save_figure(curves_figure(records, stage, **kw), path)
+
+
+def curves_figure(records: Sequence[RunRecord], stage: str = "binary", metrics: Sequence[str] = CURVE_METRICS,
+                  band: str = "minmax", scope: str | None = None, facet: str | None = "auto",
+                  notes: Sequence[str] = ()):
     """Training curves per cell: the mean over seeds per epoch of ``val/top1`` (top) and ``train/loss``
     (bottom) of one stage, with a shaded band over seeds, one line per cell; from each run's recorded history
     (``stages[stage].history``, one entry per epoch; the ``pretrain`` history of a cache hit is the cached
@@ -153,6 +170,7 @@ def plot_curves(records: Sequence[RunRecord], path: Path | str, stage: str = "bi
                 ax.set_ylabel(_axis_label(m))
             if i == len(metrics) - 1:
                 ax.set_xlabel("epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if facet and i == 0:
                 sub = [c for c in data if _text(c.items.get(facet)) == fv]
                 runs = Counter()
@@ -187,22 +205,92 @@ def plot_curves(records: Sequence[RunRecord], path: Path | str, stage: str = "bi
              f"{format_counts(total)} (only finished runs averaged)")
     fig.suptitle(title + _subtitle(recs, notes), fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------
 # 2. Ablation bars
 # ----------------------------------------------------------------------------------------------------------
 
-def plot_ablation(records: Sequence[RunRecord], path: Path | str, stage: str = "binary", metric: str = "test/top1",
-                  by: str = "structure", color: str = "sign", scope: str | None = None,
-                  notes: Sequence[str] = ()) -> Path:
-    """Bar chart of a final metric per cell (default: ``test/top1`` of the binary stage), the mean over seeds
-    with ±1 std error bars (ddof=1), the individual seeds as dots and ``n`` (finished seeds / runs in the cell,
-    failed and running counted) above each bar; bars grouped by ``by`` (default ``structure``, the columns of
-    Bi-Real Table 1, section 4.2) and coloured by ``color`` (default ``sign``: STE vs. ApproxSign)."""
+def value_limits(lows, highs, margin: float = 0.12, percent: bool = False) -> tuple[float, float]:
+    """An axis range around the data, not from 0: [lo - m, hi + m] with lo / hi the smallest / largest value drawn
+    (error bars included) and m = ``margin`` x (hi - lo) (1 when all values are equal); a percent axis is clipped
+    to [0, 100] where the data allow. A 3-point effect at 95-98 % fills the axis instead of vanishing."""
+    lo, hi = float(np.nanmin(lows)), float(np.nanmax(highs))
+    m = margin * (hi - lo) if hi > lo else 1.0
+    lo, hi = lo - m, hi + m
+    if percent:
+        lo = max(lo, 0.0) if lows.min() >= 0 else lo
+        hi = min(hi, 100.0) if highs.max() <= 100 else hi
+    return lo, hi
+
+
+def _cell_text(row, percent: bool) -> str:
+    """The tables' cell text (``onebit.results.cells.CellSummary.text``: ``82.0 ± 0.5 (n=3), 1 failed``) for a
+    percent metric; the same layout at 3 significant digits otherwise; one item per line."""
+    c = row.cell
+    if percent:
+        text = c.text()
+    else:
+        text = ", ".join([f"{c.mean / 100:.3g}{'' if math.isnan(c.std) else f' ± {c.std / 100:.2g}'} (n={c.n})"]
+                         * bool(c.n) + [f"{k} {w}" for k, w in ((c.failed, "failed"), (c.running, "running"),
+                                                                  (c.missing, "missing")) if k]) or "missing"
+    return text.replace(", ", "\n")
+
+
+def bar_label(label: str, cell_text: str, width: int = 16) -> str:
+    """A bar's x label: one ``key=value`` of the cell's label per line (split after ``=`` when longer than
+    ``width``), then its cell text."""
+    lines = []
+    for item in filter(None, str(label).split(", ")):
+        key, eq, value = item.partition("=")
+        lines += [key + eq, value] if len(item) > width and eq else [item]
+    return "\n".join([*lines, cell_text])
+
+
+def tick_overlaps(fig, labels) -> list[tuple[int, int]]:
+    """The pairs of neighbouring tick labels whose drawn boxes (window extents after a draw) overlap."""
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in labels if t.get_text()]
+    return [(i, i + 1) for i in range(len(boxes) - 1) if boxes[i].overlaps(boxes[i + 1])]
+
+
+def fit_tick_labels(fig, ax, pad_px: float = 6.0, tries: int = 4) -> None:
+    """Widen ``fig`` until no two neighbouring x tick labels of ``ax`` overlap: after a draw, the axes must grow
+    by the largest ratio (half widths of two neighbours + ``pad_px``) / (distance of their centres)."""
+    for _ in range(tries):
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        if not tick_overlaps(fig, labels):
+            return
+        boxes = [t.get_window_extent() for t in labels]
+        need = max((a.width / 2 + b.width / 2 + pad_px) / max(b.x0 + b.width / 2 - a.x0 - a.width / 2, 1e-9)
+                   for a, b in itertools.pairwise(boxes))
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w + ax.get_position().width * w * (need - 1) + 0.1, h)
+        fig.tight_layout()
+    if tick_overlaps(fig, ax.get_xticklabels()):
+        for t in ax.get_xticklabels():
+            t.set_rotation(90)
+
+
+def plot_ablation(records: Sequence[RunRecord], path: Path | str, stage: str = FINAL, **kw) -> Path:
+    """:func:`ablation_figure` saved as PNG at ``path``."""
+    return save_figure(ablation_figure(records, stage, **kw), path)
+
+
+def ablation_figure(records: Sequence[RunRecord], stage: str = FINAL, metric: str = "test/top1",
+                    by: str = "structure", color: str = "sign", scope: str | None = None, notes: Sequence[str] = ()):
+    """Bar chart of a final metric per cell (default: ``test/top1`` of each run's final stage, the tables' cell),
+    the mean over seeds with ±1 std error bars (ddof=1): the tables' numbers, from the same
+    ``onebit.results.cells.CellSummary`` (``ablation_data``); the individual seeds as dots; below each bar its
+    label and the tables' cell text (mean ± std (n=finished seeds), failed / running counted). The value axis
+    spans the data with a margin (:func:`value_limits`; the axis label says where it starts when not at 0), the
+    legend sits outside the axes, the x labels are wrapped and never overlap (:func:`fit_tick_labels`). Bars
+    grouped by ``by`` (default ``structure``, the columns of Bi-Real Table 1, section 4.2) and coloured by
+    ``color`` (default ``sign``: STE vs. ApproxSign)."""
     df = ablation_data(records, stage, metric, by, color)
-    scale = 100.0 if _percent(metric) else 1.0
+    percent = _percent(metric)
+    scale = 1.0 if percent else 0.01  # the summaries hold 100 x metric: percent for accuracies
     groups = list(dict.fromkeys(df[by].map(str)))
     color_values = list(dict.fromkeys(df[color].map(str).sort_values()))
     palette = dict(zip(color_values, _palette(len(color_values))))
@@ -212,55 +300,53 @@ def plot_ablation(records: Sequence[RunRecord], path: Path | str, stage: str = "
         x.extend(pos + np.arange(n))
         centers.append(pos + (n - 1) / 2)
         pos += n + 1
-    x = np.asarray(x)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(x) + 2.5), 5.0))
+    x = np.asarray(x, dtype=float)
+    labels = [bar_label(row.label, _cell_text(row, percent)) for row in df.itertuples()]
+    widest = max((len(line) for lab in labels for line in lab.splitlines()), default=10)
+    fig, ax = plt.subplots(figsize=(max(6.0, (len(x) + len(groups) - 1) * (0.05 * widest + 0.1) + 2.5), 5.6))
     means = df["mean"].to_numpy(float) * scale
     stds = df["std"].to_numpy(float) * scale
     colors = [palette[str(v)] for v in df[color]]
     ax.bar(x, np.nan_to_num(means), width=0.8, color=colors, edgecolor="black", lw=0.5)
-    ax.errorbar(x, means, yerr=np.where(np.isnan(stds), 0, stds), fmt="none", ecolor="black", capsize=3, lw=1)
-    top = np.nanmax(np.concatenate([means + np.nan_to_num(stds), [v * scale for vs in df["values"] for v in vs],
-                                    [0.0]])) if len(df) else 1.0
-    many = len(x) > 12
-    for xi, row in zip(x, df.itertuples()):
-        if row.values:
-            ax.scatter(np.full(len(row.values), xi) + np.linspace(-0.15, 0.15, len(row.values)),
-                       np.asarray(row.values) * scale, s=9, color="black", zorder=3)
-        text = f"n={row.n}/{row.runs}"
-        if row.failed:
-            text += f"\n{row.failed} failed"
-        if row.running:
-            text += f"\n{row.running} running"
-        if row.n:
-            text = f"{row.mean * scale:.1f}" + ("" if math.isnan(row.std) else f"±{row.std * scale:.1f}") + \
-                "\n" + text
-        base = 0.0 if not row.n else (row.mean + (0 if math.isnan(row.std) else row.std)) * scale
-        ax.text(xi, base + 0.01 * top, text, ha="center", va="bottom", fontsize=6.5 if many else 7.5,
-                rotation=90 if many else 0)
-    ax.set_ylim(0, top * (1.35 if many else 1.2) if top > 0 else 1)
-    if scale == 100.0 and top <= 100.0:
-        ax.set_yticks(np.arange(0, 101, 20))
-    ax.set_xticks(x, [str(v) for v in df["label"]], rotation=60 if df["label"].map(len).max() > 6 else 0,
-                  ha="right" if df["label"].map(len).max() > 6 else "center", fontsize=7)
+    has = ~np.isnan(stds)
+    ax.errorbar(x[has], means[has], yerr=stds[has], fmt="none", ecolor="black", capsize=4, lw=1.2,
+                gid="seed-std", zorder=4)
+    dots = [(xi + o, v * scale) for xi, vals in zip(x, df["values"])
+            for o, v in zip(np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else [0.0], vals)]
+    if dots:
+        ax.scatter(*zip(*dots), s=10, color="black", zorder=5, gid="seeds")
+    drawn = [v for _, v in dots] + list(means[has] - stds[has]) + list(means[has] + stds[has]) + \
+        [m for m in means if not math.isnan(m)]
+    if drawn:
+        lo, hi = value_limits(np.asarray(drawn), np.asarray(drawn), percent=percent)
+        ax.set_ylim(lo, hi)
+    bottom = ax.get_ylim()[0]
+    ylabel = _axis_label(f"{stage} {metric}" if stage != FINAL else metric)
+    ax.set_ylabel(ylabel + (f"\naxis starts at {bottom:.3g}, not 0" if bottom > 0 else ""))
+    ax.set_xticks(x, labels, fontsize=7)
+    if len(x):
+        ax.set_xlim(x.min() - 0.6, x.max() + 0.6)
     sec = ax.secondary_xaxis("top")
     sec.set_xticks(centers, groups, fontsize=9)
     sec.tick_params(length=0)
     sec.set_xlabel(by, fontsize=9)
-    ax.set_ylabel(_axis_label(f"{stage} {metric}"))
     ax.grid(axis="y", alpha=0.3)
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[v]) for v in color_values]
-    ax.legend(handles + [plt.Line2D([], [], color="black", marker="|", ls="none"),
+    ax.legend(handles + [plt.Line2D([], [], color="black", marker="_", ms=8, mew=1.2, ls="none"),
                          plt.Line2D([], [], color="black", marker=".", ls="none")],
-              [f"{color}={v}" for v in color_values] + ["error bar: ±1 std over seeds", "dots: seeds"],
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+              [f"{color}={v}" for v in color_values] + ["error bar: ±1 std over seeds (ddof=1),\nas in the tables",
+                                                        "dots: seeds"],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
     recs = stage_records(records, stage)
     missing = int(df["missing"].sum())
-    fig.suptitle(f"{metric} of stage {stage!r} per cell{f', {scope}' if scope else ''}: {len(df)} cells, "
+    where_from = "each run's final stage (as the tables)" if stage == FINAL else f"stage {stage!r}"
+    fig.suptitle(f"{metric} of {where_from} per cell{f', {scope}' if scope else ''}: {len(df)} cells, "
                  f"{format_counts(Counter(r.status for r in recs))}"
-                 f"{f' ({missing} finished without {metric})' if missing else ''}; n = finished seeds / runs "
-                 "(failed/running not averaged)" + _subtitle(recs, notes), fontsize=9)
+                 f"{f' ({missing} finished without {metric})' if missing else ''}; below each bar: mean ± std "
+                 f"(n = finished seeds), failed/running counted, not averaged" + _subtitle(recs, notes), fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    fit_tick_labels(fig, ax)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -322,7 +408,7 @@ def plot_signs(path: Path | str, beta: float = 5.0) -> Path:
         if name == "sign":
             bottom.annotate("", xy=(0, 2.2), xytext=(0, 0), arrowprops=dict(arrowstyle="-|>", color="C3", lw=1.6))
             bottom.text(0.08, 2.0, "δ(x)", color="C3")
-        bottom.set_ylim(-0.1, max(2.4, float(np.nanmax(c["df"])) * 1.1))
+        bottom.set_ylim(min(-0.1, float(np.nanmin(c["df"])) * 1.3), max(2.4, float(np.nanmax(c["df"])) * 1.1))
         bottom.set_title(c["component"], fontsize=7.5)
         bottom.set_xlabel("x")
         for ax in (top, bottom):
@@ -452,33 +538,120 @@ def activation_data(records: Sequence[RunRecord] | None = None, block: str = "la
     return out
 
 
+def shared_bins(arrays, bins: int = 120) -> np.ndarray:
+    """One set of ``bins`` equal-width bin edges over the range of all ``arrays`` together, so that compared
+    histograms share their x range and bins (a count per bin is then comparable across panels)."""
+    return np.histogram_bin_edges(np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays]), bins=bins)
+
+
 def plot_activations(path: Path | str, records: Sequence[RunRecord] | None = None, block: str = "layer2.-1",
                      width: int = FALLBACK_WIDTH, seed: int = 0, stage: str = "binary") -> tuple[Path, dict]:
+    """:func:`activations_figure` saved as PNG at ``path``; returns (path, data)."""
+    fig, data = activations_figure(records, block, width, seed, stage)
+    return save_figure(fig, path), data
+
+
+def activations_figure(records: Sequence[RunRecord] | None = None, block: str = "layer2.-1",
+                       width: int = FALLBACK_WIDTH, seed: int = 0, stage: str = "binary"):
     """Bi-Real section 3.1 (representational capability, cf. Fig. 1): histograms of the real-valued inputs to
-    the Sign of one block with shortcuts (Bi-Real) and without (Plain). Without a shortcut a block input is
-    BN(binary conv(binary input)), a per-channel affine map of an integer count, so it takes few distinct values;
-    the shortcut adds the previous real-valued activation and enlarges that set. Each panel states the number of
-    values, of distinct values and the std. Trained checkpoints when available, else fresh models (the title
-    says which). Returns (path, data of :func:`activation_data`)."""
+    the Sign of one block with shortcuts (Bi-Real) and without (Plain), on one shared x range and the same bins
+    (:func:`shared_bins`). Without a shortcut a block input is BN(binary conv(binary input)), a per-channel affine
+    map of an integer count, so it takes few distinct values; the shortcut adds the previous real-valued
+    activation and enlarges that set. Each panel's title states the number of values, of distinct values and the
+    std (above the axes, off the data). Trained checkpoints when available, else fresh models (the title says
+    which). Returns (figure, data of :func:`activation_data`)."""
     data = activation_data(records, block, width, seed, stage)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    edges = shared_bins([data["bireal"]["values"], data["plain"]["values"]])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharex=True, sharey=True)
     for ax, (name, title, color) in zip(axes, (("bireal", "with shortcuts (Bi-Real)", "C0"),
                                                 ("plain", "without shortcuts (Plain)", "C1"))):
         v, s = data[name]["values"], data[name]["stats"]
-        ax.hist(v, bins=120, color=color, alpha=0.85)
+        ax.hist(v, bins=edges, color=color, alpha=0.85)
         ax.set_yscale("log")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{title}\nvalues {s['count']:,}, distinct {s['distinct']:,} "
+                     f"({s['distinct_per_channel']:,.1f} per channel), std {s['std']:.3g}", fontsize=9)
         ax.set_xlabel(f"input of the Sign of {block}")
-        ax.text(0.98, 0.97, f"values: {s['count']:,}\ndistinct: {s['distinct']:,}\n"
-                f"distinct per channel: {s['distinct_per_channel']:,.1f}\nstd: {s['std']:.3g}",
-                transform=ax.transAxes, ha="right", va="top", fontsize=8,
-                bbox=dict(boxstyle="round", fc="white", alpha=0.8))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("count (log)")
+    axes[0].set_xlim(edges[0], edges[-1])
+    axes[0].set_ylabel(f"count (log; {len(edges) - 1} shared bins)")
+    detail = textwrap.fill(f"{data['source']}: {data['detail']}", 150)
     fig.suptitle(f"Bi-Real section 3.1: block inputs to the Sign, {block}, shape "
-                 f"{data['bireal']['stats']['shape']}\n{data['source']}: {data['detail']}", fontsize=9)
+                 f"{data['bireal']['stats']['shape']}; one x range and bins for both panels\n{detail}", fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path), data
+    return fig, data
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 5. Bi-Real Table 1's conclusions: paired differences
+# ----------------------------------------------------------------------------------------------------------
+
+PAPER_STYLE = {"marker": "D", "color": "C3", "ms": 8, "mec": "black", "mew": 0.6, "ls": "none"}
+
+
+def conclusion_slug(name: str) -> str:
+    """``shortcut > none`` -> ``shortcut_vs_none`` (for the file name)."""
+    return _slug(name.replace(" > ", "_vs_").replace(" ", "_"))
+
+
+def plot_conclusion(name: str, parts, path: Path | str, **kw) -> Path:
+    """:func:`conclusion_figure` saved as PNG at ``path``."""
+    return save_figure(conclusion_figure(name, parts, **kw), path)
+
+
+def conclusion_figure(name: str, parts, metric: str = "test/top1", scope: str | None = None,
+                      notes: Sequence[str] = ()):
+    """One of Bi-Real Table 1's conclusions (section 4.2, e.g. "shortcut > none") in our runs: per part of the runs
+    (one row per protocol, split as the tables), each paired difference d_i = 100 (m_better - m_worse) of two runs
+    identical except for that option, same seed (dots), their mean (a bar) and the verdict's noise band
+    mean ± 2 SE with SE = std(d, ddof=1) / sqrt(n) (shaded), with the conclusions table's own rounded numbers
+    (``bireal.conclusions`` via ``figures.conclusion_data``); a zero line and the paper's difference over the same
+    Table 1 positions (ImageNet top-1, a red diamond). The numbers are repeated beside each row, the legend sits
+    below the axes."""
+    rows = list(parts)
+    fig, ax = plt.subplots(figsize=(9.0, 2.2 + 1.0 * len(rows)), layout="constrained")
+    xs = [0.0]
+    for i, part in enumerate(rows):
+        r = part.row
+        y = len(rows) - 1 - i
+        d = np.asarray(part.diffs, dtype=float)
+        if len(d):
+            ax.scatter(d, np.full(len(d), y) + np.linspace(-0.12, 0.12, len(d)) * (len(d) > 1), s=18, color="black",
+                       zorder=4, gid=f"pairs-{i}", label="a pair (same seed, same other options)" if i == 0 else None)
+            xs += list(d)
+        mean, se, paper_d = (float(r[k]) for k in ("ours (points)", "SE", "paper (points)"))
+        if not math.isnan(mean):
+            ax.plot([mean, mean], [y - 0.3, y + 0.3], color="C0", lw=2.5, zorder=3, gid=f"mean-{i}",
+                    label="mean paired difference" if i == 0 else None)
+            xs.append(mean)
+        if not math.isnan(se):
+            band = ax.fill_betweenx([y - 0.3, y + 0.3], mean - 2 * se, mean + 2 * se, color="C0", alpha=0.22, lw=0,
+                                    zorder=2, label="noise band: mean ± 2 SE (the verdict's)" if i == 0 else None)
+            band.set_gid(f"band-{i}")
+            xs += [mean - 2 * se, mean + 2 * se]
+        if not math.isnan(paper_d):
+            ax.plot([paper_d], [y], zorder=5, gid=f"paper-{i}", **PAPER_STYLE,
+                    label="paper's difference (ImageNet top-1, same positions)" if i == 0 else None)
+            xs.append(paper_d)
+    lo, hi = value_limits(np.asarray(xs), np.asarray(xs), margin=0.08)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.axvline(0, color="grey", lw=1, ls="--", zorder=1, label="no difference")
+    ax.set_yticks(range(len(rows))[::-1], ["\n".join(textwrap.fill(line, 34) for line in
+                                                     p.label.replace(" (", "\n(").splitlines()) for p in rows],
+                  fontsize=8)
+    right = ax.secondary_yaxis("right")
+    right.set_yticks(range(len(rows))[::-1], [
+        f"ours {p.row['ours (points)']:g} ± {p.row['SE']:g} SE ({p.row['pairs']} pairs)\n"
+        f"paper {p.row['paper (points)']:g}\n{p.row['verdict']}" for p in rows], fontsize=8)
+    right.tick_params(length=0)
+    ax.set_xlabel(f"paired difference of {metric} (points)")
+    ax.grid(axis="x", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"Bi-Real Table 1's conclusion \"{name}\"{f', {scope}' if scope else ''}: paired differences "
+                 f"(points; runs identical except that option, same seed)" + "".join(f"\n{n}" for n in notes),
+                 fontsize=9)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -524,16 +697,39 @@ def _prefix(args, sel: Selection, several: bool) -> str:
 
 def cmd_curves(args, sels=None) -> list[Path]:
     sels = sels if sels is not None else selections(args)
+    stage = args.stage or "binary"
     return [plot_curves(sel.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}curves-"
-                        f"{_slug(args.stage)}.png", args.stage, band=args.band, scope=sel.label, notes=sel.notes)
+                        f"{_slug(stage)}.png", stage, band=args.band, scope=sel.label, notes=sel.notes)
             for sel in sels]
 
 
 def cmd_ablation(args, sels=None) -> list[Path]:
     sels = sels if sels is not None else selections(args)
-    name = f"ablation-{_slug(args.stage)}-{_slug(args.metric.replace('/', '_'))}-by-{_slug(args.by)}.png"
-    return [plot_ablation(sel.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}{name}", args.stage,
-                          args.metric, args.by, args.color, scope=sel.label, notes=sel.notes) for sel in sels]
+    stage = args.stage or FINAL
+    name = f"ablation-{_slug(stage)}-{_slug(args.metric.replace('/', '_'))}-by-{_slug(args.by)}.png"
+    return [plot_ablation(sel.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}{name}", stage,
+                          metric=args.metric, by=args.by, color=args.color, scope=sel.label, notes=sel.notes)
+            for sel in sels]
+
+
+def cmd_conclusions(args, sels=None, required: bool = True) -> list[Path]:
+    """One figure per Bi-Real Table 1 conclusion with paired runs (``conclusion-bireal-<name>.png``), per study.
+    Without any: exit 1 when asked for (``conclusions``), one line on stderr under ``all``."""
+    sels = sels if sels is not None else selections(args)
+    paths = []
+    for sel in sels:
+        check_metric(sel.records, FINAL, args.metric)
+        found = conclusion_data(sel, args.metric)
+        if not found:
+            print(f"{PROG}: conclusions: {sel.label}: no paired Bi-Real Table 1 runs (two runs identical except "
+                  f"one option of {', '.join(c[1] for c in CONCLUSIONS)}, same seed)", file=sys.stderr)
+        prefix = _prefix(args, sel, len(sels) > 1)
+        paths += [plot_conclusion(name, parts, Path(args.out) / f"{prefix}conclusion-bireal-{conclusion_slug(name)}"
+                                  ".png", metric=args.metric, scope=sel.label, notes=sel.notes)
+                  for name, parts in found.items()]
+    if required and not paths:
+        raise NoRecordsError(f"no paired Bi-Real Table 1 runs to plot under {args.root}")
+    return paths
 
 
 def cmd_signs(args, sels=None) -> list[Path]:
@@ -547,7 +743,7 @@ def cmd_activations(args, sels=None) -> list[Path]:
     for sel in sels:
         prefix = "" if args.fresh else _prefix(args, sel, len(sels) > 1)
         path, data = plot_activations(Path(args.out) / f"{prefix}activations-{_slug(args.block)}.png",
-                                      sel.records, args.block, args.width, args.seed)
+                                      sel.records, args.block, args.width, args.seed, args.stage or "binary")
         for name in ("bireal", "plain"):
             s = data[name]["stats"]
             print(f"activations {data['source']} {name}: {s['count']} values, {s['distinct']} distinct, "
@@ -561,7 +757,7 @@ def cmd_all(args) -> list[Path]:
     paths = []
     for cmd in (cmd_curves, cmd_ablation, cmd_signs, cmd_activations):
         paths += cmd(args, sels)
-    return paths
+    return paths + cmd_conclusions(args, sels, required=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -575,11 +771,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="include smoke runs (cut short by a Trainer limit; the title says so)")
     rec.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                      help="only records whose option KEY equals VALUE (repeatable)")
-    rec.add_argument("--stage", default="binary", help="stage: pretrain, binary, bn_retrain or real")
+    stg = _Parser(add_help=False)
+    stg.add_argument("--stage", default=None,
+                     help="stage (pretrain, binary, bn_retrain, ...; default binary); the ablation also takes "
+                          f"'{FINAL}' (each run's last stage, as the tables; its default)")
     curves = _Parser(add_help=False)
     curves.add_argument("--band", default="minmax", choices=BANDS, help="shaded band: min-max or ±1 std")
+    met = _Parser(add_help=False)
+    met.add_argument("--metric", default="test/top1", help="metric of the bars and of the paired differences")
     abl = _Parser(add_help=False)
-    abl.add_argument("--metric", default="test/top1")
     abl.add_argument("--by", default="structure", help="option whose values group the bars")
     abl.add_argument("--color", default="sign", help="option whose values colour the bars")
     act = _Parser(add_help=False)
@@ -593,18 +793,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="plots.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("curves", parents=[common, rec, curves], help="training curves per cell (mean over seeds)")
-    sub.add_parser("ablation", parents=[common, rec, abl], help="final metric per cell, bars with std and n")
+    sub.add_parser("curves", parents=[common, rec, stg, curves], help="training curves per cell (mean over seeds)")
+    sub.add_parser("ablation", parents=[common, rec, stg, met, abl], help="final metric per cell, bars with std and n")
     sub.add_parser("signs", parents=[common, sg], help="Bi-Real Fig. 3: sign approximations and derivatives")
-    sub.add_parser("activations", parents=[common, rec, act], help="Sign inputs with vs. without shortcuts")
-    sub.add_parser("all", parents=[common, rec, curves, abl, act, sg], help="all four figures")
+    sub.add_parser("activations", parents=[common, rec, stg, act], help="Sign inputs with vs. without shortcuts")
+    sub.add_parser("conclusions", parents=[common, rec, met],
+                   help="Bi-Real Table 1's conclusions: paired differences, noise band, the paper's difference")
+    sub.add_parser("all", parents=[common, rec, stg, curves, met, abl, act, sg],
+                   help="all figures (conclusions where paired runs exist)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"curves": cmd_curves, "ablation": cmd_ablation, "signs": cmd_signs, "activations": cmd_activations,
-                "all": cmd_all}
+                "conclusions": cmd_conclusions, "all": cmd_all}
     try:
         paths = commands[args.command](args)
     except NoRecordsError as e:

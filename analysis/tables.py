@@ -7,7 +7,12 @@
     python analysis/tables.py bethge                     # Bethge et al. 2018 Tables 2-3 (sweeps=bethge2018_resnete18)
     python analysis/tables.py --source wandb --entity ME --project onebit --group bireal_table1
     python analysis/tables.py efficiency                 # Bi-Real Table 3 (no training needed)
-    python analysis/tables.py efficiency --format csv    # exact counts: model,binary_params,...,ops
+    python analysis/tables.py efficiency --format csv    # exact counts: table,model,binary_params,...,ops
+    python analysis/tables.py --format markdown > tables.md    # a `### title` and its notes above each GFM table
+    python analysis/tables.py --format csv > tables.csv  # one CSV; its first column `table` names each row's table
+    python analysis/tables.py --format csv --out DIR     # one CSV per table (titles and notes on stderr)
+    python analysis/tables.py table1 --format latex --out paper/  # booktabs, \\caption, \\label{tab:<name>}
+    python analysis/tables.py --to-wandb                 # also log each table to W&B (a run per study, offline)
 
 Tables are built per study (``--all-studies`` mixes them, and says so). A cell is a set of runs identical
 except for their seed (``onebit.identity.cell_key``): mean ± std over seeds (n) of the final stage's metric;
@@ -15,39 +20,144 @@ failed, running and runs without the metric are counted in the cell, never avera
 (``--include-smoke``), a damaged record is named on stderr and skipped, a seed run twice counts once (the
 latest finished run), and a table position that would mix cells is split into one table per combination.
 
-Exit codes: 0 ok; 1 no runs (one line); 2 bad argument.
+Formats: ``markdown`` is GitHub-flavoured (numbers right-aligned, ``|`` and markup escaped, a missing value
+``–``); ``latex`` is a pandas Styler table (needs ``\\usepackage{booktabs}``: ``\\toprule``, ``\\midrule``,
+``\\bottomrule``), names escaped, ``±`` as ``$\\pm$``, a missing value ``--``. Both show a column's decimal numbers
+with one fixed number of decimals (:func:`decimals`); ``csv`` keeps them as they are.
+
+``--to-wandb`` logs every printed table as a ``wandb.Table`` (key = the table's name, its title and notes in the
+run's config) to a W&B run of its own, ``job_type=tables``, one run per study (``group`` = the study, as the
+study's training runs; ``all-studies`` for mixed studies, ``efficiency`` for Bi-Real Table 3, which needs no
+runs). Project: ``--project``, else ``WANDB_PROJECT``, else ``onebit``; entity: ``--entity`` or ``WANDB_ENTITY``;
+offline unless ``WANDB_MODE`` says otherwise, under ``<root>/tables_wandb/`` (upload with ``wandb sync``).
+
+Exit codes: 0 ok; 1 no runs, or W&B could not take the tables (one line); 2 bad argument.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 FORMATS = ("text", "markdown", "csv", "latex")
 SUFFIX = {"text": "txt", "markdown": "md", "csv": "csv", "latex": "tex"}
+MISSING = {"markdown": "–", "latex": "--"}   # what a missing value (NaN, None) shows
+ALL_STUDIES = "all-studies"                  # the W&B group of tables that mix studies
+NO_STUDY = "efficiency"                      # the W&B group of tables that need no runs (Bi-Real Table 3)
 
 
-def render(df: pd.DataFrame, fmt: str) -> str:
+# ----------------------------------------------------------------------------------------------------------
+# Cells
+# ----------------------------------------------------------------------------------------------------------
+
+
+def is_missing(v) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def decimals(values) -> int:
+    """The fixed number of decimals of a column's decimal numbers: the fewest (1 to 3) that show each finite
+    value as the frame holds it (the tables round their values: 56.4, 6.06), 3 at most."""
+    floats = [float(v) for v in values if isinstance(v, (float, np.floating)) and math.isfinite(v)]
+    for d in (1, 2):
+        if all(abs(round(v, d) - v) <= 1e-9 * max(1.0, abs(v)) for v in floats):
+            return d
+    return 3
+
+
+def formatter(values, escape):
+    """``value -> text`` for one column: integers as they are, decimal numbers with the column's
+    :func:`decimals`, anything else as ``escape(str(value))``."""
+    d = decimals(values)
+
+    def fmt(v) -> str:
+        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            return str(v)
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.{d}f}"
+        return escape(str(v))
+    return fmt
+
+
+def numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Formats
+# ----------------------------------------------------------------------------------------------------------
+
+
+def render(df: pd.DataFrame, fmt: str, table=None) -> str:
+    """The frame as ``fmt`` (``table``: its name and title, for the LaTeX caption and label)."""
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt == "markdown":
         return _markdown(df)
     if fmt == "latex":
-        return df.to_latex(index=False)
+        return _latex(df, table)
     return df.to_string(index=False)
 
 
+_MD_PUNCT = re.compile(r"([\\`*_<|#~$&]|\](?=[(\[:]))")
+
+
+def md_escape(text) -> str:
+    """Text that GitHub markdown shows as written, on one line: a backslash before the punctuation that could
+    start markup (``|`` would end a table cell, ``<absent>`` would vanish as HTML, ``](`` would make a link);
+    ``_`` inside a word is left as it is (it is never emphasis there: ``magnitude_aware``)."""
+    text = _MD_PUNCT.sub(r"\\\1", " ".join(str(text).splitlines()))
+    return re.sub(r"(?<=[0-9A-Za-z])\\_(?=[0-9A-Za-z])", "_", text)
+
+
 def _markdown(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (no dependency on tabulate)."""
-    def cell(v):
-        return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v).replace("|", "\\|")
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    """A GitHub-flavoured markdown table (no dependency on tabulate): a header row, a delimiter row (numbers
+    right-aligned, text left-aligned) and one row per frame row, each with as many cells as the frame has
+    columns."""
+    if not len(df.columns):
+        return "(no columns)\n"
+    fmts = [formatter(df[c], md_escape) for c in df.columns]
+
+    def row(cells) -> str:
+        return "| " + " | ".join(cells) + " |"
+    lines = [row(md_escape(c) for c in df.columns),
+             row("---:" if numeric(df[c]) else ":---" for c in df.columns)]
+    lines += [row(MISSING["markdown"] if is_missing(v) else f(v) for f, v in zip(fmts, values))
+              for values in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+         ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$", "×": r"$\times$", "−": "$-$", "–": "--",
+         "—": "---", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$", "→": r"$\rightarrow$"}
+
+
+def latex_escape(text) -> str:
+    """Text that LaTeX typesets as written: its special characters as commands (``_`` -> ``\\_``), ``±`` as
+    ``$\\pm$`` (and a few other symbols as math), so that pdflatex needs no unicode setup."""
+    return "".join(LATEX.get(c, c) for c in str(text))
+
+
+def _latex(df: pd.DataFrame, table=None) -> str:
+    """A booktabs table through pandas' Styler: no index, names and text cells escaped (:func:`latex_escape`),
+    decimal numbers with their column's :func:`decimals`, missing values ``--``, numbers right-aligned, the title
+    as ``\\caption`` and ``\\label{tab:<name>}``."""
+    if not len(df.columns):
+        return "% (no columns)\n"
+    styler = df.style.hide(axis="index")
+    styler = styler.format({c: formatter(df[c], latex_escape) for c in df.columns}, na_rep=MISSING["latex"])
+    styler = styler.format_index(latex_escape, axis=1)
+    extra = {} if table is None else {"caption": latex_escape(table.title), "label": f"tab:{table.name}",
+                                      "position_float": "centering"}
+    return styler.to_latex(hrules=True, **extra)
 
 
 def heading(table, fmt: str) -> str:
@@ -55,20 +165,27 @@ def heading(table, fmt: str) -> str:
     if fmt == "text":
         return "".join([f"== {table.title}\n", *(f"   {n}\n" for n in table.notes)])
     if fmt == "markdown":
-        return "".join([f"**{table.title}**\n\n", *(f"> {n}\n" for n in table.notes), "\n" if table.notes else ""])
+        return "".join([f"### {md_escape(table.title)}\n\n", *(f"- {md_escape(n)}\n" for n in table.notes),
+                        "\n" if table.notes else ""])
     if fmt == "latex":
-        return "".join([f"% {table.title}\n", *(f"% {n}\n" for n in table.notes)])
+        return "".join([f"% {table.title}\n", *(f"% {n}\n" for n in table.notes),
+                        "% needs \\usepackage{booktabs}\n"])
     return ""
+
+
+def csv_notes(table) -> None:
+    """A CSV holds data only: its title and notes go to stderr."""
+    for line in (table.title, *table.notes):
+        print(f"onebit: {table.name}: {line}", file=sys.stderr)
 
 
 def emit(table, fmt: str, out: Path | None) -> None:
     """Print ``table`` (or write ``<out>/<name>.<suffix>`` atomically); a csv keeps its title and notes out of
     the data, on stderr."""
-    text = render(table.frame, fmt)
+    text = render(table.frame, fmt, table)
     text = heading(table, fmt) + (text if text.endswith("\n") else text + "\n")
     if fmt == "csv":
-        for line in (table.title, *table.notes):
-            print(f"onebit: {table.name}: {line}", file=sys.stderr)
+        csv_notes(table)
     if out is None:
         sys.stdout.write(text + "\n")
         return
@@ -78,17 +195,119 @@ def emit(table, fmt: str, out: Path | None) -> None:
     print(f"wrote {path}")
 
 
-def cmd_efficiency(args) -> int:
+def csv_stream(tables) -> str:
+    """Every table in one CSV: a first column ``table`` (the table's name), then the union of the tables'
+    columns in order of appearance (empty where a table has no such column)."""
+    frames = []
+    for t in tables:
+        frame = t.frame.astype(object)
+        frame.insert(0, "table", t.name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True, sort=False).to_csv(index=False)
+
+
+def output(pairs, args) -> int:
+    """Print (or write) every table of ``pairs`` [(W&B group, Table)], then log them to W&B if asked."""
+    tables = [t for _, t in pairs]
+    if args.format == "csv" and args.out is None:
+        for t in tables:
+            csv_notes(t)
+        sys.stdout.write(csv_stream(tables))
+    else:
+        for t in tables:
+            emit(t, args.format, args.out)
+    if args.to_wandb:
+        to_wandb(pairs, args)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# W&B
+# ----------------------------------------------------------------------------------------------------------
+
+
+def wandb_table(frame: pd.DataFrame):
+    """The frame as a ``wandb.Table``: the same columns and rows, missing values as None."""
+    import wandb
+
+    def plain(v):
+        return None if is_missing(v) else v.item() if isinstance(v, np.generic) else v
+    rows = [[plain(v) for v in values] for values in frame.itertuples(index=False)]
+    return wandb.Table(columns=[str(c) for c in frame.columns], data=rows, allow_mixed_types=True)
+
+
+def to_wandb(pairs, args) -> None:
+    """Log the tables to W&B, one run per group (see the module docstring); says on stderr where they went.
+    Online without credentials, or online W&B not answering, logs offline instead (W&B never prompts)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+    from onebit.loggers import _wandb_credentials
+
+    mode = os.environ.get("WANDB_MODE") or "offline"
+    if mode == "disabled":
+        print("onebit: W&B: WANDB_MODE=disabled, the tables were not logged", file=sys.stderr)
+        return
+    project = args.project or os.environ.get("WANDB_PROJECT") or "onebit"
+    entity = args.entity or os.environ.get("WANDB_ENTITY") or None
+    where = Path(args.root) / "tables_wandb"
+    where.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list] = {}
+    for group, t in pairs:
+        groups.setdefault(group, []).append(t)
+    offline = []
+    for group, tables in groups.items():
+        kwargs = {"project": project, "entity": entity, "group": group, "job_type": "tables",
+                  "name": f"tables-{group}", "dir": str(where), "reinit": "finish_previous",
+                  "config": {"study": group, "tables": {t.name: {"title": t.title, "notes": list(t.notes)}
+                                                        for t in tables}}}
+        run_mode = mode
+        if mode == "online" and not _wandb_credentials():
+            print("onebit: warning: WANDB_MODE=online but no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+                  "; logging the tables offline", file=sys.stderr)
+            run_mode = "offline"
+        try:
+            run = wandb.init(mode=run_mode, settings=wandb.Settings(init_timeout=30), **kwargs)
+        except Exception as e:  # noqa: BLE001 - W&B raises many types when it cannot start
+            if run_mode == "offline":
+                raise SystemExit(f"onebit: error: W&B could not start an offline run in {where}: {e}")
+            print(f"onebit: warning: W&B could not start in {run_mode} mode ({type(e).__name__}); logging the "
+                  "tables offline", file=sys.stderr)
+            wandb.teardown()
+            run = wandb.init(mode="offline", **kwargs)
+        run.log({t.name: wandb_table(t.frame) for t in tables})
+        url, sync_dir, run_mode = run.url, run.settings.sync_dir, run.settings.mode
+        run.finish()
+        names = ", ".join(t.name for t in tables)
+        if run_mode == "offline":
+            offline.append(sync_dir)
+            print(f"onebit: W&B: {len(tables)} table(s) of group {group} ({names}) logged offline to {sync_dir}",
+                  file=sys.stderr)
+        else:
+            print(f"onebit: W&B: {len(tables)} table(s) of group {group} ({names}) logged to {url}",
+                  file=sys.stderr)
+    if offline:
+        print(f"onebit: W&B: upload with: wandb sync {' '.join(offline)}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------
+
+
+def group_of(sel) -> str:
+    """The W&B group of a selection's tables: its study, or ``all-studies``."""
+    return sel.study or ALL_STUDIES
+
+
+def cmd_efficiency(args) -> list:
     from onebit.efficiency import efficiency_counts, table3
     from onebit.results.select import Table
 
     counts = efficiency_counts()
     if args.format == "csv" and args.table == "efficiency":
-        emit(Table("efficiency", "Bi-Real Table 3: exact counts", counts), "csv", args.out)
-    else:
-        emit(Table("bireal_table3", "Bi-Real Table 3: memory and OPs at 224x224 (ours | paper); see "
-                   "onebit/efficiency.py for the rounding", table3(counts)), args.format, args.out)
-    return 0
+        return [(NO_STUDY, Table("efficiency", "Bi-Real Table 3: exact counts", counts))]
+    return [(NO_STUDY, Table("bireal_table3", "Bi-Real Table 3: memory and OPs at 224x224 (ours | paper); see "
+                             "onebit/efficiency.py for the rounding", table3(counts)))]
 
 
 def selections(args, studies=None):
@@ -111,48 +330,47 @@ def selections(args, studies=None):
     return sels
 
 
-def _emit_all(tables, args, nothing: str) -> int:
+def _found(pairs, nothing: str) -> list:
     from onebit.results.load import NoRunsError
 
-    if not tables:
+    if not pairs:
         raise NoRunsError(nothing)
-    for t in tables:
-        emit(t, args.format, args.out)
-    return 0
+    return pairs
 
 
-def cmd_table1(args) -> int:
+def cmd_table1(args) -> list:
     from onebit.results import bireal
 
-    tables = [t for sel in selections(args) for t in bireal.tables(sel, args.metric)]
-    return _emit_all(tables, args, "no runs for Bi-Real Table 1 (options pretrain relu|clip x weight "
-                                   "plain|magnitude_aware x sign ste|approx x structure bireal|res|plain)")
+    return _found([(group_of(sel), t) for sel in selections(args) for t in bireal.tables(sel, args.metric)],
+                  "no runs for Bi-Real Table 1 (options pretrain relu|clip x weight plain|magnitude_aware x sign "
+                  "ste|approx x structure bireal|res|plain)")
 
 
-def cmd_bethge(args) -> int:
+def cmd_bethge(args) -> list:
     from onebit.results import bethge
 
-    tables = [t for sel in selections(args, bethge.STUDIES) for t in bethge.tables(sel, args.metric)]
-    return _emit_all(tables, args, f"no runs for Bethge et al. 2018 Tables 2-3 (studies {', '.join(bethge.STUDIES)}"
-                                   ", or --study: weight plain|xnor x model.downsample binary|full_precision x "
-                                   "sign ste|approx)")
+    return _found([(group_of(sel), t) for sel in selections(args, bethge.STUDIES)
+                   for t in bethge.tables(sel, args.metric)],
+                  f"no runs for Bethge et al. 2018 Tables 2-3 (studies {', '.join(bethge.STUDIES)}, or --study: "
+                  "weight plain|xnor x model.downsample binary|full_precision x sign ste|approx)")
 
 
-def cmd_two_step(args) -> int:
+def cmd_two_step(args) -> list:
     from onebit.results import two_step
 
-    tables = [t for sel in selections(args) for t in two_step.tables(sel, args.metric)]
-    return _emit_all(tables, args, "no runs for the two-step table (recipe=two_step beside recipe=one_step: "
-                                   "python src/train.py -m sweeps=bireal_two_step)")
+    return _found([(group_of(sel), t) for sel in selections(args) for t in two_step.tables(sel, args.metric)],
+                  "no runs for the two-step table (recipe=two_step beside recipe=one_step: "
+                  "python src/train.py -m sweeps=bireal_two_step)")
 
 
-def cmd_study(args) -> int:
+def cmd_study(args) -> list:
     from onebit.results import study
 
-    return _emit_all([t for sel in selections(args) for t in study.tables(sel, args.metric)], args, "no runs")
+    return _found([(group_of(sel), t) for sel in selections(args) for t in study.tables(sel, args.metric)],
+                  "no runs")
 
 
-def cmd_all(args) -> int:
+def cmd_all(args) -> list:
     """Per study: Bi-Real Table 1, the two-step table and Bethge et al. 2018 where it has their runs (Bethge only
     for its studies, unless --study or --all-studies), the generic study table for the runs in neither; then
     Table 3."""
@@ -166,6 +384,7 @@ def cmd_all(args) -> int:
             raise
         print(f"onebit: {e}; printing the tables that need no runs", file=sys.stderr)
         sels = []
+    pairs = []
     for sel in sels:
         tables = bireal.tables(sel, args.metric) + two_step.tables(sel, args.metric)
         placed = [bireal.in_table, two_step.in_table]
@@ -174,9 +393,8 @@ def cmd_all(args) -> int:
             placed.append(lambda r: bethge.position(r) is not None)
         if any(not any(p(r) for p in placed) for r in sel.records):
             tables += study.tables(sel, args.metric)
-        for t in tables:
-            emit(t, args.format, args.out)
-    return cmd_efficiency(args)
+        pairs += [(group_of(sel), t) for t in tables]
+    return pairs + cmd_efficiency(args)
 
 
 TABLES = {"all": cmd_all, "table1": cmd_table1, "two_step": cmd_two_step, "bethge": cmd_bethge, "study": cmd_study,
@@ -191,7 +409,9 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default=os.environ.get("ONEBIT_OUTPUTS", "outputs"),
                         help="directory searched for record.json files (default: outputs)")
     parser.add_argument("--source", default="local", choices=["local", "wandb"])
-    parser.add_argument("--entity"), parser.add_argument("--project"), parser.add_argument("--group")
+    parser.add_argument("--entity", help="W&B entity (--source wandb, --to-wandb; default: WANDB_ENTITY)")
+    parser.add_argument("--project", help="W&B project (--source wandb, --to-wandb; default: WANDB_PROJECT or onebit)")
+    parser.add_argument("--group", help="W&B group to read (--source wandb)")
     parser.add_argument("--study", help="only this study (default: one table per study)")
     parser.add_argument("--all-studies", action="store_true", help="mix every study in one table (the title says so)")
     parser.add_argument("--include-smoke", action="store_true",
@@ -199,11 +419,14 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", default="test/top1", choices=list(METRICS))
     parser.add_argument("--format", default="text", choices=FORMATS)
     parser.add_argument("--out", type=Path, default=None, help="write files into this directory")
+    parser.add_argument("--to-wandb", action="store_true",
+                        help="also log each table as a wandb.Table to a W&B run of its own per study (job_type "
+                             "tables; offline under <root>/tables_wandb unless WANDB_MODE says otherwise)")
     args = parser.parse_args(argv)
     if args.study and args.all_studies:
         parser.error("--study and --all-studies exclude each other")
     try:
-        return TABLES[args.table](args)
+        return output(TABLES[args.table](args), args)
     except LookupError as e:
         print(f"onebit: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 1

@@ -52,7 +52,8 @@ def test_cli_efficiency_csv():
     out = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "efficiency", "--format", "csv"],
                          check=True, capture_output=True, text=True).stdout
     df = pd.read_csv(__import__("io").StringIO(out))
-    assert list(df.columns) == ["model", "binary_params", "real_params", "memory_mbit", "bops", "flops", "ops"]
+    assert list(df.columns) == ["table", "model", "binary_params", "real_params", "memory_mbit", "bops", "flops",
+                                "ops"] and set(df["table"]) == {"efficiency"}  # stdout: one CSV, rows named by table
     assert df.set_index("model").loc["bireal18", "bops"] == 1_676_279_808
 
 

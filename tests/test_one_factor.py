@@ -159,20 +159,21 @@ def test_tables_of_the_multirun(conclusions_run):
     root, _ = conclusions_run
     out = subprocess.run([*TABLES, "table1", "--root", str(root), "--format", "csv"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    table_csv, conclusions_csv = [t for t in out.stdout.split("\n\n") if t.strip()]
+    stream = pd.read_csv(io.StringIO(out.stdout))  # one CSV: the `table` column names each row's table
+    table_rows, conclusion_rows = [rows for _, rows in stream.groupby("table", sort=False)]
     titles = [ln for ln in out.stderr.splitlines() if "Bi-Real Table 1" in ln]
     assert len(titles) == 2
     for title in titles:
         assert ("; one factor at a time around clip / magnitude-aware / ApproxSign / Bi-Real-18; protocol: paper_sgd "
                 "(the paper's SGD)") in title
-    t = pd.read_csv(io.StringIO(table_csv)).set_index(["init", "weight", "activation"])
+    t = table_rows.set_index(["init", "weight", "activation"])
     for init, weight, sign, structure, _ in DESIGN:
         column = {"bireal": "Bi-Real-18", "plain": "Plain-18"}[structure]
         assert t.loc[(init, weight, sign), column].endswith("(n=1)")
     assert t.loc[("clip", "magnitude_aware", "approx"), "Bi-Real-18 paper"] == 56.4
     assert t.loc[("clip", "magnitude_aware", "ste"), "Plain-18"] == "not in design"
     assert ("relu", "plain", "ste") not in t.index and ("clip", "plain", "ste") not in t.index
-    c = pd.read_csv(io.StringIO(conclusions_csv)).set_index("conclusion")
+    c = conclusion_rows.set_index("conclusion")
     assert list(c.index) == ["shortcut > none", "ApproxSign > STE", "magnitude-aware > plain", "clip > ReLU init"]
     assert list(c["pairs"]) == [1, 1, 1, 1]
     assert c["paper (points)"].tolist() == pytest.approx([56.4 - 12.1, 56.4 - 53.6, 56.4 - 38.1, 56.4 - 47.5])

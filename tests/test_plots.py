@@ -1,6 +1,9 @@
 """analysis/plots.py on crafted records: the curve, bar and sign data equal hand-computed values, failed runs are
 counted but never averaged, a corrupt record is reported and skipped, the PNGs are real PNGs, the CLI's exit codes,
-and the activation figure's statistics come from the hooked block inputs (fresh and trained models)."""
+and the activation figure's statistics come from the hooked block inputs (fresh and trained models). What a paper
+needs, read from the drawn artists (Agg, no pixels): bar axes around the data, error bars = the tables' std, labels
+and legends that overlap nothing, histograms on shared bins, one figure per Bi-Real conclusion with the table's
+numbers."""
 
 from __future__ import annotations
 
@@ -124,16 +127,20 @@ def test_curve_data_means_and_bands(root):
     assert s["std"].iloc[0] == pytest.approx(sd) and s["hi"].iloc[0] == pytest.approx(2.0 + sd)
 
 
-def test_ablation_data_excludes_but_counts_failed(root):
-    df = ablation_data(load(root), "binary", "test/top1", by="structure", color="sign")
+@pytest.mark.parametrize("stage", ["binary", "final"])
+def test_ablation_data_excludes_but_counts_failed(root, stage):
+    """The bars are the tables' cells (``cells.summarize``, 100 x metric), for a named stage and for each run's
+    final stage (the tables' default)."""
+    df = ablation_data(load(root), stage, "test/top1", by="structure", color="sign")
     assert df["sign"].tolist() == ["approx", "ste"]
     a, s = df.iloc[0], df.iloc[1]
     assert (a["n"], a["runs"], a["failed"]) == (3, 4, 1)
-    assert a["mean"] == pytest.approx((0.80 + 0.86 + 0.83) / 3)
-    assert a["std"] == pytest.approx(np.std([0.80, 0.86, 0.83], ddof=1))
+    assert a["mean"] == pytest.approx(100 * (0.80 + 0.86 + 0.83) / 3)
+    assert a["std"] == pytest.approx(100 * np.std([0.80, 0.86, 0.83], ddof=1))
     assert (s["n"], s["runs"], s["failed"]) == (3, 3, 0)
-    assert s["mean"] == pytest.approx(0.65) and s["std"] == pytest.approx(0.05)
+    assert s["mean"] == pytest.approx(65.0) and s["std"] == pytest.approx(5.0)
     assert sorted(a["seeds"]) == [0, 1, 2]
+    assert a["cell"].text() == "83.0 ± 3.0 (n=3), 1 failed"  # the tables' cell text
 
 
 def test_cells_split_by_config_values_not_in_options(tmp_path):
@@ -143,7 +150,7 @@ def test_cells_split_by_config_values_not_in_options(tmp_path):
                          model__nonlinearity=nl, output_root=f"/somewhere/{seed}")
     df = ablation_data(load(tmp_path), by="structure", color="sign")
     assert df["label"].tolist() == ["model.nonlinearity=none", "model.nonlinearity=prelu"]
-    assert df["n"].tolist() == [2, 2] and df["mean"].tolist() == pytest.approx([0.5, 0.7])
+    assert df["n"].tolist() == [2, 2] and df["mean"].tolist() == pytest.approx([50.0, 70.0])
 
 
 def test_sign_derivatives_are_the_components(tmp_path):
@@ -216,14 +223,21 @@ def test_cli_unknown_metric_exits_2_listing_valid(root, tmp_path):
 def test_cli_unknown_stage_and_option_exit_2(root, tmp_path, capsys):
     assert P.main(["curves", "--root", str(root), "--out", str(tmp_path), "--stage", "bogus"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "bogus" in err and "binary, pretrain" in err
+    assert "bogus" in err and "binary, pretrain" in err and "final" not in err  # curves: recorded stages only
+    assert P.main(["ablation", "--root", str(root), "--out", str(tmp_path), "--stage", "bogus"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "bogus" in err and "binary, pretrain, final" in err
     assert P.main(["ablation", "--root", str(root), "--out", str(tmp_path), "--by", "colour"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "colour" in err and "structure" in err and "sign" in err
+    assert P.main(["conclusions", "--root", str(root), "--out", str(tmp_path), "--metric", "test/top7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "test/top7" in err and "test/top1" in err
     assert P.main(["all", "--root", str(root), "--out", str(tmp_path / "all"), "--width", "4"]) == 0
     written = sorted(p.name for p in (tmp_path / "all").iterdir())
-    assert written == ["ablation-binary-test_top1-by-structure.png", "activations-layer2.-1.png",
-                       "curves-binary.png", "signs.png"]
+    # the fixture's runs pair on sign only (same seeds): one conclusion figure
+    assert written == ["ablation-final-test_top1-by-structure.png", "activations-layer2.-1.png",
+                       "conclusion-bireal-ApproxSign_vs_STE.png", "curves-binary.png", "signs.png"]
 
 
 def test_activations_fallback_stats_come_from_the_hooked_tensor(tmp_path):
@@ -275,3 +289,153 @@ def test_activations_trained_pair_from_checkpoints(tmp_path):
         np.testing.assert_allclose(data[structure]["values"], expected.flatten().numpy(), rtol=1e-5, atol=1e-6)
         assert s["std"] == pytest.approx(expected.double().std().item(), rel=1e-6)
         assert s["distinct"] == torch.unique(expected).numel()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures for papers: read from the drawn artists (Agg), never from pixels
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _no_overlap(boxes):
+    return all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def _legend_off_axes(fig, ax, legend):
+    fig.canvas.draw()
+    return not legend.get_window_extent().overlaps(ax.get_window_extent())
+
+
+@pytest.fixture
+def high_root(tmp_path):
+    """Six cells at 94-98 % (a 3-point effect), long labels (model.nonlinearity), 3 seeds each."""
+    tops = {("approx", "none"): (0.970, 0.975, 0.980), ("ste", "none"): (0.950, 0.945, 0.955),
+            ("approx", "prelu"): (0.965, 0.960, 0.972), ("ste", "prelu"): (0.940, 0.948, 0.951),
+            ("approx", "rprelu_per_channel"): (0.968, 0.971, 0.969),
+            ("ste", "rprelu_per_channel"): (0.949, 0.952, 0.94)}
+    for (sign, nl), values in tops.items():
+        for s, v in enumerate(values):
+            write_record(tmp_path, f"{sign}-{nl}-{s}", sign=sign, seed=s, test=v, model__nonlinearity=nl)
+    return tmp_path
+
+
+def test_ablation_axis_spans_the_data_with_the_tables_std_as_error_bars(high_root):
+    from onebit.results.cells import group_cells as cells_of
+    from onebit.results.cells import summarize
+
+    records = load(high_root)
+    fig = P.ablation_figure(records, metric="test/top1")
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert 90 < lo < 94 and 98 < hi < 100  # around 94-98 %, not from 0
+    assert "not 0" in ax.get_ylabel()
+    # error bars: the half length of every segment is the std of that cell as the tables compute it
+    (bars,) = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    segs = bars.lines[2][0].get_segments()
+    drawn = sorted((round(float(s[0][0]), 6), (s[1][1] - s[0][1]) / 2, (s[1][1] + s[0][1]) / 2) for s in segs)
+    tables = sorted((c.std, c.mean) for c in (summarize(rs, "test/top1") for rs in cells_of(records).values()))
+    assert len(drawn) == 6
+    assert sorted((h, m) for _, h, m in drawn) == [pytest.approx(t, abs=1e-12) for t in tables]
+    # every bar says its n; the labels of neighbouring bars do not overlap once drawn
+    fig.canvas.draw()
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    assert len(labels) == 6 and all("(n=3)" in t.get_text() for t in labels)
+    assert _no_overlap([t.get_window_extent() for t in labels])
+    assert _legend_off_axes(fig, ax, ax.get_legend())
+    P.plt.close(fig)
+
+
+def test_ablation_axis_starts_at_0_only_when_the_data_reach_it(tmp_path):
+    for s, (a, b) in enumerate([(0.05, 0.60), (0.10, 0.70), (0.08, 0.65)]):
+        write_record(tmp_path, f"a{s}", sign="approx", seed=s, test=a)
+        write_record(tmp_path, f"s{s}", sign="ste", seed=s, test=b)
+    fig = P.ablation_figure(load(tmp_path))
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] == 0.0 and "not 0" not in ax.get_ylabel()
+    P.plt.close(fig)
+    assert P.value_limits(np.array([95.0, 98.0]), np.array([95.0, 98.0]), percent=True) == \
+        pytest.approx((95 - 0.36, 98 + 0.36))
+
+
+def test_curves_legend_is_off_the_data(root):
+    fig = P.curves_figure(load(root))
+    (legend,) = fig.legends
+    for ax in fig.axes:
+        assert _legend_off_axes(fig, ax, legend)
+    P.plt.close(fig)
+
+
+def test_activation_histograms_share_x_range_and_bins():
+    fig, data = P.activations_figure([], block="layer2.-1", width=4, seed=0)
+    a, b = fig.axes
+    assert a.get_xlim() == b.get_xlim()
+    edges_a = [p.get_x() for p in a.patches]
+    assert edges_a == [p.get_x() for p in b.patches] and len(edges_a) == 120
+    lo = min(data["bireal"]["values"].min(), data["plain"]["values"].min())
+    hi = max(data["bireal"]["values"].max(), data["plain"]["values"].max())
+    assert a.get_xlim() == pytest.approx((lo, hi))
+    assert sum(p.get_height() for p in a.patches) == data["bireal"]["stats"]["count"]  # every value in a bin
+    assert sum(p.get_height() for p in b.patches) == data["plain"]["stats"]["count"]
+    P.plt.close(fig)
+
+
+@pytest.fixture
+def pairs_root(tmp_path):
+    """Bi-Real Table 1 at the base (clip / magnitude-aware / ApproxSign / Bi-Real-18) and its STE and Plain
+    neighbours, 3 seeds: known paired differences."""
+    tops = {"base": (0.80, 0.82, 0.81), "ste": (0.79, 0.80, 0.805), "plain": (0.70, 0.69, 0.73)}
+    for cell, values in tops.items():
+        for s, v in enumerate(values):
+            write_record(tmp_path, f"{cell}{s}", seed=s, test=v, sign="ste" if cell == "ste" else "approx",
+                         structure="plain" if cell == "plain" else "bireal", study="bireal_table1")
+    return tmp_path
+
+
+def test_conclusion_figure_has_the_tables_numbers_and_the_papers_difference(pairs_root):
+    from matplotlib.collections import PolyCollection
+
+    from onebit.results import bireal
+    from onebit.results.figures import conclusion_data
+
+    (sel,) = select(load_records(pairs_root)[0])
+    data = conclusion_data(sel)
+    assert set(data) == {"shortcut > none", "ApproxSign > STE"}  # no pairs for the other two
+    table = bireal.conclusions(sel.records).set_index("conclusion")
+    for name, diffs in (("ApproxSign > STE", [1.0, 2.0, 0.5]), ("shortcut > none", [10.0, 13.0, 8.0])):
+        (part,) = data[name]
+        row = table.loc[name]
+        assert part.diffs == pytest.approx(diffs)
+        assert "protocol: not declared" in part.label
+        fig = P.conclusion_figure(name, data[name])
+        ax = fig.axes[0]
+        mean, se, paper = row["ours (points)"], row["SE"], row["paper (points)"]
+        assert mean == pytest.approx(np.mean(diffs), abs=0.005)
+        assert se == pytest.approx(np.std(diffs, ddof=1) / np.sqrt(3), abs=0.005)
+        assert paper == {"ApproxSign > STE": 2.8, "shortcut > none": 44.3}[name]  # Table 1: 56.4-53.6, 56.4-12.1
+        by_gid = {a.get_gid(): a for a in [*ax.lines, *ax.collections] if a.get_gid()}
+        assert by_gid["paper-0"].get_xdata().tolist() == [paper]
+        assert by_gid["mean-0"].get_xdata().tolist() == [mean, mean]
+        assert sorted(by_gid["pairs-0"].get_offsets()[:, 0]) == pytest.approx(sorted(diffs))
+        band = by_gid.get("band-0") or next(c for c in ax.collections if isinstance(c, PolyCollection))
+        xs = band.get_paths()[0].vertices[:, 0]
+        assert (xs.min(), xs.max()) == pytest.approx((mean - 2 * se, mean + 2 * se))  # the verdict's 2 SE
+        assert any(line.get_xdata()[0] == 0 for line in ax.lines if line.get_gid() is None)  # the zero line
+        (legend,) = fig.legends
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert any(t.startswith("paper's difference") for t in texts) and any("2 SE" in t for t in texts)
+        assert _legend_off_axes(fig, ax, legend)
+        lo, hi = ax.get_xlim()
+        assert lo < min(0, *diffs) and hi > max(paper, *diffs)  # zero, every pair and the paper in view
+        P.plt.close(fig)
+
+
+def test_cli_conclusions_one_file_per_conclusion_or_exit_1(pairs_root, tmp_path):
+    out = tmp_path / "o"
+    assert P.main(["conclusions", "--root", str(pairs_root), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["conclusion-bireal-ApproxSign_vs_STE.png",
+                                                     "conclusion-bireal-shortcut_vs_none.png"]
+    assert all(p.read_bytes()[:8] == PNG for p in out.iterdir())
+    lone = tmp_path / "lone"
+    write_record(lone, "only", study="s")
+    r = run_cli("conclusions", "--root", str(lone), "--out", str(tmp_path / "none"))
+    assert r.returncode == 1 and "no paired Bi-Real Table 1 runs" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "none").exists()

@@ -138,6 +138,13 @@ def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def conclusion_pairs(records: Sequence[RunRecord], option: str, better, worse,
+                     metric: str = "test/top1") -> list[paired.Pair]:
+    """The paired runs behind one conclusion's row of :func:`conclusions` (and its figure): binary Table 1 runs
+    identical except for ``option`` (``better`` vs. ``worse``), same seed (``onebit.results.paired.pairs``)."""
+    return paired.pairs([r for r in records if position(r)], option, better, worse, metric)
+
+
 def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
     """Per conclusion of the paper: the mean paired difference (points) between runs identical except for that
     option (same seed), its SE over pairs (``onebit.results.paired.mean_se``) and the verdict; beside it the
@@ -149,7 +156,7 @@ def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.D
     to_paper = {"pretrain": {}, "weight": WEIGHT_TO_PAPER, "sign": SIGN_TO_PAPER, "structure": {}}
     out = []
     for name, option, better, worse in CONCLUSIONS:
-        found = [p for p in paired.pairs([r for r in records if position(r)], option, better, worse, metric)]
+        found = conclusion_pairs(records, option, better, worse, metric)
         mean, se = paired.mean_se([p.diff for p in found])
         i, conv = axis[option], to_paper[option]
         paper_diffs = []

@@ -1,28 +1,33 @@
 """The numbers behind ``analysis/plots.py``'s figures: training curves per cell (mean and band over seeds, per
-epoch) and one bar per cell (mean ± std over seeds), from the same records and cells as the tables.
+epoch), one bar per cell (the tables' cell: mean ± std over seeds, ``onebit.results.cells.summarize``) and the
+paired differences behind each of Bi-Real Table 1's conclusions (with the conclusions table's row), from the same
+records, cells and pairs as the tables.
 
-Only finished runs whose stage finished enter a mean; failed and running runs are counted. Histories are aligned
+Curves average only finished runs whose stage finished; a bar is the tables' cell (a run enters when the stage
+shown finished, ``onebit.results.cells.stage_status``); failed and running runs are counted, never averaged. Histories are aligned
 per epoch (schema 2; schema-1 records are aligned by ``onebit.records`` when they are read).
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from onebit.checkpoints import LAST, stage_dir
 from onebit.identity import cell_items
 from onebit.records import RunRecord
-from onebit.results.cells import describe, group_cells, label_items, label_keys, seed, seed_label
+from onebit.results import bireal
+from onebit.results.cells import (CellSummary, describe, group_cells, label_items, label_keys, seed, seed_label,
+                                  summarize)
+from onebit.results.select import Selection, split_parts
 
 BANDS = ("minmax", "std")
 CURVE_METRICS = ("val/top1", "train/loss")
+FINAL = "final"  # --stage final: each run's last stage, the stage the tables show
 
 
 class UsageError(ValueError):
@@ -43,8 +48,9 @@ def where(records: Sequence[RunRecord], conditions: Sequence[str]) -> list[RunRe
 
 
 def stage_records(records: Sequence[RunRecord], stage: str) -> list[RunRecord]:
-    """The records that concern ``stage``: those whose recipe has it, and every unfinished record."""
-    return [r for r in records if stage in r.stages or r.status != "finished"]
+    """The records that concern ``stage``: those whose recipe has it, and every unfinished record (every record
+    for :data:`FINAL`)."""
+    return [r for r in records if stage == FINAL or stage in r.stages or r.status != "finished"]
 
 
 def usable(rec: RunRecord, stage: str) -> bool:
@@ -63,8 +69,9 @@ def format_counts(c: Counter) -> str:
     return f"{total} run{'s' if total != 1 else ''}: {', '.join(parts)}"
 
 
-def check_stage(records: Sequence[RunRecord], stage: str) -> None:
-    stages = sorted({s for r in records for s in r.stages})
+def check_stage(records: Sequence[RunRecord], stage: str, final: bool = False) -> None:
+    """``stage`` is one the records have (or :data:`FINAL`, where ``final`` allows it)."""
+    stages = sorted({s for r in records for s in r.stages}) + ([FINAL] if final else [])
     if stage not in stages:
         raise UsageError(f"unknown --stage {stage!r}; valid stages: {', '.join(stages) or '(none recorded)'}")
 
@@ -76,7 +83,10 @@ def check_option(records: Sequence[RunRecord], key: str, flag: str) -> None:
 
 
 def check_metric(records: Sequence[RunRecord], stage: str, metric: str) -> None:
-    metrics = sorted({m for r in records if stage in r.stages for m in r.stages[stage].metrics})
+    """``metric`` is recorded by ``stage`` of some run (by some run's final stage for :data:`FINAL`)."""
+    found = [r.final_stage for r in records if r.final_stage] if stage == FINAL else \
+        [r.stages[stage] for r in records if stage in r.stages]
+    metrics = sorted({m for st in found for m in st.metrics})
     if metric not in metrics:
         raise UsageError(f"unknown --metric {metric!r} for stage {stage!r}; valid metrics: "
                          f"{', '.join(metrics) or '(none recorded)'}")
@@ -160,13 +170,15 @@ def curve_data(records: Sequence[RunRecord], stage: str = "binary", metrics: Seq
 # ----------------------------------------------------------------------------------------------------------
 
 
-def ablation_data(records: Sequence[RunRecord], stage: str = "binary", metric: str = "test/top1",
+def ablation_data(records: Sequence[RunRecord], stage: str = FINAL, metric: str = "test/top1",
                   by: str = "structure", color: str = "sign") -> pd.DataFrame:
     """One row per cell: the ``by`` and ``color`` option values, ``label`` (the other keys that tell cells
-    apart), mean = (1/n) sum_i x_i and std (ddof=1; NaN for one seed) over the n finished runs that have
-    ``metric`` in ``stage``, ``runs`` (every run of the cell), ``failed``, ``running``, ``missing`` (finished
-    without the metric), ``values`` and ``seeds``; sorted by ``by``, ``color``, ``label``."""
-    check_stage(records, stage)
+    apart) and ``cell``, the tables' :class:`onebit.results.cells.CellSummary` of the cell's runs
+    (:func:`onebit.results.cells.summarize`: ``metric`` of each run's final stage for :data:`FINAL`, as the tables,
+    else of ``stage``), whose numbers are copied into the columns ``mean``, ``std`` (ddof=1; NaN for one seed),
+    ``values`` (all three in the summary's units, 100 x metric), ``seeds``, ``n``, ``failed``, ``running``,
+    ``missing`` (finished without the metric) and ``runs`` (all of them); sorted by ``by``, ``color``, ``label``."""
+    check_stage(records, stage, final=True)
     check_option(records, by, "--by")
     check_option(records, color, "--color")
     check_metric(records, stage, metric)
@@ -175,25 +187,57 @@ def ablation_data(records: Sequence[RunRecord], stage: str = "binary", metric: s
     keys = label_keys(list(items.values()), exclude=[by, color])
     rows = []
     for key, recs in cells.items():
-        vals, seeds, missing = [], [], 0
-        for r in _by_seed(recs):
-            if usable(r, stage):
-                v = r.stages[stage].metrics.get(metric)
-                if v is not None and math.isfinite(v):
-                    vals.append(float(v))
-                    seeds.append(seed_label(r))
-                else:
-                    missing += 1
-        c = status_counts(recs)
-        arr = np.asarray(vals, dtype=float)
+        c: CellSummary = summarize(recs, metric, None if stage == FINAL else stage)
         rows.append({by: items[key].get(by), color: items[key].get(color), "label": describe(items[key], keys),
-                     "mean": arr.mean() if len(arr) else math.nan,
-                     "std": arr.std(ddof=1) if len(arr) > 1 else math.nan, "n": len(arr), "runs": sum(c.values()),
-                     "failed": c["failed"], "running": c["running"], "missing": missing, "values": vals,
-                     "seeds": seeds})
+                     "cell": c, "mean": c.mean, "std": c.std, "values": list(c.values), "seeds": list(c.seeds),
+                     "n": c.n, "failed": c.failed, "running": c.running, "missing": c.missing,
+                     "runs": c.n + c.failed + c.running + c.missing})
     df = pd.DataFrame(rows)
     sort = list(dict.fromkeys([by, color, "label"]))
     return df.sort_values(sort, key=lambda s: s.map(lambda v: str(v).lower())).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paired differences of Bi-Real Table 1's conclusions
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ConclusionPart:
+    """One conclusion in one part of the Table 1 runs (one protocol): the per-pair differences (points,
+    ``onebit.results.paired.Pair.diff``), their seeds, and the conclusions table's row for it (``ours (points)``,
+    ``SE``, ``pairs``, ``paper (points)``, ``verdict``: the printed, rounded numbers)."""
+
+    label: str
+    diffs: list
+    seeds: list
+    row: dict
+
+
+def part_label(sel: Selection, label: str, records: Sequence[RunRecord]) -> str:
+    """How a part of the Table 1 runs is named in a figure: its protocol (``bireal.protocol_label``), after the
+    other keys a split fixed it to (none when it was split by protocol only)."""
+    extra = label[len(sel.label):].strip(" []")
+    keys = [kv for kv in extra.split(", ") if kv and not kv.startswith("protocol=")]
+    return ", ".join([*keys, bireal.protocol_label(records)])
+
+
+def conclusion_data(sel: Selection, metric: str = "test/top1") -> dict[str, list[ConclusionPart]]:
+    """Per conclusion of Bi-Real Table 1 (``bireal.CONCLUSIONS``), per part of the selection's Table 1 runs (split
+    as the tables are: ``onebit.results.select.split_parts``), the pairs and the table row of
+    ``bireal.conclusions``; conclusions without a single pair are left out, {} without Table 1 runs."""
+    records = [r for r in sel.records if bireal.in_table(r)]
+    out: dict[str, list[ConclusionPart]] = {}
+    for part in split_parts(sel, records, bireal.placements, bireal.NAME) if records else []:
+        frame = bireal.conclusions(part.records, metric).set_index("conclusion")
+        for name, option, better, worse in bireal.CONCLUSIONS:
+            found = bireal.conclusion_pairs(part.records, option, better, worse, metric)
+            row = frame.loc[name].to_dict()
+            assert row["pairs"] == len(found), (name, row, len(found))
+            out.setdefault(name, []).append(ConclusionPart(part_label(sel, part.label, part.records),
+                                                           [p.diff for p in found],
+                                                           [seed_label(p.better) for p in found], row))
+    return {name: parts for name, parts in out.items() if any(p.diffs for p in parts)}
 
 
 # ----------------------------------------------------------------------------------------------------------
