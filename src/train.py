@@ -10,10 +10,8 @@ recorded and the sweep goes on, ending with a summary and a non-zero exit if any
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -28,14 +26,14 @@ C.register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="train")
 def main(cfg: DictConfig):
-    import pytorch_lightning  # noqa: F401  (sets its loggers to INFO on import; quieten them after)
+    from onebit import jobs, progress  # after Hydra set up logging: Lightning then logs through its handlers
 
-    from onebit import jobs
-
-    for name in ("pytorch_lightning", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    progress.quiet()
     hc = HydraConfig.get()
+    if cfg.get("print_config") and jobs.global_rank() == 0:
+        text = progress.config_yaml(cfg, dict(hc.runtime.choices))
+        print(text, flush=True)
+        progress.info_to_file("composed config:\n%s", text)
     explicit = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
     try:
         outcome = jobs.run(cfg, Path(hc.runtime.output_dir), explicit)
@@ -50,6 +48,8 @@ def main(cfg: DictConfig):
     if action == "skipped":
         print("onebit: skipped: this job finished before (set resume=false to run it again)")
     print("\n".join(jobs.summary_lines(record)))
+    # a sweeper's objective (hydra/sweeper=optuna, conf/hparams_search/): the final stage's best val top-1, never a
+    # test metric; None for a failed job (Optuna marks the trial failed and goes on)
     return record.final_stage.metrics.get("val/top1_best")
 
 if __name__ == "__main__":

@@ -148,9 +148,10 @@ def test_wandb_offline_run_config(tmp_path):
     assert len(runs) == 1
     # W&B (0.2x+, Go core) writes offline runs as protobuf records in run-<id>.wandb; keys are stored verbatim
     blob = next(runs[0].glob("*.wandb")).read_bytes()
-    for key in (b"sign", b"weight", b"shortcut", b"stage", b"efficiency/memory_mbit", b"job_key", b"val/top1_best",
+    for key in (b"sign", b"weight", b"shortcut", b"stage", b"efficiency/memory_mbit", b"job_key", b"study=wb",
                 b"efficiency/stage_activations_bits", b"efficiency/stage_weights_bits", rec.run_id.encode()):
         assert key in blob, key
+    assert b"val/top1_best" not in blob  # the best val/top1 is its summary (define_metric), not a second key
 
 
 def test_output_dirs_never_collide(tmp_path):
@@ -224,7 +225,7 @@ def test_smoke_run_then_full_run_trains_the_full_run(tmp_path):
     smoke = run_train([*common, "+trainer.limit_train_batches=2"])
     assert smoke.returncode == 0 and "SMOKE RUN (trainer.limit_train_batches=2)" in smoke.stdout, smoke.stderr
     full = run_train(common)
-    assert full.returncode == 0 and "skipped" not in full.stdout and "reused from cache" not in full.stdout
+    assert full.returncode == 0 and "skipped" not in full.stdout and "cached twin" not in full.stdout
     recs = {bool(r.smoke): r for r in map(read_record, tmp_path.rglob("record.json"))}
     assert recs[True].stages["pretrain"].cache["key"] != recs[False].stages["pretrain"].cache["key"]
     assert recs[False].stages["pretrain"].cache["hit"] is False

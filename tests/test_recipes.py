@@ -174,11 +174,16 @@ def test_two_step_sweep_and_table(tmp_path):
     t = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "two_step", "--root", str(tmp_path),
                         "--format", "csv"], capture_output=True, text=True)
     assert t.returncode == 0, t.stderr
-    lines = t.stdout.strip().splitlines()
-    assert lines[0] == "model,one-step,two-step"
-    assert lines[1].startswith("bireal18,") and lines[1].count("(n=2)") == 2
-    assert lines[3].startswith("model,two-step - one-step (points),SE,pairs,verdict")
-    assert lines[4].split(",")[3] == "2"
+    import io
+
+    import pandas as pd
+
+    stream = pd.read_csv(io.StringIO(t.stdout))   # one csv: a `table` column names each row's table
+    cells, paired = (stream[stream.table == name].dropna(axis=1, how="all") for name in stream.table.unique())
+    assert list(cells.columns) == ["table", "model", "one-step", "two-step"]
+    assert cells.model.tolist() == ["bireal18"] and all("(n=2)" in cells[c].iloc[0] for c in ("one-step", "two-step"))
+    assert list(paired.columns)[:6] == ["table", "model", "two-step - one-step (points)", "SE", "pairs", "verdict"]
+    assert paired.pairs.tolist() == [2]
     assert "each step its own epochs" in t.stderr
     t1 = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "table1", "--root", str(tmp_path),
                          "--format", "csv"], capture_output=True, text=True)

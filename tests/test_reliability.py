@@ -102,7 +102,7 @@ def test_same_seed_same_metrics(tmp_path):
 
 def test_wandb_online_without_network_goes_on_offline(tmp_path):
     env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
-    r = run_train(["logger=wandb", "logger.mode=online", "logger.init_timeout=5", "model.width=4", "epochs=1",
+    r = run_train(["logger=wandb", "logger.mode=online", "logger.settings.init_timeout=5", "model.width=4", "epochs=1",
                    "pretrain=none", "+trainer.limit_train_batches=2", f"output_root={tmp_path}"], env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "logging offline" in r.stderr

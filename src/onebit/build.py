@@ -67,9 +67,13 @@ def model_from_record(record, stage: str | None = None) -> torch.nn.Module:
     """Rebuild the model of one stage of a recorded run (default: its final stage) with that stage's final
     weights (``onebit.checkpoints.stage_weights``), in eval mode (for analysis and plots)."""
     from onebit.checkpoints import stage_weights
+    from onebit.stages import _prepare, stages_for
 
     st = record.stages[stage] if stage else record.final_stage
     cfg = OmegaConf.create(record.config)
     model = make_model(cfg, instantiate(cfg.data), st.model)
+    spec = {s.name: s for s in stages_for(cfg)}.get(st.name)
+    if spec is not None:  # the stage's component state: bn_retrain's weights fixed to +-1 without the scale
+        _prepare(spec, model)
     model.load_state_dict(stage_weights(record, st.name), strict=True)
     return model.eval()

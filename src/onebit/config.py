@@ -20,8 +20,26 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 SWEEPS_DIR = ROOT / "sweeps"
-GROUPS = ("data", "model", "sign", "weight", "pretrain", "recipe", "optimizer", "scheduler", "trainer", "logger",
-          "launcher", "protocol", "experiment", "sweeps")
+# every config group (a folder of conf/; sweeps/ for `sweeps`) with its one-line description, shown by
+# `python src/train.py --help` (onebit.usage) with the options found in its folder; preflight checks `group=option`
+GROUPS: dict[str, str] = {
+    "data": "the data set (digits is built in and offline; the others read data.root)",
+    "model": "the network: Bi-Real / Res / Plain ResNets, BinaryDenseNet, FTBNN, or a real-valued torchvision ResNet",
+    "sign": "the activation binarizer: forward sign(x), and the backward approximation that names it",
+    "weight": "the weight binarizer and its scaling (plain sign, XNOR, Bi-Real's magnitude-aware)",
+    "pretrain": "the activation of the real-valued twin pretrained first and handed to the binary net, or none",
+    "recipe": "the binary steps between pretraining and bn_retrain: one_step, or two_step (activations first)",
+    "protocol": "a paper's optimizer, schedule and loss, over the chosen model and data (Bi-Real Table 1)",
+    "optimizer": "the optimizer, with weight decay per parameter role",
+    "scheduler": "the learning-rate schedule of each stage",
+    "trainer": "the Lightning Trainer; any Trainer argument is accepted as trainer.<argument>=value",
+    "logger": "where metrics go besides the local record: W&B (offline by default), CSV, or none",
+    "launcher": "how a multirun (-m) starts its jobs: in turn, in parallel (joblib), or through submitit / SLURM",
+    "experiment": "a paper's whole recipe (model, data, optimizer, schedule, epochs)",
+    "sweeps": "the axes of one paper table, run with -m: python src/train.py -m sweeps=<name>",
+    "hparams_search": "an Optuna search over hyperparameters, run with -m (pip install -e '.[optuna]')",
+    "debug": "short smoke runs that check the code runs; marked as smoke and never counted in tables",
+}
 # the options recorded for every run (the axes of the papers' tables)
 OPTION_GROUPS = ("data", "model", "sign", "weight", "pretrain", "recipe", "protocol", "optimizer", "scheduler",
                  "trainer", "experiment")
@@ -38,6 +56,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("onebit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
     if not OmegaConf.has_resolver("onebit_root"):
         OmegaConf.register_new_resolver("onebit_root", lambda: str(ROOT))
+    if not OmegaConf.has_resolver("onebit_help"):  # the generated parts of --help (conf/hydra/help/onebit.yaml)
+        OmegaConf.register_new_resolver("onebit_help", lambda part, *, _root_: _usage().text(part, _root_))
 
 
 def is_real_model(cfg: DictConfig) -> bool:
@@ -82,10 +102,9 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
     _nonneg_float("label_smoothing", cfg.label_smoothing)
     if cfg.label_smoothing >= 1:
         raise ConfigError(f"label_smoothing={cfg.label_smoothing!r} is invalid: must be in [0, 1)")
-    if cfg.logger.name not in ("wandb", "csv", "none"):
-        raise ConfigError(f"logger.name={cfg.logger.name!r} is invalid: choose one of wandb, csv, none")
-    if cfg.logger.name == "wandb" and cfg.logger.mode not in ("offline", "online", "disabled"):
-        raise ConfigError(f"logger.mode={cfg.logger.mode!r} is invalid: choose one of offline, online, disabled")
+    from onebit.loggers import check_logger  # imports this module: loaded on first use
+
+    check_logger(cfg)  # the `_target_` logger class, its arguments and package, W&B's mode
     _check_shortcut(cfg, explicit_groups)
     if is_real_model(cfg):
         chosen = sorted(explicit_groups & {"sign", "weight", "pretrain", "recipe"})
@@ -229,3 +248,9 @@ def _preflight():
     from onebit import preflight  # imports this module: loaded on first use
 
     return preflight
+
+
+def _usage():
+    from onebit import usage  # imports this module: loaded on first use
+
+    return usage

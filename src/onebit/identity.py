@@ -10,8 +10,9 @@
 - A **cell** of a table is the job identity minus :data:`SEED_KEYS` and ``study``: runs in one cell are identical
   except for their seed, so their mean over seeds is meaningful. Two configs never share a cell.
 
-A run is a **smoke run** when a Trainer setting cuts its training or evaluation short (:data:`SMOKE_TRAINER_KEYS`);
-it is recorded as such and tables leave it out by name.
+A run is a **smoke run** when a Trainer setting cuts its training or evaluation short (:data:`SMOKE_TRAINER_KEYS`)
+or it belongs to the study :data:`DEBUG_STUDY` (every ``debug=`` option, conf/debug/); it is recorded as such and
+tables leave it out by name.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ NOT_IN_IDENTITY: dict[str, str] = {
     "output_root": "where records and checkpoints are written",
     "cache_dir": "where the pretrain cache lives",
     "resume": "whether a re-run continues a previous attempt; the result is the same",
+    "print_config": "whether the composed config is printed at start",
     "threads": "CPU threads per job: speed (and at most float summation order), like data.num_workers",
     "data.num_workers": "data-loader processes: the batches are the same",
     "shortcut": "only an input of model.shortcut (${shortcut}); the model's resolved value is in the identity, "
@@ -155,15 +157,22 @@ def cell_items(config: Mapping) -> dict[str, Any]:
     return flatten(cell_identity(config))
 
 
+# the study of debug runs (conf/debug/default.yaml): its runs are smoke runs, whatever their Trainer settings
+DEBUG_STUDY = "debug"
+
+
 def smoke_reasons(config: Mapping) -> list[str]:
-    """The Trainer settings that make a run a smoke run (``["trainer.limit_train_batches=2"]``); empty for a
-    full run."""
-    trainer = (config.get("trainer") or {}) if isinstance(config, Mapping) else {}
-    return [f"trainer.{k}={trainer[k]!r}" for k in SMOKE_TRAINER_KEYS if k in trainer and _cuts_short(k, trainer[k])]
+    """The settings that make a run a smoke run (``["trainer.limit_train_batches=2"]``, ``study='debug'``); empty
+    for a full run."""
+    if not isinstance(config, Mapping):
+        return []
+    trainer = config.get("trainer") or {}
+    reasons = [f"trainer.{k}={trainer[k]!r}" for k in SMOKE_TRAINER_KEYS if k in trainer and _cuts_short(k, trainer[k])]
+    return reasons + ([f"study={DEBUG_STUDY!r}"] if config.get("study") == DEBUG_STUDY else [])
 
 
 def _cuts_short(key: str, value) -> bool:
     full = SMOKE_TRAINER_KEYS[key]
     if key.startswith("limit_"):  # a float is a fraction (1.0 = all), an int a number of batches (1 = one batch)
         return not (value is None or (isinstance(value, float) and value >= 1.0))
-    return type(value) is not type(full) or value != full
+    return value != full  # fast_dev_run=0 and overfit_batches=0 are off, as in Lightning

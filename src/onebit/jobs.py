@@ -60,6 +60,23 @@ def global_rank() -> int:
     return 0
 
 
+def joblib_threads() -> int | None:
+    """The torch threads of a job when ``threads`` is null: under Hydra's joblib launcher (``launcher=joblib`` or
+    ``hydra/launcher=joblib``), whose ``n_jobs`` workers share this machine's cores, cores // workers (at least 1;
+    joblib's ``n_jobs=-1`` means one worker per core, so 1 thread each), so that parallel jobs never oversubscribe
+    the CPU; None (torch's default) under any other launcher or outside Hydra."""
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:
+        return None
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n_jobs = launcher.get("n_jobs") or 1
+    workers = n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)   # joblib: -1 = all cores, -2 = all but one...
+    return max(cores // workers, 1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The index
 # ----------------------------------------------------------------------------------------------------------
@@ -199,8 +216,11 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
     from onebit.stages import run_recipe
 
     job_dir = Path(job_dir)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    threads = cfg.get("threads") or joblib_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+        if not cfg.get("threads"):
+            log.info("torch threads: %d per joblib worker (threads=null: cores // hydra.launcher.n_jobs)", threads)
     key = job_key(cfg)
     rank_zero = global_rank() == 0
     try:
@@ -308,12 +328,16 @@ def summary_lines(record: RunRecord) -> list[str]:
     width = max([10, *(len(n) for n in record.stages)])
     for st in record.stages.values():
         m = st.metrics
-        note = " (reused from cache)" if (st.cache or {}).get("hit") else ""
+        cache = st.cache or {}
+        took = f"{st.seconds or 0:.1f}s"
+        if cache.get("hit"):  # records before saved_seconds kept the twin's training time as the stage's seconds
+            saved = cache["saved_seconds"] if "saved_seconds" in cache else st.seconds or 0
+            took = f"{cache.get('wait_seconds') or 0:.1f}s (cached twin: saved {saved:.1f}s)"
         eff = st.efficiency or {}
         bits = f"{'A%s/W%s' % (eff['activations'], eff['weights']):<8} " if "activations" in eff else ""
         lines.append(f"  {st.name:<{width}} {bits}val top-1 {m.get('val/top1', float('nan')):.4f} "
                      f"(best {m.get('val/top1_best', float('nan')):.4f})  test top-1 "
-                     f"{m.get('test/top1', float('nan')):.4f}  {st.seconds or 0:.1f}s{note}")
+                     f"{m.get('test/top1', float('nan')):.4f}  {took}")
     return lines
 
 
@@ -342,15 +366,23 @@ def job_outcome(job_dir: Path, output_root: Path | str | None = None) -> tuple[s
     return "interrupted", f"{record.run_dir}: interrupted (run the sweep again to resume it)"
 
 
+def sweep_job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a multirun, in job order. A job whose ``study`` differs from the sweep's (``-m
+    debug=a,b``, ``-m sweeps=a,b``) has its directory under ``sweeps/<its study>/`` with the same
+    ``<time>-<uid>`` name (conf/hydra/onebit.yaml), so every study's folder of that name is searched."""
+    parents = {sweep_dir} | set(sweep_dir.parent.parent.glob(f"*/{sweep_dir.name}"))
+    dirs = [p for parent in parents if parent.is_dir() for p in parent.iterdir()
+            if p.is_dir() and not p.name.startswith(".")]
+    return sorted(dirs, key=lambda p: (len(p.name), p.name, str(p)))
+
+
 class SweepSummary(Callback):
     """At the end of a multirun: what happened to each job, one line per job that did not finish, and a
     non-zero exit if any job did not finish (a failing job never stops the others)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        outcomes = [job_outcome(d, config.get("output_root"))
-                    for d in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                                    key=lambda p: (len(p.name), p.name))]
+        outcomes = [job_outcome(d, config.get("output_root")) for d in sweep_job_dirs(sweep_dir)]
         done = [o for o in outcomes if o[0] in ("finished", "skipped")]
         skipped = sum(o[0] == "skipped" for o in outcomes)
         bad = [o for o in outcomes if o[0] not in ("finished", "skipped")]

@@ -1,19 +1,164 @@
-"""Experiment trackers, one Lightning logger per stage: W&B (offline unless configured, never prompting), CSV, or
-none. The local record is written in every case.
+"""Experiment trackers: one Lightning logger per stage, chosen by ``logger=<option>``. The local record is written
+in every case.
+
+A logger option is a ``_target_`` config (``conf/logger/*.yaml``, as in the lightning-hydra-template): the Lightning
+logger class and its arguments. onebit fills the per-stage arguments the class accepts (``inspect.signature``) and
+the YAML leaves unset: ``save_dir`` = the run directory and ``version`` = the stage (CSV, TensorBoard:
+``<run dir>/<name>/<stage>/``; ``<stage>-attempt<n>`` for attempt n of a resumed run); for W&B the ones below. A
+new logger (MLflow, Comet, ...) is one YAML file;
+``logger=none`` or ``logger=null`` logs nothing. Keys onebit reads itself, not the logger class: :data:`ONEBIT_KEYS`.
 
 W&B layout: one W&B run per stage, ``group`` = study, ``job_type`` = stage, ``id`` = ``<run id>-<stage>`` (the
-record's random run id: unique per run, the same when the run resumes), config = the run's options, job key,
-efficiency summary and full config.
+record's random run id: unique per run, the same when the run resumes), ``tags`` (:func:`run_tags`), config =
+the run's options, job key, efficiency summary, full config and where its pretrained twin came from (``twin/*``).
+Offline unless configured, never prompting; online mode that cannot start goes on offline with one warning.
+Per-epoch curves are plotted against ``epoch``; the summary holds each curve's best and last value under one key
+(:data:`SUMMARIES`). With ``logger.log_artifacts=true`` the twin and each stage's best checkpoint are artifacts.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from onebit.config import ConfigError
+
+# keys of a logger option that onebit reads itself (they are not arguments of the logger class)
+ONEBIT_KEYS = {"log_artifacts": "W&B only: log the pretrained twin and each stage's best checkpoint as artifacts"}
+WANDB_MODES = ("offline", "online", "disabled")
+# optional extras (pyproject.toml) that provide a logger class's package
+EXTRAS = {"pytorch_lightning.loggers.TensorBoardLogger": "tensorboard"}
+# W&B run summary: per metric, the best epoch's value (``max`` or ``min``) beside the last one, under one key
+SUMMARIES = {"val/top1": "max", "val/top5": "max", "val/loss": "min", "train/top1": "max", "train/loss": "min"}
+# the record's name for a summary's best value (``onebit.stages.stage_metrics``)
+BEST_NAMES = {("val/top1", "max"): "val/top1_best"}
+# the options that become W&B tags ``<option>=<value>`` when set (besides study, stage and ``smoke``)
+TAG_OPTIONS = ("data", "model", "sign", "weight", "pretrain", "recipe", "protocol", "experiment", "shortcut",
+               "sign_t")
+TAG_MAX = 64  # W&B refuses longer tags
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The logger option: its class and arguments, checked before any record
+# ----------------------------------------------------------------------------------------------------------
+
+
+def logger_class(cfg: DictConfig):
+    """The Lightning logger class of ``cfg.logger`` (``None``: no logger). Raises ConfigError naming the value."""
+    node = cfg.get("logger")
+    if node is None or node.get("_target_") is None:
+        if node is not None and "name" in node:  # a config from before `_target_` loggers
+            raise ConfigError(f"logger.name={node.name!r}: logger options are `_target_` configs now; "
+                              f"choose {', '.join(_options())}")
+        return None
+    import importlib
+
+    from pytorch_lightning.loggers import Logger
+
+    target = str(node._target_)
+    try:
+        module, _, name = target.rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+    except Exception as e:  # noqa: BLE001 (any import failure is the user's value: one line)
+        raise ConfigError(f"logger._target_={target!r} cannot be imported ({_cause(e)}); use a Lightning logger "
+                          f"class such as pytorch_lightning.loggers.CSVLogger, or logger={'|'.join(_options())}")
+    if not (isinstance(cls, type) and issubclass(cls, Logger)):
+        raise ConfigError(f"logger._target_={target!r} is not a Lightning logger (pytorch_lightning.loggers.Logger)")
+    return cls
+
+
+def logger_arguments(cfg: DictConfig) -> dict:
+    """The logger class's arguments from the YAML (without ``_target_`` and :data:`ONEBIT_KEYS`)."""
+    args = OmegaConf.to_container(cfg.logger, resolve=True)
+    return {k: v for k, v in args.items() if k != "_target_" and k not in ONEBIT_KEYS}
+
+
+def log_artifacts(cfg: DictConfig) -> bool:
+    node = cfg.get("logger")
+    return bool(node is not None and node.get("log_artifacts", False))
+
+
+def check_logger(cfg: DictConfig) -> None:
+    """The logger option, before any record: the class imports, is a Lightning logger, accepts every argument the
+    YAML gives and can be built (its package installed); W&B's ``mode``; ``log_artifacts`` a boolean, W&B only."""
+    cls = logger_class(cfg)
+    if cls is None:
+        return
+    choice = _choice()
+    flag = cfg.logger.get("log_artifacts", False)
+    if not isinstance(flag, bool):
+        raise ConfigError(f"logger.log_artifacts={flag!r} is invalid: choose one of true, false")
+    if is_wandb_class(cls):
+        mode = cfg.logger.get("mode")
+        if mode not in WANDB_MODES:
+            raise ConfigError(f"logger.mode={mode!r} is invalid: choose one of {', '.join(WANDB_MODES)}")
+        return  # WandbLogger passes unknown arguments to wandb.init; it starts (or falls back) in make_logger
+    if flag:
+        raise ConfigError(f"logger.log_artifacts=true needs logger=wandb (logger={choice} is {cls.__name__})")
+    args = logger_arguments(cfg)
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in args:
+            if key not in params:
+                raise ConfigError(f"logger.{key} is not an argument of {cls.__name__}; valid: "
+                                  f"{', '.join(p for p in params if p not in ('self', 'args', 'kwargs'))}")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # building it writes nothing: Lightning loggers start lazily
+        try:
+            cls(**{**_accepted(cls, {"save_dir": tmp, "version": "check"}), **args})
+        except ModuleNotFoundError as e:
+            extra = EXTRAS.get(cfg.logger._target_)
+            need = f"the optional extra {extra!r}: pip install -e '.[{extra}]'" if extra else "a package"
+            raise ConfigError(f"logger={choice} needs {need} ({_cause(e)})")
+        except Exception as e:  # noqa: BLE001 (whatever the class refuses: one line)
+            raise ConfigError(f"logger={choice} is refused by {cls.__name__}: {_cause(e)}")
+
+
+def is_wandb_class(cls) -> bool:
+    from pytorch_lightning.loggers import WandbLogger
+
+    return isinstance(cls, type) and issubclass(cls, WandbLogger)
+
+
+def is_wandb(logger) -> bool:
+    return logger is not None and is_wandb_class(type(logger))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One logger per stage
+# ----------------------------------------------------------------------------------------------------------
+
+
+def make_logger(cfg: DictConfig, stage: str, record):
+    """The stage's Lightning logger (``None`` for no logger); W&B falls back to offline mode (with a warning) if
+    it cannot start."""
+    cls = logger_class(cfg)
+    if cls is None:
+        return None
+    args = logger_arguments(cfg)
+    if is_wandb_class(cls):
+        return _wandb_logger(cls, cfg, stage, record, args)
+    # a resumed attempt logs beside the earlier ones (CSVLogger would delete an existing version's metrics.csv)
+    version = stage if record.attempts <= 1 else f"{stage}-attempt{record.attempts}"
+    stage_args = _accepted(cls, {"save_dir": str(record.run_dir), "version": version})
+    logger = cls(**{**stage_args, **args})
+    logger.log_hyperparams(flat_config(record, stage))
+    return logger
+
+
+def _accepted(cls, candidates: dict) -> dict:
+    """The candidates that ``cls`` accepts as keyword arguments (all of them if it takes ``**kwargs``)."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(candidates)
+    return {k: v for k, v in candidates.items() if k in params}
 
 
 def wandb_config(record) -> dict:
@@ -23,6 +168,13 @@ def wandb_config(record) -> dict:
             **{f"efficiency/{k}": v for k, v in eff.items()}, "config": record.config}
 
 
+def flat_config(record, stage: str) -> dict:
+    """The hyperparameters of a stage's run for loggers without a nested config (CSV, TensorBoard, MLflow):
+    options, ids, stage, the stage's precision and its twin's origin."""
+    return {**record.options, "job_key": record.job_key, "run_id": record.run_id, "smoke": bool(record.smoke),
+            "stage": stage, **_stage_bits(record, stage), **twin_config(record, stage)}
+
+
 def _stage_bits(record, stage: str) -> dict:
     """This stage's model precision (``A1/W32`` for step 1 of the two-step scheme), beside the final model's
     ``efficiency/*`` summary."""
@@ -30,58 +182,130 @@ def _stage_bits(record, stage: str) -> dict:
     return {f"efficiency/stage_{k}_bits": eff[k] for k in ("activations", "weights") if k in eff}
 
 
-def make_logger(cfg: DictConfig, stage: str, record):
-    """Lightning logger for one stage; W&B falls back to offline mode (with a warning) if it cannot start."""
-    from pytorch_lightning.loggers import CSVLogger
+def run_tags(record, stage: str) -> list[str]:
+    """W&B tags: ``study=<study>``, ``stage=<stage>``, ``<option>=<value>`` for each :data:`TAG_OPTIONS` that is
+    set (``bn_retrain=true`` when on), and ``smoke`` for a smoke run; each cut to W&B's 64 characters."""
+    tags = [f"study={record.study}", f"stage={stage}"]
+    options = dict(record.options)
+    if options.get("bn_retrain"):
+        tags.append("bn_retrain=true")
+    for key in TAG_OPTIONS:
+        value = options.get(key)
+        if value is not None:
+            tags.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    if record.smoke:
+        tags.append("smoke")
+    return [t[:TAG_MAX] for t in tags]
 
-    run_dir = Path(record.run_dir)
-    if cfg.logger.name == "none":
+
+def twin_stage(record):
+    """The stage served by the pretrain cache (the real-valued twin), or ``None``."""
+    return next((s for s in record.stages.values() if s.init == "cache"), None)
+
+
+def twin_config(record, stage: str) -> dict:
+    """Where the twin that a later stage descends from came from: ``twin/key`` (the pretrain cache key),
+    ``twin/cache_hit``, ``twin/trained_by`` (the run directory that trained it) and ``twin/trained_by_run`` (its
+    W&B run, ``[entity/]project/id``; ``None`` if it was trained without W&B). Empty for the twin's own stage."""
+    twin = twin_stage(record)
+    if twin is None or twin.name == stage or not twin.cache:
+        return {}
+    cache = twin.cache
+    if cache.get("hit"):
+        by, by_run = cache.get("trained_by"), cache.get("trained_by_run")
+    else:  # trained by this run
+        by, by_run = record.run_dir, cache.get("trained_by_run", wandb_run_path(twin.wandb))
+    return {"twin/key": cache["key"], "twin/cache_hit": bool(cache.get("hit")), "twin/trained_by": by,
+            "twin/trained_by_run": by_run}
+
+
+def wandb_run_path(info: dict | None) -> str | None:
+    """``[entity/]project/id`` of a stage's W&B run from its record entry (:func:`wandb_info`)."""
+    if not info or not info.get("id"):
         return None
-    if cfg.logger.name == "csv":
-        return CSVLogger(str(run_dir), name="csv", version=stage)
-    from pytorch_lightning.loggers import WandbLogger
+    return "/".join(str(p) for p in (info.get("entity"), info.get("project"), info["id"]) if p)
 
+
+def _wandb_logger(cls, cfg: DictConfig, stage: str, record, args: dict):
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
-    kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.study, job_type=stage,
-                  name=f"{cfg.study}-{record.run_id[:8]}-{stage}", id=f"{record.run_id}-{stage}", resume="allow",
-                  save_dir=str(run_dir), config={**wandb_config(record), "stage": stage, **_stage_bits(record, stage)},
-                  reinit="finish_previous")
+    run_dir = Path(record.run_dir)
+    onebit_args = {"group": record.study, "job_type": stage, "name": f"{record.study}-{record.run_id[:8]}-{stage}",
+                   "id": f"{record.run_id}-{stage}", "resume": "allow", "save_dir": str(run_dir),
+                   "config": {**wandb_config(record), "stage": stage, **_stage_bits(record, stage),
+                              **twin_config(record, stage)},
+                   "tags": run_tags(record, stage), "reinit": "finish_previous"}
+    kwargs = {**onebit_args, **args, "tags": [*onebit_args["tags"], *(args.get("tags") or [])]}
     if os.environ.get("WANDB_SWEEP_ID") and stage == next(reversed(record.stages)) and os.environ.get("WANDB_RUN_ID"):
         kwargs["id"] = os.environ["WANDB_RUN_ID"]  # under `wandb agent`: the agent's run holds the final stage
+    mode = kwargs.get("mode", "offline")
     try:
-        if cfg.logger.mode == "online" and not _wandb_credentials():
+        if mode == "online" and not _wandb_credentials():
             raise RuntimeError("no W&B API key (set WANDB_API_KEY or run `wandb login`)")
-        logger = WandbLogger(mode=cfg.logger.mode, settings=wandb.Settings(init_timeout=cfg.logger.init_timeout),
-                             **kwargs)
-        logger.experiment  # start the run now, so that a failure to connect is handled here
-        return logger
+        return _start(cls, kwargs, cfg, record, stage)
     except Exception as e:
-        if cfg.logger.mode == "offline":
+        if mode != "online":
             raise
-        print(f"onebit: warning: W&B could not start in {cfg.logger.mode} mode ({type(e).__name__}: "
+        print(f"onebit: warning: W&B could not start in {mode} mode ({type(e).__name__}: "
               f"{str(e).splitlines()[0] if str(e) else ''}); logging offline to {run_dir}/wandb instead (upload "
-              "later with `wandb sync`)", file=sys.stderr)
-        try:  # release the half-started online run
+              "later with `python -m onebit.sync`)", file=sys.stderr)
+        with contextlib.suppress(Exception):  # release the half-started online run
             wandb.teardown()
-        except Exception:
-            pass
         # a fresh id: W&B's service may still hold the one the failed online attempt registered
-        kwargs["id"] = f"{kwargs['id']}-offline-{time.strftime('%Y%m%d%H%M%S')}"
-        logger = WandbLogger(mode="offline", **kwargs)
-        logger.experiment
-        return logger
+        kwargs.update(mode="offline", id=f"{kwargs['id']}-offline-{time.strftime('%Y%m%d%H%M%S')}")
+        return _start(cls, kwargs, cfg, record, stage)
 
 
-def is_wandb(logger) -> bool:
-    return logger is not None and type(logger).__name__ == "WandbLogger"
+def _start(cls, kwargs: dict, cfg: DictConfig, record, stage: str):
+    """Build the WandbLogger and start its run now (so that a failure to connect is handled by the caller)."""
+    logger = cls(**kwargs)
+    # Lightning's WandbLogger passes `anonymous=None` to wandb.init unless asked for anonymous logging, and W&B
+    # 0.23+ warns about any `anonymous` ("The anonymous setting has no effect..."): leave it out at the source
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    run = logger.experiment
+    _define_metrics(run)
+    if log_artifacts(cfg):
+        _use_twin(run, record, stage)
+    return logger
 
 
-def wandb_info(logger, cfg: DictConfig) -> dict | None:
+def _define_metrics(run) -> None:
+    """Curves against ``epoch`` (Lightning logs it with every metric); each :data:`SUMMARIES` metric's summary
+    holds its best and last value under its own key (``val/top1`` -> ``{"max": .., "last": ..}``)."""
+    run.define_metric("epoch", hidden=True)
+    for pattern in ("train/*", "val/*", "lr-*"):
+        run.define_metric(pattern, step_metric="epoch")
+    for key, best in SUMMARIES.items():
+        run.define_metric(key, step_metric="epoch", summary=f"{best},last")
+
+
+def metrics_from_summary(summary: dict) -> dict:
+    """A stage's metrics from its W&B run summary: a :data:`SUMMARIES` metric (``{"max": .., "last": ..}``) gives
+    its last value, and its best under the record's name (:data:`BEST_NAMES`, ``val/top1_best``); plain values
+    stay as they are."""
+    out = {}
+    for key, value in summary.items():
+        if hasattr(value, "keys"):  # a dict, or the public API's SummarySubDict
+            value = {k: value[k] for k in value.keys()}  # noqa: SIM118 (SummarySubDict has no __iter__)
+        if isinstance(value, dict) and "last" in value:
+            out[key] = value["last"]
+            for op in ("max", "min"):
+                if (key, op) in BEST_NAMES and op in value:
+                    out[BEST_NAMES[key, op]] = value[op]
+        elif not isinstance(value, dict):
+            out[key] = value
+    return out
+
+
+def wandb_info(logger, cfg: DictConfig | None = None) -> dict | None:
     if not is_wandb(logger):
         return None
-    return {"id": logger.experiment.id, "mode": logger.experiment.settings.mode, "project": cfg.logger.project}
+    run = logger.experiment
+    return {"id": run.id, "mode": run.settings.mode, "project": run.project,
+            **({"entity": run.entity} if run.entity else {})}
 
 
 def _wandb_credentials() -> bool:
@@ -105,3 +329,88 @@ def finish_logger(logger, failed: bool) -> None:
 
     if wandb.run is not None:
         wandb.finish(exit_code=1 if failed else 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Artifacts (logger.log_artifacts=true): the twin with its lineage, each stage's best checkpoint
+# ----------------------------------------------------------------------------------------------------------
+
+
+def twin_artifact_name(key: str) -> str:
+    return f"twin-{key}"
+
+
+def log_twin(logger, cfg: DictConfig, key: str, entry: Path, meta: dict) -> None:
+    """The pretrained twin (the pretrain cache entry ``entry``: ``weights.pt``, ``meta.json``) as the W&B artifact
+    ``twin-<pretrain key>`` (type ``model``), an output of the stage run that trained it; its metadata names the
+    key, the run directory and the W&B run that trained it."""
+    if not (is_wandb(logger) and log_artifacts(cfg)):
+        return
+    import wandb
+
+    run = logger.experiment
+    art = wandb.Artifact(twin_artifact_name(key), type="model",
+                         metadata={"pretrain_key": key, "trained_by": meta.get("trained_by"),
+                                   "trained_by_run": meta.get("trained_by_run"), "wandb_run_id": run.id,
+                                   "metrics": meta.get("metrics", {})})
+    for name in ("weights.pt", "meta.json"):
+        art.add_file(str(Path(entry) / name), name=name, policy="immutable")
+    run.log_artifact(art)
+
+
+def _use_twin(run, record, stage: str) -> None:
+    """Declare the twin's artifact as an input of the stage it initialises (W&B's lineage graph). wandb 0.31's
+    ``Run.use_artifact`` refuses offline runs (``TypeError: Cannot use artifact when in offline mode``), so offline
+    the lineage is the ``twin/*`` config (:func:`twin_config`); online a twin trained without artifacts (or
+    offline and not yet synced) is not found: one warning, the run goes on."""
+    twin = twin_stage(record)
+    if twin is None or not twin.cache or record.stages[stage].init != twin.name or run.settings.mode != "online":
+        return
+    name = f"{twin_artifact_name(twin.cache['key'])}:latest"
+    try:
+        run.use_artifact(name, type="model")
+    except Exception as e:  # noqa: BLE001 (lineage is optional: the run goes on)
+        print(f"onebit: warning: W&B artifact {name} could not be declared as input of stage {stage} "
+              f"({_cause(e)}); its origin is in the run config (twin/trained_by_run)", file=sys.stderr)
+
+
+def log_best_checkpoint(logger, cfg: DictConfig, run_dir: Path | str, stage: str, metrics: dict) -> None:
+    """The stage's best checkpoint (``<run dir>/checkpoints/<stage>/best.ckpt``) as the W&B artifact
+    ``model-<W&B run id>`` (type ``model``, alias ``best``) of the stage's run; nothing if the stage has none."""
+    from onebit.checkpoints import BEST, stage_dir
+
+    path = stage_dir(run_dir, stage) / BEST
+    if not (is_wandb(logger) and log_artifacts(cfg) and path.exists()):
+        return
+    import wandb
+
+    run = logger.experiment
+    art = wandb.Artifact(f"model-{run.id}", type="model",
+                         metadata={"stage": stage, "run_dir": str(run_dir), "checkpoint": f"checkpoints/{stage}/{BEST}",
+                                   "val/top1_best": metrics.get("val/top1_best")})
+    art.add_file(str(path), name=BEST, policy="immutable")
+    run.log_artifact(art, aliases=["best"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _choice() -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.choices.get("logger"))
+    except ValueError:  # not under Hydra
+        return "<set>"
+
+
+def _options() -> list[str]:
+    from onebit.config import CONF_DIR
+
+    return sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml"))
+
+
+def _cause(e: BaseException) -> str:
+    from onebit.config import cause_line
+
+    return cause_line(e)

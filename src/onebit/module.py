@@ -2,7 +2,8 @@
 
 Loss: cross-entropy (optional label smoothing). Metrics: top-1 / top-5 accuracy (torchmetrics), accumulated on
 the device and computed once per epoch, so logging never synchronises per step. The best validation top-1 of
-the stage is logged explicitly as ``val/top1_best``.
+the stage is not logged as a metric of its own: it is ``val/top1``'s maximum (the record's ``val/top1_best``,
+W&B's ``val/top1`` summary through ``define_metric``, ``onebit.loggers``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from onebit.optim import clip_latent_weights, param_groups
@@ -28,22 +31,42 @@ class Classifier(pl.LightningModule):
     """Image classification with any onebit model.
 
     Args:
-        model: the network (binary model or its real-valued twin).
-        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra partial).
-        scheduler: ``(optimizer, epochs) -> LRScheduler`` stepped once per epoch.
+        model: the network (binary model or its real-valued twin); ``None``: rebuilt from ``config``
+            (:func:`stage_model`).
+        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra partial); ``None``: from ``config`` and the stage's
+            optimizer overrides (:func:`stage_optimizer`).
+        scheduler: ``(optimizer, epochs) -> LRScheduler`` stepped once per epoch; ``None``: ``config.scheduler``.
+        config: the run's resolved config (plain data, as in the record).
+        stage: the stage (an ``onebit.stages.Stage`` as plain data, :func:`stage_spec`: name, model kind, epochs,
+            init, trainable, fixed weights, optimizer overrides).
+        in_channels, num_classes, default_width: the data's, which the model is built for (top-5 becomes
+            top-min(5, classes)).
         epochs: length of this stage (for the schedule).
         decays: weight decay per parameter role (see ``onebit.optim``).
-        num_classes: number of classes (top-5 becomes top-min(5, classes)).
         label_smoothing: cross-entropy label smoothing.
         latent_weight_clip: clip latent binary weights to [-c, c] after each step (``None``: no clipping).
+
+    Everything but ``model``, ``optimizer`` and ``scheduler`` is saved as plain hyperparameters in every checkpoint
+    (``checkpoint["hyper_parameters"]``, not sent to the logger: the W&B config is the run's options), so
+    ``Classifier.load_from_checkpoint(path)`` rebuilds the module, ready to evaluate or to train on, with no
+    arguments. :meth:`for_stage` builds one for a stage of a config.
     """
 
-    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable, *, epochs: int,
-                 decays: dict, num_classes: int, label_smoothing: float = 0.0,
-                 latent_weight_clip: float | None = None):
+    def __init__(self, model: nn.Module | None = None, optimizer: Callable | None = None,
+                 scheduler: Callable | None = None, *, config: dict, stage: dict, in_channels: int,
+                 num_classes: int, default_width: int | None = None, epochs: int, decays: dict,
+                 label_smoothing: float = 0.0, latent_weight_clip: float | None = None):
         super().__init__()
+        if OmegaConf.is_config(config):
+            config = OmegaConf.to_container(config, resolve=True)
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
+        if model is None or optimizer is None:
+            spec = stage_from_spec(stage)
+            model = model if model is not None else stage_model(config, spec, in_channels, num_classes, default_width)
+            optimizer = optimizer if optimizer is not None else instantiate(stage_optimizer(config, spec)[0])
         self.model = model
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler if scheduler is not None else instantiate(config["scheduler"])
         self.epochs, self.decays = epochs, decays
         self.label_smoothing, self.latent_weight_clip = label_smoothing, latent_weight_clip
         k5 = min(5, num_classes)
@@ -55,6 +78,17 @@ class Classifier(pl.LightningModule):
         self._loss_sum, self._correct, self._seen, self._batches = torch.zeros(()), torch.zeros(()), 0, 0
         self._epoch_started: float | None = None
         self.first_step_time: float | None = None  # wall-clock time of the first training step (start-up bench)
+
+    @classmethod
+    def for_stage(cls, cfg: DictConfig | dict, stage, data, model: nn.Module | None = None) -> Classifier:
+        """The module that trains ``stage`` (an ``onebit.stages.Stage``) on ``data``, around ``model`` (``None``: a
+        freshly built one); its optimizer and schedule from ``cfg``."""
+        config = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+        _, decays, clip = stage_optimizer(config, stage)
+        return cls(model, config=config, stage=stage_spec(stage), in_channels=data.in_channels,
+                   num_classes=data.num_classes, default_width=getattr(data, "default_width", None),
+                   epochs=stage.epochs, decays=decays, label_smoothing=config["label_smoothing"],
+                   latent_weight_clip=clip if stage.model == "binary" else None)
 
     def forward(self, x):
         return self.model(x)
@@ -118,7 +152,6 @@ class Classifier(pl.LightningModule):
         top1 = self.trainer.callback_metrics.get("val/top1")
         if top1 is not None and math.isfinite(float(top1)):
             self.best_val_top1 = max(self.best_val_top1, float(top1))
-        self.log("val/top1_best", self.best_val_top1)
         m = self.trainer.callback_metrics
         self._epoch_entry().update({k: float(m[k]) for k in ("val/loss", "val/top1") if k in m})
 
@@ -152,3 +185,46 @@ class Classifier(pl.LightningModule):
         state = checkpoint.get("onebit", {})
         self.best_val_top1 = state.get("best_val_top1", 0.0)
         self.history = list(state.get("history", []))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A stage's parts from its config (what Classifier.load_from_checkpoint rebuilds)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def stage_spec(stage) -> dict:
+    """An ``onebit.stages.Stage`` as plain data (its optimizer overrides as a mapping)."""
+    from dataclasses import asdict
+
+    return {**asdict(stage), "optimizer": dict(stage.optimizer)}
+
+
+def stage_from_spec(spec: dict):
+    """The ``onebit.stages.Stage`` of :func:`stage_spec`'s data."""
+    from onebit.stages import Stage
+
+    return Stage(**{**spec, "optimizer": tuple(sorted(spec.get("optimizer", {}).items()))})
+
+
+def stage_optimizer(config: dict, stage) -> tuple[dict, dict, float | None]:
+    """``(optimizer config, weight decay per parameter role, latent-weight clip)`` of a stage: the run's
+    ``optimizer`` config with the stage's overrides, onebit's own keys taken out of the optimizer's."""
+    opt = {**config["optimizer"], **dict(stage.optimizer)}
+    decays = {role: opt.pop(key) for role, key in
+              (("binary", "binary_weight_decay"), ("real", "weight_decay"), ("bn", "bn_weight_decay"))}
+    return opt, decays, opt.pop("latent_weight_clip")
+
+
+def stage_model(config: dict, stage, in_channels: int, num_classes: int, default_width: int | None = None):
+    """The stage's model as its training built it (``onebit.build.make_model`` of the stage's kind for data of
+    this shape, then the stage's component state and frozen parameters), with fresh weights."""
+    from types import SimpleNamespace
+
+    from onebit.build import make_model
+    from onebit.stages import _prepare
+
+    shape = SimpleNamespace(in_channels=in_channels, num_classes=num_classes,
+                            **({} if default_width is None else {"default_width": default_width}))
+    model = make_model(OmegaConf.create(config), shape, stage.model)
+    _prepare(stage, model)
+    return model

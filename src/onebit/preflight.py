@@ -16,6 +16,16 @@ from omegaconf import OmegaConf
 
 from onebit.config import CONF_DIR, GROUPS, SWEEPS_DIR, ConfigError
 
+# groups whose options are `# @package _global_` overlays that may override other groups' options, in the order of
+# conf/train.yaml's defaults list (a later one wins); and every group of that package (keys under it are not checked)
+OVERLAYS = ("protocol", "experiment", "sweeps", "hparams_search", "debug")
+GLOBAL_GROUPS = ("launcher", *OVERLAYS)
+# Hydra's flags that show something instead of running a job: no output is written, so output_root is not checked
+NO_RUN_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion")
+# options of Hydra's groups that an optional plugin provides: (group, option) -> (its module, how to install it)
+OPTIONAL_PLUGINS = {("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper",
+                                                  "hydra-optuna-sweeper: pip install -e '.[optuna]'")}
+
 
 def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     folder = SWEEPS_DIR if group == "sweeps" else conf_dir / group
@@ -28,6 +38,30 @@ def _load(path: Path) -> dict:
 
 def _defaults(conf: dict) -> list:
     return [d for d in conf.get("defaults") or [] if d != "_self_"]
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _load_overlay(folder: Path, name: str, seen: tuple = ()) -> dict:
+    """An overlay file as Hydra composes it with the same-group files it extends (``- default`` in its defaults
+    list): their defaults entries first, then its own; their keys, then its own over them. {} if missing."""
+    path = folder / f"{name}.yaml"
+    if not name or not path.is_file() or name in seen:
+        return {}
+    conf, merged, entries = _load(path), {}, []
+    for d in _defaults(conf):
+        if isinstance(d, str):
+            parent = _load_overlay(folder, d.removesuffix(".yaml"), (*seen, name))
+            entries += parent.pop("defaults", [])
+            merged = _merge(merged, parent)
+        else:
+            entries.append(d)
+    return {**_merge(merged, {k: v for k, v in conf.items() if k != "defaults"}), "defaults": entries}
 
 
 def option_keys(group: str, option: str, conf_dir: Path = CONF_DIR) -> set[str] | None:
@@ -79,7 +113,8 @@ def _overlay_choice(overlay: dict, group: str):
 
 class _Choices:
     """Which option of each group the job(s) of a command line use: the command line's ``group=option``, else
-    the ``experiment=`` / ``sweeps=`` overlay's ``override /group: option``, else conf/train.yaml's default.
+    the overlays' (:data:`OVERLAYS`: ``experiment=``, ``sweeps=``, ``debug=``...) ``override /group: option`` (a
+    later overlay wins), else conf/train.yaml's default.
     ``of(group)`` is None where preflight cannot know for sure (a sweep function, an overlay that sweeps the
     group, a defaults list it cannot read): the composed config is then left to Hydra."""
 
@@ -91,15 +126,41 @@ class _Choices:
             if isinstance(d, dict):
                 self.defaults.update(d)
         # per overlay group, in the defaults' order (sweeps after experiment): the file of each chosen overlay
-        self.overlays: list[list[dict]] | None = []
-        for group in ("experiment", "sweeps"):
+        self.overlays: list[list[dict]] | None = None
+        files: dict[str, list[dict]] = {}
+        for group in OVERLAYS:
             names = self._given(group)
             if names is None:
-                self.overlays = None
                 return
-            folder = SWEEPS_DIR if group == "sweeps" else conf_dir / group
-            self.overlays.append([_load(folder / f"{n}.yaml") if n and (folder / f"{n}.yaml").is_file() else {}
-                                  for n in names])
+            files[group] = self._files(group, names)
+        # an overlay may choose another overlay group's option (sweeps=bireal_table1: override /protocol: paper_sgd);
+        # the command line wins over it, as in Hydra
+        for group in (g for g in OVERLAYS if g not in self.given):
+            start = {self.defaults.get(group)}
+            possible = self._fold(group, start, [files[g] for g in OVERLAYS if g != group])
+            if possible is None:
+                return
+            if possible != start:
+                files[group] = self._files(group, sorted(possible, key=str))
+        self.overlays = [files[g] for g in OVERLAYS]
+
+    def _files(self, group: str, names: list) -> list[dict]:
+        folder = SWEEPS_DIR if group == "sweeps" else self.conf_dir / group
+        return [_load_overlay(folder, n) if isinstance(n, str) else {} for n in names]
+
+    @staticmethod
+    def _fold(group: str, possible: set, overlays: list[list[dict]]) -> set | None:
+        """The options of ``group`` after the overlays (in order; the files of one group are alternatives of a
+        sweep) applied their ``override /group: option``; None if one of them leaves it unsure."""
+        for files in overlays:
+            after = set()
+            for overlay in files:
+                choice = _overlay_choice(overlay, group)
+                if choice is _UNSURE:
+                    return None
+                after |= possible if choice is None else {choice}
+            possible = after
+        return possible
 
     def _given(self, group: str) -> list | None:
         o = self.given.get(group)
@@ -116,16 +177,8 @@ class _Choices:
             return None if values is None or None in values else values
         if self.overlays is None:
             return None
-        possible = {self.defaults.get(group)}
-        for files in self.overlays:
-            after = set()
-            for overlay in files:
-                choice = _overlay_choice(overlay, group)
-                if choice is _UNSURE:
-                    return None
-                after |= possible if choice is None else {choice}
-            possible = after
-        return None if None in possible else sorted(possible)
+        possible = self._fold(group, {self.defaults.get(group)}, self.overlays)
+        return None if possible is None or None in possible else sorted(possible)
 
     def added_keys(self, group: str) -> set[str]:
         """Keys the overlays set under ``group`` (Hydra merges them into the chosen option)."""
@@ -171,7 +224,11 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
       (:class:`_Choices`): ``optimizer.momentum`` with ``optimizer=adam`` names ``optimizer=sgd``;
     - ``trainer.<argument>=value`` takes any ``pytorch_lightning.Trainer`` argument: one the trainer option does
       not set is rewritten to ``++trainer.<argument>=value`` (Hydra's add-or-override), so Hydra accepts it;
-    - ``output_root`` (or ``ONEBIT_OUTPUTS``) must be writable, checked without creating anything.
+    - ``output_root`` (or ``ONEBIT_OUTPUTS``) must be writable, checked without creating anything, unless a flag of
+      :data:`NO_RUN_FLAGS` (``--help``, ``-h``, ``--hydra-help``, ``--cfg``, ``--info``) shows something instead of
+      running: those flags pass through to Hydra as given;
+    - an option that an optional Hydra plugin provides (``hydra/sweeper=optuna``, also through
+      ``hparams_search=...``) needs the plugin installed (:data:`OPTIONAL_PLUGINS`).
 
     Overrides are parsed with Hydra's own parser (quoting, sweeps, ``+``/``++``/``~``); ``hydra.*``,
     ``hydra/<group>=<option>``, ``+key=value`` (a new key) and package overrides (``group@pkg=...``) are left to
@@ -183,6 +240,7 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     args, extra = get_args_parser().parse_known_args(list(argv))
     if args.config_name or args.config_path or args.config_dir:
         return list(argv)
+    runs = not any(getattr(args, flag, None) for flag in NO_RUN_FLAGS)
     raws = [*args.overrides, *(e for e in extra if not e.startswith("-"))]
     parser, overrides = OverridesParser.create(), []
     for raw in raws:
@@ -191,6 +249,7 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
         except HydraException as e:
             raise ConfigError(f"cannot parse the override {raw!r}: {_first_line(e)}") from None
     choices = _Choices(overrides, conf_dir)
+    _check_plugins(overrides, choices)
     top = set(_load(conf_dir / "train.yaml")) - {"defaults"} | set(GROUPS) | {"hydra"}
     added = {o.key_or_group for o in overrides if o.is_add() or o.is_force_add()}
     rewrite: dict[str, str] = {}
@@ -213,7 +272,7 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
         if head not in top:
             raise ConfigError(f"unknown key {key!r}; valid top-level keys: {', '.join(sorted(top))} "
                               f"(use +{key}=value to add a new one{_did_you_mean(head, top)})")
-        if (not rest or head not in GROUPS or head in ("launcher", "protocol", "experiment", "sweeps")
+        if (not rest or head not in GROUPS or head in GLOBAL_GROUPS
                 or re.fullmatch(r"_\w+_", sub)):
             continue
         if head == "trainer":
@@ -227,8 +286,22 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
         missing = _missing_from_chosen(head, sub, choices, conf_dir)
         if missing:
             raise ConfigError(_unknown_key_line(key, head, sub, missing, choices, conf_dir))
-    _check_output_root(output_root)
+    if runs:
+        _check_output_root(output_root)
     return [rewrite.get(a, a) for a in argv]
+
+
+def _check_plugins(overrides: list, choices: _Choices) -> None:
+    """An option of :data:`OPTIONAL_PLUGINS` chosen on the command line (``hydra/sweeper=optuna``) or by an overlay
+    (``hparams_search=bireal_optuna``) needs its plugin installed."""
+    import importlib.util
+
+    for (group, option), (module, install) in OPTIONAL_PLUGINS.items():
+        given = [o for o in overrides if o.key_or_group == group and o.package is None and not o.is_delete()]
+        names = set(_choice_values(given[-1]) or []) if given else \
+            {_overlay_choice(f, group) for files in choices.overlays or [] for f in files}
+        if option in names and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{group}={option} needs a Hydra plugin that is not installed, {install}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -242,13 +315,23 @@ def _check_options(o, conf_dir: Path) -> None:
     values = _choice_values(o)
     group = o.key_or_group
     valid = options(group, conf_dir)
+    if values == [None]:  # Hydra refuses `group=null` with a traceback: "Config group override must be a string"
+        none = f"~{group} chooses none (the default)" if _nullable(group, conf_dir) else \
+            f"valid choices: {', '.join(valid)}"
+        raise ConfigError(f"{group}=null is invalid: a config group takes an option name; {none}")
     for choice in values or []:
-        if group in ("experiment", "sweeps") and choice in ("", None, "null"):
+        if choice in ("", None, "null") and _nullable(group, conf_dir):
             continue
         if not isinstance(choice, str) or "${" in choice:
             continue
         if choice not in valid:
             raise ConfigError(f"unknown option {group}={choice!r}; valid choices: {', '.join(valid)}")
+
+
+def _nullable(group: str, conf_dir: Path) -> bool:
+    """Whether conf/train.yaml's defaults list chooses no option of ``group`` by default (``experiment: null``)."""
+    return any(isinstance(d, dict) and group in d and d[group] is None
+               for d in _load(conf_dir / "train.yaml").get("defaults", []))
 
 
 def _missing_from_chosen(group: str, sub: str, choices: _Choices, conf_dir: Path) -> list[str]:
@@ -281,8 +364,9 @@ def _unknown_key_line(key: str, group: str, sub: str, missing: list[str], choice
     if others:
         owners = ", ".join(f"{group}={o}" for o in others[:3]) + (f" (and {len(others) - 3} more)"
                                                                    if len(others) > 3 else "")
-        return (f"{key} is a key of {owners}, not of {where}; choose {group}={others[0]}, or set a key of "
-                f"{group}={chosen}: {', '.join(keys)}")
+        instead = f"set a key of {group}={chosen}: {', '.join(keys)}" if keys else \
+            f"drop {key} ({group}={chosen} has no keys to set)"
+        return f"{key} is a key of {owners}, not of {where}; choose {group}={others[0]}, or {instead}"
     return (f"unknown key {key!r}; valid keys of {group}: {', '.join(keys)} ({group}={chosen}"
             f"{_did_you_mean(sub, keys)})")
 

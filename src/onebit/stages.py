@@ -31,11 +31,11 @@ from omegaconf import DictConfig, OmegaConf
 from onebit import config as C
 from onebit.build import MODEL_KINDS, make_model, transfer
 from onebit.cache import PretrainCache
-from onebit.checkpoints import (atomic_async_io, last_checkpoint, last_checkpoint_callback, read_checkpoint,
-                                stage_weights)
+from onebit.checkpoints import (atomic_async_io, checkpoint_callbacks, checkpoint_summary, last_checkpoint,
+                                read_checkpoint, stage_weights)
 from onebit.identity import pretrain_key
 from onebit.killpoints import kill_point
-from onebit.loggers import finish_logger, make_logger, wandb_info
+from onebit.loggers import finish_logger, log_best_checkpoint, log_twin, make_logger, wandb_info, wandb_run_path
 from onebit.records import StageRecord
 
 log = logging.getLogger("onebit")
@@ -156,10 +156,20 @@ def run_recipe(job, record, data, stages: tuple[Stage, ...]) -> None:
             weights[name] = stage_weights(record, name)
         return weights[name]
 
+    from onebit import progress
+
     by_name = {s.name: s for s in stages}
-    for stage in stages:
+    say = job.rank_zero  # only rank zero writes lines (onebit.progress)
+    if say:
+        log.info("%s run %s: %s", f"resuming (attempt {record.attempts})" if job.resuming else "starting",
+                 record.run_dir, " -> ".join(s.name for s in stages))
+    for i, stage in enumerate(stages, 1):
         if record.stage(stage.name).finished:
+            if say:
+                progress.stage_skipped(i, len(stages), record.stage(stage.name))
             continue
+        if say:
+            progress.stage_started(i, len(stages), stage, record.stage(stage.name))
         seed_everything(int(job.cfg.seed))  # every stage starts from the same RNG state, resumed or not
         model = make_model(job.cfg, data, stage.model)
         if stage.cached:
@@ -171,6 +181,10 @@ def run_recipe(job, record, data, stages: tuple[Stage, ...]) -> None:
             _prepare(stage, model)
             train_stage(job, record, data, stage, model, resume_from)
             state = model.state_dict()
+        if say and (record.stage(stage.name).cache or {}).get("hit"):
+            progress.cache_hit(i, len(stages), record.stage(stage.name))
+        elif say:
+            progress.stage_finished(record.stage(stage.name))
         weights[stage.name] = state
         kill_point(f"stage_end:{stage.name}")
 
@@ -197,17 +211,23 @@ def _cached_stage(job, record, data, stage: Stage, model) -> dict:
         entry = cache.load(key)
         if entry is None:
             resume_from = last_checkpoint(job.run_dir, stage.name) if job.resuming else None
-            result = train_stage(job, record, data, stage, model, resume_from, finish=False)
-            cache.save(key, model.state_dict(), {"metrics": result.metrics, "history": result.history,
-                                                 "seconds": result.seconds, "trained_by": record.run_dir,
-                                                 "created": time.time()})
+            def store(result, logger):  # the twin's W&B run (lineage) in its meta; an artifact if asked for
+                meta = {"metrics": result.metrics, "history": result.history, "seconds": result.seconds,
+                        "trained_by": record.run_dir, "trained_by_run": wandb_run_path(result.wandb),
+                        "created": time.time()}
+                log_twin(logger, job.cfg, key, cache.save(key, model.state_dict(), meta), meta)
+
+            train_stage(job, record, data, stage, model, resume_from, finish=False, on_trained=store)
             record.update_stage(stage.name, status="finished", cache={"key": key, "hit": False})
             return model.state_dict()
     own = entry.get("trained_by") == record.run_dir
+    took = round(time.perf_counter() - t0, 3)
+    # a hit's seconds are this run's (waiting for the lock, loading); the twin's training time is what it saved
     record.update_stage(stage.name, status="finished", metrics=entry["metrics"], history=entry.get("history", []),
-                        seconds=entry["seconds"],
+                        seconds=entry["seconds"] if own else took,
                         cache={"key": key, "hit": not own, "trained_by": entry.get("trained_by"),
-                               **({} if own else {"wait_seconds": round(time.perf_counter() - t0, 3)})})
+                               "trained_by_run": entry.get("trained_by_run"),
+                               **({} if own else {"wait_seconds": took, "saved_seconds": entry["seconds"]})})
     return entry["state_dict"]
 
 
@@ -232,22 +252,19 @@ def stage_metrics(history: list[dict], test: dict) -> dict:
     return {**last, **({"val/top1_best": max(vals)} if vals else {}), **test}
 
 
-def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None, finish: bool = True):
+def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None, finish: bool = True,
+                on_trained=None):
     """Fit ``model`` for the stage's epochs (continuing from ``resume_from``), test it, and record the result
-    (status ``finished`` unless ``finish=False``: the caller records completion). Returns the StageRecord."""
+    (status ``finished`` unless ``finish=False``: the caller records completion); then ``on_trained(stage record,
+    logger)``, before the stage's logger run ends. Returns the StageRecord."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 
+    from onebit import progress
     from onebit.module import Classifier
 
     cfg = job.cfg
-    opt_cfg = {**OmegaConf.to_container(cfg.optimizer, resolve=True), **dict(stage.optimizer)}
-    decays = {role: opt_cfg.pop(key) for role, key in
-              (("binary", "binary_weight_decay"), ("real", "weight_decay"), ("bn", "bn_weight_decay"))}
-    clip = opt_cfg.pop("latent_weight_clip")
-    module = Classifier(model, instantiate(opt_cfg), instantiate(cfg.scheduler), epochs=stage.epochs, decays=decays,
-                        num_classes=data.num_classes, label_smoothing=cfg.label_smoothing,
-                        latent_weight_clip=clip if stage.model == "binary" else None)
+    module = Classifier.for_stage(cfg, stage, data, model)
     if resume_from is not None:
         read_checkpoint(resume_from)  # a torn checkpoint is one line, not a Lightning traceback
     logger = None
@@ -261,11 +278,14 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
         def on_test_batch_end(self, *args, **kwargs):
             kill_point(f"test:{stage.name}")
 
-    callbacks = [last_checkpoint_callback(job.run_dir, stage.name), KillDuringTest()]
+    checkpoints = checkpoint_callbacks(job.run_dir, stage.name)
+    callbacks = [*checkpoints, KillDuringTest()]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    bar = progress.want_bar(cfg.trainer.get("enable_progress_bar"))  # null: a bar when interactive
+    callbacks += progress.callbacks(stage.name, bar, resume_from)
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=stage.epochs, logger=logger if logger else False,
-                                      callbacks=callbacks, default_root_dir=str(job.run_dir),
+                                      callbacks=callbacks, enable_progress_bar=bar, default_root_dir=str(job.run_dir),
                                       plugins=[atomic_async_io()])
     failed = True
     try:
@@ -276,14 +296,23 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
         t1 = time.perf_counter()
         trainer.test(module, datamodule=data, verbose=False)
         test = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        if logger is not None and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
-            logger.experiment.summary.update({"best/val_top1": module.best_val_top1})
+        failed = False
+    finally:
+        if failed:
+            finish_logger(logger, failed=True)
+    result: dict[str, Any] = dict(metrics=stage_metrics(module.history, test), history=module.history,
+                                  seconds=round(time.perf_counter() - t0, 3), fit_seconds=round(fit_seconds, 3),
+                                  test_seconds=round(time.perf_counter() - t1, 3),
+                                  checkpoints=checkpoint_summary(job.run_dir, checkpoints))
+    if module.first_step_time and "first_step" not in record.timings:
+        record.timings["first_step"] = module.first_step_time
+    rec = record.update_stage(stage.name, **result, **({"status": "finished"} if finish else {}))
+    failed = True
+    try:  # before the logger's run ends: its artifacts (logger.log_artifacts) and the caller's (the twin's)
+        log_best_checkpoint(logger, cfg, job.run_dir, stage.name, rec.metrics)
+        if on_trained is not None:
+            on_trained(rec, logger)
         failed = False
     finally:
         finish_logger(logger, failed)
-    result: dict[str, Any] = dict(metrics=stage_metrics(module.history, test), history=module.history,
-                                  seconds=round(time.perf_counter() - t0, 3), fit_seconds=round(fit_seconds, 3),
-                                  test_seconds=round(time.perf_counter() - t1, 3))
-    if module.first_step_time and "first_step" not in record.timings:
-        record.timings["first_step"] = module.first_step_time
-    return record.update_stage(stage.name, **result, **({"status": "finished"} if finish else {}))
+    return rec

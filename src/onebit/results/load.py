@@ -13,9 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
+from onebit.loggers import metrics_from_summary
 from onebit.records import RECORD_NAME, SCHEMA, CorruptRecordError, RunRecord, read_record
 
-# keys of a W&B run's config (``onebit.loggers.wandb_config``) that are not the record's options
+# keys of a W&B run's config (``onebit.loggers.wandb_config``) that are not the record's options (nor are the
+# namespaced ones, ``efficiency/*`` and ``twin/*``)
 WANDB_NOT_OPTIONS = ("job_key", "run_id", "smoke", "config", "stage")
 WANDB_STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
 METRIC_PREFIXES = ("train/", "val/", "test/")
@@ -84,7 +86,8 @@ def _stage_status(state: str) -> str:
 def record_dict_from_wandb(run_id: str, runs: list) -> dict:
     """The schema-2 record of one onebit run from its W&B runs (one per stage, ``job_type`` = stage): options,
     job key, smoke reasons and the full config from the run config (``onebit.loggers.wandb_config``), stage
-    metrics from each run's summary (its ``train/*``, ``val/*``, ``test/*`` keys, as logged), the status from
+    metrics from each run's summary (its ``train/*``, ``val/*``, ``test/*`` keys: the last value, and the best
+    as ``val/top1_best``, ``onebit.loggers.metrics_from_summary``), the status from
     the stages (a failed stage fails the run; a stage not yet in W&B is pending). Missing pieces are left
     missing: :meth:`RunRecord.from_dict` names them."""
     first = runs[0]
@@ -101,7 +104,7 @@ def record_dict_from_wandb(run_id: str, runs: list) -> dict:
     stages = {}
     for name, model in recipe:
         run = by_stage.get(name)
-        summary = dict(run.summary) if run is not None and run.summary is not None else {}
+        summary = metrics_from_summary(dict(run.summary)) if run is not None and run.summary is not None else {}
         stages[name] = {"name": name, "model": model, "epochs": 0,
                         "status": _stage_status(run.state) if run is not None else "pending",
                         "metrics": {k: v for k, v in summary.items() if str(k).startswith(METRIC_PREFIXES)}}
@@ -110,7 +113,7 @@ def record_dict_from_wandb(run_id: str, runs: list) -> dict:
               else "running")
     started = [t for t in map(_started, runs) if t is not None]
     data = {"schema": SCHEMA, "run_id": run_id, "run_dir": f"wandb:{run_id}", "status": status, "stages": stages,
-            "options": {k: v for k, v in cfg.items() if k not in WANDB_NOT_OPTIONS and not k.startswith("efficiency/")},
+            "options": {k: v for k, v in cfg.items() if k not in WANDB_NOT_OPTIONS and "/" not in k},
             "timings": {"started": min(started) if started else None}}
     for key in ("job_key", "smoke", "config"):
         if key in cfg:

@@ -1,0 +1,191 @@
+"""Evaluate a finished stage of a run: rebuild its data and model from the run's record, load its last or best
+checkpoint, and evaluate it on the full test or validation split with a Lightning Trainer (on the CPU).
+
+    python src/eval.py run=outputs/runs/2026-01-01/12-00-00-abc123              # final stage, last weights, test
+    python src/eval.py run=<run dir> weights=best split=val out=eval.json        # best val/top1 checkpoint
+    python src/eval.py run=<run dir> stage=pretrain                              # any finished stage
+
+Prints one result line (run, stage, weights, split, top-1, top-5, loss, number of images); ``out=FILE`` (or
+``--out FILE``) also writes it as JSON. A bad argument is one ``onebit: error:`` line naming the value and the
+valid choices (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from onebit.config import ConfigError
+
+CHOICES = {"weights": ("last", "best"), "split": ("test", "val")}
+KEYS = {
+    "run": "a run directory (with record.json), or the Hydra job folder of a run (with job.json)",
+    "stage": "a finished stage of the run's recipe (default: the final stage)",
+    "weights": "last (default): the stage's final weights, which its test/* metrics measured; best: its best "
+               "val/top1 epoch",
+    "split": "test or val: evaluated in full, also for a smoke run (default: test)",
+    "out": "also write the result as JSON to this file",
+}
+HELP = """onebit eval: evaluate a finished stage of a run on the full test or validation split.
+
+usage: python src/eval.py run=<dir> [stage=<name>] [weights=last|best] [split=test|val] [out=<file>]
+
+arguments (key=value, as with src/train.py):
+""" + "\n".join(f"  {k:<8} {v}" for k, v in KEYS.items()) + """
+
+The model is rebuilt from the run's record (its resolved config) and loaded from
+<run dir>/checkpoints/<stage>/{last,best}.ckpt (Classifier.load_from_checkpoint); a pretraining stage that
+reused a cached twin has no checkpoint in the run: its last weights are the cache entry.
+"""
+
+
+def parse(argv: list[str]) -> dict:
+    """``key=value`` arguments (``--out FILE`` and ``--out=FILE`` too) into a dict; ConfigError for the rest."""
+    args: dict[str, str] = {}
+    it = iter(argv)
+    for arg in it:
+        if arg in ("--out", "-o"):
+            value = next(it, None)
+            if value is None:
+                raise ConfigError(f"{arg} needs a file name")
+            arg = f"out={value}"
+        key, eq, value = arg.removeprefix("--").partition("=")
+        if not eq or key not in KEYS:
+            raise ConfigError(f"unknown argument {arg!r}; valid: {', '.join(f'{k}=' for k in KEYS)} (see --help)")
+        if not value:
+            raise ConfigError(f"{key}= needs a value: {KEYS[key]}")
+        args[key] = value
+    if "run" not in args:
+        raise ConfigError(f"run= is required: {KEYS['run']}")
+    for key, choices in CHOICES.items():
+        args.setdefault(key, choices[0])
+        if args[key] not in choices:
+            raise ConfigError(f"{key}={args[key]!r} is invalid; choose one of {', '.join(choices)}")
+    if "out" in args and Path(args["out"]).is_dir():
+        raise ConfigError(f"out={args['out']!r} is a directory; give a file name")
+    return args
+
+
+def find_record(path: str):
+    """The record of ``run=``: a run directory, or a Hydra job folder whose ``job.json`` points at one. Its
+    ``run_dir`` becomes where the record lies now (a moved or copied run finds its checkpoints)."""
+    from onebit.jobs import POINTER
+    from onebit.records import RECORD_NAME, CorruptRecordError, read_record
+
+    run = Path(path)
+    if not run.is_dir():
+        raise ConfigError(f"run={path!r}: no such directory")
+    if not (run / RECORD_NAME).exists() and (run / POINTER).exists():
+        try:
+            pointer = json.loads((run / POINTER).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"run={path!r}: unreadable {POINTER} ({type(e).__name__})") from None
+        if not pointer.get("record"):
+            raise ConfigError(f"run={path!r}: this job was {pointer.get('action')} and has no run record "
+                              f"({pointer.get('error')})")
+        run = Path(pointer["record"])
+    if not (run / RECORD_NAME).exists():
+        raise ConfigError(f"run={path!r} has no {RECORD_NAME}: give a run directory (printed at the end of "
+                          f"src/train.py) or a Hydra job folder with a {POINTER}")
+    try:
+        record = read_record(run / RECORD_NAME)
+    except CorruptRecordError as e:
+        raise ConfigError(str(e)) from None
+    record.run_dir = str(run)
+    return record
+
+
+def check_stage(record, stage: str | None) -> str:
+    finished = [n for n, s in record.stages.items() if s.finished]
+    name = stage or record.final_stage.name
+    if name not in record.stages:
+        raise ConfigError(f"stage={name!r} is not a stage of this run; valid: {', '.join(record.stages)}")
+    if not record.stages[name].finished:
+        raise ConfigError(f"stage={name!r} is {record.stages[name].status}, not finished; finished stages: "
+                          f"{', '.join(finished) or 'none yet'}")
+    return name
+
+
+def quiet() -> None:
+    """Lightning's start-up lines and tips: nothing a user acts on when evaluating."""
+    import logging
+    import warnings
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def evaluate(record, stage: str, weights: str, split: str) -> dict:
+    """Evaluate the stage's weights on the full split with a real Lightning Trainer on the CPU."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from onebit.build import config_error
+    from onebit.checkpoints import stage_module
+
+    quiet()
+    try:
+        data = instantiate(OmegaConf.create(record.config).data)
+    except Exception as e:  # noqa: BLE001  (the run's data is gone or moved: one line with its real cause)
+        raise config_error(e) from None
+    module, origin = stage_module(record, stage, weights, data)
+
+    class CountImages(pl.Callback):
+        n = 0
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            self.n += len(batch[1])
+
+        on_validation_batch_end = on_test_batch_end
+
+    count = CountImages()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[count])
+    run = trainer.test if split == "test" else trainer.validate
+    metrics = run(module, datamodule=data, verbose=False)[0]
+    return {"run_dir": record.run_dir, "run_id": record.run_id, "study": record.study, "stage": stage,
+            "weights": weights, **origin, "split": split, "top1": float(metrics[f"{split}/top1"]),
+            "top5": float(metrics[f"{split}/top5"]), "loss": float(metrics[f"{split}/loss"]), "n": count.n,
+            "smoke": list(record.smoke)}
+
+
+def result_lines(r: dict) -> list[str]:
+    epoch = f"epoch {r['epoch']}" if r["epoch"] is not None else "cache entry"
+    lines = [(f"onebit eval: run {r['run_id']}  stage {r['stage']}  weights {r['weights']} ({epoch})  split "
+              f"{r['split']}  top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  loss {r['loss']:.4f}  n {r['n']}  "
+              f"({r['run_dir']})")]
+    if r["source"] == "cache":
+        lines.append(f"onebit eval: note: stage {r['stage']} reused a cached twin (trained by {r['trained_by']}): "
+                     f"weights=last is the pretrain cache entry {r['path']}")
+    if r["smoke"]:
+        lines.append(f"onebit eval: note: SMOKE RUN ({', '.join(r['smoke'])}): its weights come from a shortened "
+                     f"run, not a result; the {r['split']} split was evaluated in full")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    try:
+        args = parse(argv)
+        record = find_record(args["run"])
+        stage = check_stage(record, args.get("stage"))
+        result = evaluate(record, stage, args["weights"], args["split"])
+    except ConfigError as e:
+        print(f"onebit: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print("\n".join(result_lines(result)))
+    if "out" in args:
+        from onebit.files import atomic_write_json
+
+        atomic_write_json(args["out"], result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,242 @@
+"""Checkpoints and evaluation, on real runs: ``last.ckpt`` / ``best.ckpt`` written by Lightning's ModelCheckpoint
+(best = best val/top1, overwritten in place, kept across a resume), ``Classifier.load_from_checkpoint`` with no
+arguments (plain hyperparameters), and ``src/eval.py`` (its numbers equal the record's; bad input is one line)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, ROOT, run_train
+
+from onebit.records import read_record
+
+# a full (non-smoke) run whose validation top-1 peaks before its last epoch: deterministic, full digits epochs,
+# a constant learning rate high enough to overshoot (val top-1 per epoch here: ~0.37, 0.65, 0.76, 0.73)
+ARGS = ["model.width=4", "epochs=4", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1",
+        "optimizer.lr=0.02", "scheduler=constant"]
+
+
+def only_record(root: Path):
+    (path,) = root.rglob("record.json")
+    return read_record(path)
+
+
+def first_argmax(values: list[float]) -> int:
+    """ModelCheckpoint keeps the first of equal scores (it replaces the best only on a strictly greater one)."""
+    return values.index(max(values))
+
+
+def run_eval(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), *args], cwd=ROOT, env=env, check=False,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    r = run_train([*ARGS, f"output_root={root}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = only_record(root)
+    assert rec.smoke == [] and rec.status == "finished"
+    return rec
+
+
+def val_curve(rec, stage: str = "binary") -> list[float]:
+    return [h["val/top1"] for h in rec.stages[stage].history]
+
+
+def plain(value) -> bool:
+    """Only JSON-like data: no pickled objects."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(map(plain, value))
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def test_last_and_best_checkpoints(run):
+    folder = Path(run.run_dir, "checkpoints", "binary")
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # in place: no best-v1, no .tmp
+    curve = val_curve(run)
+    best_epoch = first_argmax(curve)
+    assert best_epoch < len(curve) - 1, f"the run was chosen so that best and last differ: {curve}"
+    best = torch.load(folder / "best.ckpt", weights_only=True)  # loads without unpickling any object
+    last = torch.load(folder / "last.ckpt", weights_only=True)
+    assert (best["epoch"], last["epoch"]) == (best_epoch, len(curve) - 1)
+    assert run.stages["binary"].checkpoints == {"last": "checkpoints/binary/last.ckpt",
+                                                "best": "checkpoints/binary/best.ckpt", "best_epoch": best_epoch,
+                                                "val/top1": pytest.approx(max(curve), abs=1e-6)}
+    hp = best["hyper_parameters"]
+    assert plain(dict(hp)), hp
+    assert hp["config"] == run.config
+    assert hp["stage"] == {"name": "binary", "model": "binary", "epochs": 4, "init": None, "cached": False,
+                           "trainable": "all", "fixed_weights": False, "optimizer": {}}
+    assert {k: hp[k] for k in ("in_channels", "num_classes", "default_width", "epochs", "decays", "label_smoothing",
+                               "latent_weight_clip")} == {"in_channels": 1, "num_classes": 10, "default_width": 32,
+                                                          "epochs": 4, "decays": {"binary": 0.0, "real": 0.0,
+                                                                                  "bn": 0.0},
+                                                          "label_smoothing": 0.0, "latent_weight_clip": None}
+
+
+def test_load_from_checkpoint_needs_no_arguments(run):
+    from omegaconf import OmegaConf
+
+    from onebit.build import make_data, make_model
+    from onebit.checkpoints import model_weights, stage_module
+    from onebit.module import Classifier
+
+    best_path = Path(run.run_dir, "checkpoints", "binary", "best.ckpt")
+    loaded = Classifier.load_from_checkpoint(best_path).eval()
+    cfg = OmegaConf.create(run.config)
+    data = make_data(cfg)
+    x, _ = next(iter(data.test_dataloader()))
+    rebuilt = make_model(cfg, data, "binary")  # independently: the run's model with the checkpoint's weights
+    rebuilt.load_state_dict(model_weights(best_path))
+    by_eval, origin = stage_module(run, "binary", "best", data)  # what src/eval.py evaluates
+    assert origin == {"source": "checkpoint", "path": str(best_path), "epoch": first_argmax(val_curve(run))}
+    with torch.no_grad():
+        out = loaded(x)
+        assert torch.equal(out, rebuilt.eval()(x)) and torch.equal(out, by_eval(x))
+        assert not torch.equal(out, stage_module(run, "binary", "last", data)[0](x))  # best is not last here
+    optimizer = loaded.configure_optimizers()["optimizer"]  # it could go on training: the run's optimizer
+    assert type(optimizer).__name__ == "Adam" and optimizer.param_groups[0]["lr"] == 0.02
+
+
+def test_eval_last_on_test_equals_the_record(run, tmp_path):
+    out = tmp_path / "eval.json"
+    r = run_eval(f"run={run.run_dir}", "weights=last", "split=test", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"onebit eval: run {run.run_id}  stage binary  weights last "
+                                                   "(epoch 3)  split test  top-1 "), r.stdout
+    result = json.loads(out.read_text())
+    metrics = run.stages["binary"].metrics
+    assert result["top1"] == pytest.approx(metrics["test/top1"], abs=1e-6)
+    assert result["top5"] == pytest.approx(metrics["test/top5"], abs=1e-6)
+    assert result["loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
+    assert (result["n"], result["stage"], result["weights"], result["split"], result["smoke"]) == \
+        (270, "binary", "last", "test", [])
+    assert f"top-1 {metrics['test/top1']:.4f}" in lines[0]
+
+
+def test_eval_best_on_val_from_a_hydra_job_folder(run, tmp_path):
+    """``run=`` may name the Hydra job folder of a later command that reused the run (job.json points to it)."""
+    again = run_train([*ARGS, f"output_root={Path(run.run_dir).parents[2]}"])
+    assert again.returncode == 0 and "skipped" in again.stdout, again.stderr[-2000:]
+    (job_dir,) = [p.parent for p in Path(run.run_dir).parents[2].rglob("job.json")
+                  if not (p.parent / "record.json").exists()]
+    out = tmp_path / "eval.json"
+    r = run_eval(f"run={job_dir}", "weights=best", "split=val", f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    curve = val_curve(run)
+    assert result["top1"] == pytest.approx(max(curve), abs=1e-6)
+    assert (result["epoch"], result["n"], result["run_dir"]) == (first_argmax(curve), 270, run.run_dir)
+
+
+def test_best_survives_a_resume(run, tmp_path):
+    """Killed at the end of the epoch after the best one (its last.ckpt is written off the training thread, so
+    usually not yet: the job resumes from the best epoch's last.ckpt and trains the worse epoch again): the
+    worse epoch does not replace best.ckpt, as the tracker's best score comes back from the checkpoint."""
+    best_epoch = first_argmax(val_curve(run))
+    killed = run_train([*ARGS, f"output_root={tmp_path}"],
+                       env={"ONEBIT_KILL_AT": f"epoch_end:binary:{best_epoch + 1}"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    again = run_train([*ARGS, f"output_root={tmp_path}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = only_record(tmp_path)
+    assert resumed.attempts == 2 and val_curve(resumed) == val_curve(run)
+    assert resumed.stages["binary"].checkpoints == run.stages["binary"].checkpoints
+    assert torch.load(Path(resumed.run_dir, "checkpoints/binary/best.ckpt"), weights_only=True)["epoch"] == best_epoch
+
+
+def test_smoke_run_without_validation(tmp_path):
+    """No validation (limit_val_batches=0): no best.ckpt and no crash; eval says so for weights=best. The final
+    stage (BN retraining: weights fixed to +-1, a state the model is rebuilt with) evaluates on the test split as
+    the run's own test did; the output says that the run is a smoke run."""
+    args = [a for a in FAST if "limit_val_batches" not in a and "limit_test_batches" not in a]
+    r = run_train([*args, "+trainer.limit_val_batches=0", "pretrain=none", "bn_retrain=true", f"output_root={tmp_path}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = only_record(tmp_path)
+    assert rec.smoke and rec.status == "finished"
+    assert sorted(p.name for p in Path(rec.run_dir, "checkpoints", "binary").iterdir()) == ["last.ckpt"]
+    assert rec.stages["binary"].checkpoints == {"last": "checkpoints/binary/last.ckpt", "best": None,
+                                                "best_epoch": None, "val/top1": None}
+    best = run_eval(f"run={rec.run_dir}", "stage=binary", "weights=best")
+    assert _error(best) == ("onebit: error: weights=best: stage 'binary' never validated (no val/top1 in its "
+                            "history, e.g. trainer.limit_val_batches=0), so it has no best.ckpt; use weights=last")
+    out = tmp_path / "eval.json"
+    last = run_eval(f"run={rec.run_dir}", f"out={out}")
+    assert last.returncode == 0, last.stderr[-3000:]
+    lines = last.stdout.strip().splitlines()
+    assert "stage bn_retrain  weights last (epoch 0)  split test" in lines[0] and " n 270 " in lines[0]
+    assert lines[1].startswith("onebit eval: note: SMOKE RUN (trainer.limit_train_batches=3")
+    assert "the test split was evaluated in full" in lines[1]
+    assert json.loads(out.read_text())["top1"] == pytest.approx(rec.stages["bn_retrain"].metrics["test/top1"],
+                                                                abs=1e-6)
+
+
+def _error(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onebit: error: "), r.stderr[-2000:]
+    return lines[0]
+
+
+def test_bad_input_is_one_line(run, tmp_path):
+    d = run.run_dir
+    assert "run= is required" in _error(run_eval("weights=last"))
+    assert "unknown argument 'foo=1'; valid: run=, stage=, weights=, split=, out=" in _error(run_eval(f"run={d}",
+                                                                                                     "foo=1"))
+    assert "weights='foo' is invalid; choose one of last, best" in _error(run_eval(f"run={d}", "weights=foo"))
+    assert "split='foo' is invalid; choose one of test, val" in _error(run_eval(f"run={d}", "split=foo"))
+    assert f"run='{tmp_path / 'nope'}': no such directory" in _error(run_eval(f"run={tmp_path / 'nope'}"))
+    assert f"run='{tmp_path}' has no record.json" in _error(run_eval(f"run={tmp_path}"))
+    assert "stage='foo' is not a stage of this run; valid: binary" in _error(run_eval(f"run={d}", "stage=foo"))
+    # copies of the run, damaged by hand
+    unfinished = shutil.copytree(d, tmp_path / "unfinished")
+    data = json.loads((unfinished / "record.json").read_text())
+    data["stages"]["binary"]["status"] = "running"
+    (unfinished / "record.json").write_text(json.dumps(data))
+    assert "stage='binary' is running, not finished; finished stages: none yet" in _error(
+        run_eval(f"run={unfinished}"))
+    missing = shutil.copytree(d, tmp_path / "missing")
+    (missing / "checkpoints/binary/best.ckpt").unlink()
+    assert (f"weights=best: {missing / 'checkpoints/binary/best.ckpt'} does not exist (deleted?); weights=last "
+            "exists") in _error(run_eval(f"run={missing}", "weights=best"))
+    corrupt = shutil.copytree(d, tmp_path / "corrupt")
+    ckpt = corrupt / "checkpoints/binary/last.ckpt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    assert (f"checkpoint {ckpt} is corrupt (" in (line := _error(run_eval(f"run={corrupt}")))
+            and "evaluate weights=best instead" in line)
+
+
+def test_eval_of_a_cached_twin(tmp_path):
+    """A run that reused a cached twin (a cache hit) has no checkpoint of it: weights=last is the cache entry,
+    which evaluates as the last checkpoint of the run that trained it; weights=best is one line naming that run."""
+    common = [*FAST, f"output_root={tmp_path}"]
+    assert run_train([*common, "sign=approx"]).returncode == 0
+    assert run_train([*common, "sign=ste"]).returncode == 0  # the same twin: a cache hit
+    trainer, reuser = sorted((read_record(p) for p in tmp_path.rglob("record.json")),
+                             key=lambda r: bool(r.stages["pretrain"].cache["hit"]))
+    assert reuser.stages["pretrain"].cache["hit"] and not Path(reuser.run_dir, "checkpoints", "pretrain").exists()
+    cached, own = tmp_path / "cached.json", tmp_path / "own.json"
+    r = run_eval(f"run={reuser.run_dir}", "stage=pretrain", f"out={cached}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"stage pretrain reused a cached twin (trained by {trainer.run_dir})" in r.stdout
+    assert run_eval(f"run={trainer.run_dir}", "stage=pretrain", f"out={own}").returncode == 0
+    a, b = json.loads(cached.read_text()), json.loads(own.read_text())
+    assert (a["source"], b["source"], a["n"]) == ("cache", "checkpoint", 270)
+    assert a["top1"] == b["top1"] and a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    line = _error(run_eval(f"run={reuser.run_dir}", "stage=pretrain", "weights=best"))
+    assert f"reused a cached twin trained by {trainer.run_dir}, so this run has no best.ckpt" in line
+    assert f"(run={trainer.run_dir} stage=pretrain)" in line
