@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, wandb_records
 from test_results import make_record
 
 from onebit.results.select import Table
@@ -327,36 +327,12 @@ def test_latex_compiles(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def wandb_log(path) -> list:
-    """The records of a W&B transaction log (``run-<id>.wandb``): a 7-byte header (``:W&B``, magic, version),
-    then LevelDB log records (crc32c, length, type: 1 full, 2 first, 3 middle, 4 last) in 32 KiB blocks, each
-    payload a ``wandb_internal_pb2.Record``."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B"
-    pos, buf, out = 7, b"", []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a record header is padding
-            pos += block - pos % block
-            continue
-        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        buf += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):
-            rec = pb.Record()
-            rec.ParseFromString(buf)
-            out.append(rec)
-            buf = b""
-    return out
-
-
 def wandb_runs(root) -> dict:
     """group -> (run record, config dict, {table key: table json}) of each offline run under root/tables_wandb."""
     out = {}
     for run_dir in sorted((root / "tables_wandb" / "wandb").glob("offline-run-*")):
         (log,) = run_dir.glob("run-*.wandb")
-        (run,) = [r.run for r in wandb_log(log) if r.WhichOneof("record_type") == "run"]
+        (run,) = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"]
         config = {c.key: json.loads(c.value_json) for c in run.config.update}
         files = {}
         for f in (run_dir / "files" / "media" / "table").glob("*.table.json"):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import FAST, ROOT, compose_cfg
+from conftest import FAST, ROOT, compose_cfg, wandb_records
 
 from onebit import jobs
 from onebit.config import ConfigError, check
@@ -26,29 +25,6 @@ TINY = [a for a in FAST if not a.startswith("logger=")]
 # ----------------------------------------------------------------------------------------------------------
 # Reading an offline run: run-<id>.wandb is W&B's transaction log (LevelDB-style log blocks of protobuf Records)
 # ----------------------------------------------------------------------------------------------------------
-
-
-def wandb_records(path: Path) -> list:
-    """The protobuf Records of a ``.wandb`` file: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks
-    of chunks (crc32 4 bytes, length 2, type 1: full, first, middle, last)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, block, pos, out, buf = path.read_bytes(), 32768, 7, [], b""
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer: padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind == 0:
-            continue
-        buf = chunk if kind in (1, 2) else buf + chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(buf)
-            out.append(record)
-    return out
 
 
 def offline_run(run_dir: Path) -> SimpleNamespace:
