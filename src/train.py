@@ -3,8 +3,8 @@
     python src/train.py                                        # Bi-Real-18 on digits: clip pretraining -> binary
     python src/train.py -m sign=approx,ste shortcut=true,false # a Hydra multirun: 4 jobs, one record each
 
-Compose the config (conf/train.yaml), run the job (onebit.jobs: its recipe of stages, onebit.stages), print a short summary. A bad
-option or value stops the job before any training with one line naming it; in a multirun a failed job is
+Compose the config (conf/train.yaml), run the job (onebit.jobs: its recipe of stages, onebit.stages), print a short
+summary. A bad option or value stops the job before any training with one line naming it; in a multirun a failed job is
 recorded and the sweep goes on, ending with a summary and a non-zero exit if any job failed.
 """
 

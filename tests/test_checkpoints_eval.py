@@ -164,7 +164,8 @@ def test_smoke_run_without_validation(tmp_path):
     stage (BN retraining: weights fixed to +-1, a state the model is rebuilt with) evaluates on the test split as
     the run's own test did; the output says that the run is a smoke run."""
     args = [a for a in FAST if "limit_val_batches" not in a and "limit_test_batches" not in a]
-    r = run_train([*args, "+trainer.limit_val_batches=0", "pretrain=none", "bn_retrain=true", f"output_root={tmp_path}"])
+    r = run_train([*args, "+trainer.limit_val_batches=0", "pretrain=none", "bn_retrain=true",
+                   f"output_root={tmp_path}"])
     assert r.returncode == 0, r.stderr[-3000:]
     rec = only_record(tmp_path)
     assert rec.smoke and rec.status == "finished"

@@ -4,8 +4,8 @@ paired differences behind each of Bi-Real Table 1's conclusions (with the conclu
 records, cells and pairs as the tables.
 
 Curves average only finished runs whose stage finished; a bar is the tables' cell (a run enters when the stage
-shown finished, ``onebit.results.cells.stage_status``); failed and running runs are counted, never averaged. Histories are aligned
-per epoch (schema 2; schema-1 records are aligned by ``onebit.records`` when they are read).
+shown finished, ``onebit.results.cells.stage_status``); failed and running runs are counted, never averaged.
+Histories are aligned per epoch (schema 2; schema-1 records are aligned by ``onebit.records`` when they are read).
 """
 
 from __future__ import annotations
