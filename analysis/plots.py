@@ -38,15 +38,28 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from onebit.records import RunRecord  # noqa: E402
 from onebit.results.bireal import CONCLUSIONS  # noqa: E402
-from onebit.results.cells import common_options, group_cells, label_items, label_keys  # noqa: E402
-from onebit.results.figures import (BANDS, CURVE_METRICS, FINAL, CellCurves, UsageError,  # noqa: E402,F401
-                                    ablation_data, check_metric, check_stage, conclusion_data, curve_data,
-                                    format_counts, shortcut_pair, stage_records, where)
+from onebit.results.cells import METRICS, common_options, group_cells, label_items, label_keys  # noqa: E402
+from onebit.results.figures import (  # noqa: E402,F401
+    BANDS,
+    CURVE_METRICS,
+    FINAL,
+    CellCurves,
+    UsageError,
+    ablation_data,
+    check_metric,
+    check_stage,
+    conclusion_data,
+    curve_data,
+    format_counts,
+    shortcut_pair,
+    stage_records,
+    where,
+)
 from onebit.results.load import NoRunsError, load_records  # noqa: E402
 from onebit.results.select import Selection, select  # noqa: E402
 
@@ -69,12 +82,8 @@ def _subtitle(records: Sequence[RunRecord], notes: Sequence[str]) -> str:
     return "".join([f"\ncommon: {common}" if common else "", *(f"\n{n}" for n in notes)])
 
 
-def _percent(metric: str) -> bool:
-    return "top" in metric.rsplit("/", 1)[-1]
-
-
 def _axis_label(metric: str) -> str:
-    return f"{metric} (%)" if _percent(metric) else metric
+    return f"{metric} (%)" if metric in METRICS else metric
 
 
 def _palette(n: int) -> list:
@@ -154,7 +163,7 @@ def curves_figure(records: Sequence[RunRecord], stage: str = "binary", metrics: 
             for i, m in enumerate(metrics):
                 ax = axes[i][j]
                 s = cell.series.get(m)
-                scale = 100.0 if _percent(m) else 1.0
+                scale = 100.0 if m in METRICS else 1.0
                 if s is None or s.empty:
                     h, = ax.plot([], [], color=colors[cell.label], ls=":")
                 else:
@@ -212,30 +221,15 @@ def curves_figure(records: Sequence[RunRecord], stage: str = "binary", metrics: 
 # 2. Ablation bars
 # ----------------------------------------------------------------------------------------------------------
 
-def value_limits(lows, highs, margin: float = 0.12, percent: bool = False) -> tuple[float, float]:
+def value_limits(values, margin: float = 0.12, percent: bool = False) -> tuple[float, float]:
     """An axis range around the data, not from 0: [lo - m, hi + m] with lo / hi the smallest / largest value drawn
     (error bars included) and m = ``margin`` x (hi - lo) (1 when all values are equal); a percent axis is clipped
     to [0, 100] where the data allow. A 3-point effect at 95-98 % fills the axis instead of vanishing."""
-    lo, hi = float(np.nanmin(lows)), float(np.nanmax(highs))
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
     m = margin * (hi - lo) if hi > lo else 1.0
-    lo, hi = lo - m, hi + m
     if percent:
-        lo = max(lo, 0.0) if lows.min() >= 0 else lo
-        hi = min(hi, 100.0) if highs.max() <= 100 else hi
-    return lo, hi
-
-
-def _cell_text(row, percent: bool) -> str:
-    """The tables' cell text (``onebit.results.cells.CellSummary.text``: ``82.0 ± 0.5 (n=3), 1 failed``) for a
-    percent metric; the same layout at 3 significant digits otherwise; one item per line."""
-    c = row.cell
-    if percent:
-        text = c.text()
-    else:
-        text = ", ".join([f"{c.mean / 100:.3g}{'' if math.isnan(c.std) else f' ± {c.std / 100:.2g}'} (n={c.n})"]
-                         * bool(c.n) + [f"{k} {w}" for k, w in ((c.failed, "failed"), (c.running, "running"),
-                                                                  (c.missing, "missing")) if k]) or "missing"
-    return text.replace(", ", "\n")
+        return (max(lo - m, 0.0) if lo >= 0 else lo - m), (min(hi + m, 100.0) if hi <= 100 else hi + m)
+    return lo - m, hi + m
 
 
 def bar_label(label: str, cell_text: str, width: int = 16) -> str:
@@ -248,29 +242,20 @@ def bar_label(label: str, cell_text: str, width: int = 16) -> str:
     return "\n".join([*lines, cell_text])
 
 
-def tick_overlaps(fig, labels) -> list[tuple[int, int]]:
-    """The pairs of neighbouring tick labels whose drawn boxes (window extents after a draw) overlap."""
+def fit_tick_labels(fig, ax, pad_px: float = 6.0) -> None:
+    """Widen ``fig`` so that no two neighbouring x tick labels of ``ax`` overlap: the labels are measured once (one
+    draw); the worst neighbouring pair needs (half widths of both + ``pad_px``) / (distance of their ticks in data
+    units) pixels per data unit, and the axes grow to that (the labels' size does not depend on the figure's)."""
     fig.canvas.draw()
-    boxes = [t.get_window_extent() for t in labels if t.get_text()]
-    return [(i, i + 1) for i in range(len(boxes) - 1) if boxes[i].overlaps(boxes[i + 1])]
-
-
-def fit_tick_labels(fig, ax, pad_px: float = 6.0, tries: int = 4) -> None:
-    """Widen ``fig`` until no two neighbouring x tick labels of ``ax`` overlap: after a draw, the axes must grow
-    by the largest ratio (half widths of two neighbours + ``pad_px``) / (distance of their centres)."""
-    for _ in range(tries):
-        labels = [t for t in ax.get_xticklabels() if t.get_text()]
-        if not tick_overlaps(fig, labels):
-            return
-        boxes = [t.get_window_extent() for t in labels]
-        need = max((a.width / 2 + b.width / 2 + pad_px) / max(b.x0 + b.width / 2 - a.x0 - a.width / 2, 1e-9)
-                   for a, b in itertools.pairwise(boxes))
+    ticks = [(x, t.get_window_extent().width) for x, t in zip(ax.get_xticks(), ax.get_xticklabels()) if t.get_text()]
+    need = max(((wa + wb) / 2 + pad_px) / (xb - xa) for (xa, wa), (xb, wb) in itertools.pairwise(ticks)) \
+        if len(ticks) > 1 else 0.0
+    lo, hi = ax.get_xlim()
+    grow = (need * (hi - lo) - ax.get_window_extent().width) / fig.dpi
+    if grow > 0:
         w, h = fig.get_size_inches()
-        fig.set_size_inches(w + ax.get_position().width * w * (need - 1) + 0.1, h)
+        fig.set_size_inches(w + grow, h)
         fig.tight_layout()
-    if tick_overlaps(fig, ax.get_xticklabels()):
-        for t in ax.get_xticklabels():
-            t.set_rotation(90)
 
 
 def plot_ablation(records: Sequence[RunRecord], path: Path | str, stage: str = FINAL, **kw) -> Path:
@@ -289,8 +274,6 @@ def ablation_figure(records: Sequence[RunRecord], stage: str = FINAL, metric: st
     grouped by ``by`` (default ``structure``, the columns of Bi-Real Table 1, section 4.2) and coloured by
     ``color`` (default ``sign``: STE vs. ApproxSign)."""
     df = ablation_data(records, stage, metric, by, color)
-    percent = _percent(metric)
-    scale = 1.0 if percent else 0.01  # the summaries hold 100 x metric: percent for accuracies
     groups = list(dict.fromkeys(df[by].map(str)))
     color_values = list(dict.fromkeys(df[color].map(str).sort_values()))
     palette = dict(zip(color_values, _palette(len(color_values))))
@@ -301,27 +284,26 @@ def ablation_figure(records: Sequence[RunRecord], stage: str = FINAL, metric: st
         centers.append(pos + (n - 1) / 2)
         pos += n + 1
     x = np.asarray(x, dtype=float)
-    labels = [bar_label(row.label, _cell_text(row, percent)) for row in df.itertuples()]
-    widest = max((len(line) for lab in labels for line in lab.splitlines()), default=10)
-    fig, ax = plt.subplots(figsize=(max(6.0, (len(x) + len(groups) - 1) * (0.05 * widest + 0.1) + 2.5), 5.6))
-    means = df["mean"].to_numpy(float) * scale
-    stds = df["std"].to_numpy(float) * scale
+    labels = [bar_label(row.label, row.cell.text().replace(", ", "\n")) for row in df.itertuples()]
+    fig, ax = plt.subplots(figsize=(6.0, 5.6))
+    means = np.array([c.mean for c in df["cell"]])
+    stds = np.array([c.std for c in df["cell"]])
     colors = [palette[str(v)] for v in df[color]]
     ax.bar(x, np.nan_to_num(means), width=0.8, color=colors, edgecolor="black", lw=0.5)
     has = ~np.isnan(stds)
     ax.errorbar(x[has], means[has], yerr=stds[has], fmt="none", ecolor="black", capsize=4, lw=1.2,
                 gid="seed-std", zorder=4)
-    dots = [(xi + o, v * scale) for xi, vals in zip(x, df["values"])
-            for o, v in zip(np.linspace(-0.18, 0.18, len(vals)) if len(vals) > 1 else [0.0], vals)]
+    dots = [(xi + o, v) for xi, c in zip(x, df["cell"])
+            for o, v in zip(np.linspace(-0.18, 0.18, c.n) if c.n > 1 else [0.0], c.values)]
     if dots:
         ax.scatter(*zip(*dots), s=10, color="black", zorder=5, gid="seeds")
     drawn = [v for _, v in dots] + list(means[has] - stds[has]) + list(means[has] + stds[has]) + \
         [m for m in means if not math.isnan(m)]
     if drawn:
-        lo, hi = value_limits(np.asarray(drawn), np.asarray(drawn), percent=percent)
+        lo, hi = value_limits(drawn, percent=metric in METRICS)
         ax.set_ylim(lo, hi)
     bottom = ax.get_ylim()[0]
-    ylabel = _axis_label(f"{stage} {metric}" if stage != FINAL else metric)
+    ylabel = ("" if stage == FINAL else f"{stage} ") + _axis_label(metric)
     ax.set_ylabel(ylabel + (f"\naxis starts at {bottom:.3g}, not 0" if bottom > 0 else ""))
     ax.set_xticks(x, labels, fontsize=7)
     if len(x):
@@ -338,7 +320,7 @@ def ablation_figure(records: Sequence[RunRecord], stage: str = FINAL, metric: st
                                                         "dots: seeds"],
               loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False, borderaxespad=0)
     recs = stage_records(records, stage)
-    missing = int(df["missing"].sum())
+    missing = sum(c.missing for c in df["cell"])
     where_from = "each run's final stage (as the tables)" if stage == FINAL else f"stage {stage!r}"
     fig.suptitle(f"{metric} of {where_from} per cell{f', {scope}' if scope else ''}: {len(df)} cells, "
                  f"{format_counts(Counter(r.status for r in recs))}"
@@ -632,7 +614,7 @@ def conclusion_figure(name: str, parts, metric: str = "test/top1", scope: str | 
             ax.plot([paper_d], [y], zorder=5, gid=f"paper-{i}", **PAPER_STYLE,
                     label="paper's difference (ImageNet top-1, same positions)" if i == 0 else None)
             xs.append(paper_d)
-    lo, hi = value_limits(np.asarray(xs), np.asarray(xs), margin=0.08)
+    lo, hi = value_limits(xs, margin=0.08)
     ax.set_xlim(lo, hi)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.axvline(0, color="grey", lw=1, ls="--", zorder=1, label="no difference")

@@ -238,55 +238,45 @@ def wandb_table(frame: pd.DataFrame):
 
 def to_wandb(pairs, args) -> None:
     """Log the tables to W&B, one run per group (see the module docstring); says on stderr where they went.
-    Online without credentials, or online W&B not answering, logs offline instead (W&B never prompts)."""
-    os.environ.setdefault("WANDB_SILENT", "true")
+    Online without credentials, or online W&B not answering, logs offline instead (``onebit.loggers.start_wandb``:
+    W&B never prompts)."""
     import wandb
-    from onebit.loggers import _wandb_credentials
+    from onebit.config import cause_line
+    from onebit.loggers import start_wandb, wandb_defaults
 
-    mode = os.environ.get("WANDB_MODE") or "offline"
-    if mode == "disabled":
+    defaults = wandb_defaults()  # conf/logger/wandb.yaml: WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE or its defaults
+    if defaults["mode"] == "disabled":
         print("onebit: W&B: WANDB_MODE=disabled, the tables were not logged", file=sys.stderr)
         return
-    project = args.project or os.environ.get("WANDB_PROJECT") or "onebit"
-    entity = args.entity or os.environ.get("WANDB_ENTITY") or None
     where = Path(args.root) / "tables_wandb"
     where.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list] = {}
     for group, t in pairs:
         groups.setdefault(group, []).append(t)
-    offline = []
+    offline = False
     for group, tables in groups.items():
-        kwargs = {"project": project, "entity": entity, "group": group, "job_type": "tables",
-                  "name": f"tables-{group}", "dir": str(where), "reinit": "finish_previous",
+        kwargs = {"project": args.project or defaults["project"], "entity": args.entity or defaults["entity"],
+                  "mode": defaults["mode"], "group": group, "job_type": "tables", "name": f"tables-{group}",
+                  "dir": str(where), "reinit": "finish_previous", "settings": wandb.Settings(init_timeout=30),
                   "config": {"study": group, "tables": {t.name: {"title": t.title, "notes": list(t.notes)}
                                                         for t in tables}}}
-        run_mode = mode
-        if mode == "online" and not _wandb_credentials():
-            print("onebit: warning: WANDB_MODE=online but no W&B API key (set WANDB_API_KEY or run `wandb login`)"
-                  "; logging the tables offline", file=sys.stderr)
-            run_mode = "offline"
         try:
-            run = wandb.init(mode=run_mode, settings=wandb.Settings(init_timeout=30), **kwargs)
+            run = start_wandb(lambda kw: wandb.init(**kw), kwargs)
         except Exception as e:  # noqa: BLE001 - W&B raises many types when it cannot start
-            if run_mode == "offline":
-                raise SystemExit(f"onebit: error: W&B could not start an offline run in {where}: {e}")
-            print(f"onebit: warning: W&B could not start in {run_mode} mode ({type(e).__name__}); logging the "
-                  "tables offline", file=sys.stderr)
-            wandb.teardown()
-            run = wandb.init(mode="offline", **kwargs)
+            raise SystemExit(f"onebit: error: W&B could not start a run in {where}: {cause_line(e)}")
         run.log({t.name: wandb_table(t.frame) for t in tables})
         url, sync_dir, run_mode = run.url, run.settings.sync_dir, run.settings.mode
         run.finish()
         names = ", ".join(t.name for t in tables)
         if run_mode == "offline":
-            offline.append(sync_dir)
+            offline = True
             print(f"onebit: W&B: {len(tables)} table(s) of group {group} ({names}) logged offline to {sync_dir}",
                   file=sys.stderr)
         else:
             print(f"onebit: W&B: {len(tables)} table(s) of group {group} ({names}) logged to {url}",
                   file=sys.stderr)
     if offline:
-        print(f"onebit: W&B: upload with: wandb sync {' '.join(offline)}", file=sys.stderr)
+        print(f"onebit: W&B: upload with: python -m onebit.sync {args.root}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ valid choices (exit 2).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -34,9 +33,9 @@ usage: python src/eval.py run=<dir> [stage=<name>] [weights=last|best] [split=te
 arguments (key=value, as with src/train.py):
 """ + "\n".join(f"  {k:<8} {v}" for k, v in KEYS.items()) + """
 
-The model is rebuilt from the run's record (its resolved config) and loaded from
-<run dir>/checkpoints/<stage>/{last,best}.ckpt (Classifier.load_from_checkpoint); a pretraining stage that
-reused a cached twin has no checkpoint in the run: its last weights are the cache entry.
+The model is rebuilt from the run's record (its resolved config) and its weights loaded from
+<run dir>/checkpoints/<stage>/{last,best}.ckpt; a pretraining stage that reused a cached twin has no checkpoint
+in the run: its last weights are the cache entry.
 """
 
 
@@ -70,15 +69,15 @@ def parse(argv: list[str]) -> dict:
 def find_record(path: str):
     """The record of ``run=``: a run directory, or a Hydra job folder whose ``job.json`` points at one. Its
     ``run_dir`` becomes where the record lies now (a moved or copied run finds its checkpoints)."""
-    from onebit.jobs import POINTER
+    from onebit.jobs import POINTER, read_pointer
     from onebit.records import RECORD_NAME, CorruptRecordError, read_record
 
     run = Path(path)
     if not run.is_dir():
         raise ConfigError(f"run={path!r}: no such directory")
-    if not (run / RECORD_NAME).exists() and (run / POINTER).exists():
+    if not (run / RECORD_NAME).exists():
         try:
-            pointer = json.loads((run / POINTER).read_text())
+            pointer = read_pointer(run) or {"record": str(run)}  # no job.json: no record either (below)
         except (OSError, ValueError) as e:
             raise ConfigError(f"run={path!r}: unreadable {POINTER} ({type(e).__name__})") from None
         if not pointer.get("record"):
@@ -107,17 +106,6 @@ def check_stage(record, stage: str | None) -> str:
     return name
 
 
-def quiet() -> None:
-    """Lightning's start-up lines and tips: nothing a user acts on when evaluating."""
-    import logging
-    import warnings
-
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-
-
 def evaluate(record, stage: str, weights: str, split: str) -> dict:
     """Evaluate the stage's weights on the full split with a real Lightning Trainer on the CPU."""
     import pytorch_lightning as pl
@@ -126,6 +114,7 @@ def evaluate(record, stage: str, weights: str, split: str) -> dict:
 
     from onebit.build import config_error
     from onebit.checkpoints import stage_module
+    from onebit.progress import quiet
 
     quiet()
     try:

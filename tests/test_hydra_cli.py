@@ -20,19 +20,18 @@ from omegaconf import OmegaConf
 from onebit import config as C
 from onebit import preflight as P
 from onebit.identity import smoke_reasons
-from onebit.jobs import joblib_threads
 from onebit.records import read_record
 
 TINY = ["model.width=4", "epochs=1", "threads=1"]
 DEBUG_OPTIONS = ["default", "fast_dev_run", "limit", "overfit", "profiler"]
 # what makes each debug option a smoke run (conf/debug/*.yaml)
 DEBUG_SMOKE = {
-    "default": ["study='debug'"],
-    "fast_dev_run": ["trainer.fast_dev_run=True", "study='debug'"],
+    "default": ["smoke=True"],
+    "fast_dev_run": ["trainer.fast_dev_run=True", "smoke=True"],
     "limit": ["trainer.limit_train_batches=5", "trainer.limit_val_batches=3", "trainer.limit_test_batches=3",
-              "study='debug'"],
-    "overfit": ["trainer.overfit_batches=3", "study='debug'"],
-    "profiler": ["trainer.limit_train_batches=20", "study='debug'"],
+              "smoke=True"],
+    "overfit": ["trainer.overfit_batches=3", "smoke=True"],
+    "profiler": ["trainer.limit_train_batches=20", "smoke=True"],
 }
 
 
@@ -122,8 +121,15 @@ def test_preflight_knows_the_new_groups():
         (["debug=nope"], "unknown option debug='nope'; valid choices: default, fast_dev_run, limit, overfit, profiler"),
         (["hparams_search=bireal_optmna"], "unknown option hparams_search='bireal_optmna'; valid choices: "
                                            + "bireal_optuna"),
-        (["debug=null"], "debug=null is invalid: a config group takes an option name; ~debug chooses none "
-                         + "(the default)"),
+        (["debug=null"], "debug=null is invalid: a config group takes an option name; valid choices: default, "
+                         + "fast_dev_run, limit, overfit, profiler; omit it (or ~debug) to choose none (the default)"),
+        # Hydra would crash on these (a traceback; "Could not find 'experiment/'" over many lines)
+        (["-m", "debug=null,fast_dev_run"], "debug=null is invalid: a config group takes an option name; "),
+        (["experiment="], "experiment='' is invalid: a config group takes an option name; valid choices: "),
+        (["-m", "sign=approx,''"], "sign='' is invalid: a config group takes an option name; valid choices: approx, "
+                                   + "ste, swish"),
+        (["hparams_search='null'"], "hparams_search='null' is invalid: a config group takes an option name; valid "
+                                    + "choices: bireal_optuna; omit it (or ~hparams_search) to choose none"),
         (["sign=null"], "sign=null is invalid: a config group takes an option name; valid choices: approx, ste, "
                         + "swish"),
         # debug's defaults choose logger=csv (through debug/default): its keys are checked against csv
@@ -154,30 +160,29 @@ def test_preflight_knows_the_new_groups():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_launchers_compose_and_joblib_threads(tmp_path):
-    compose_cfg(["hydra/launcher=submitit_local"], tmp_path)
-    assert HydraConfig.get().launcher._target_.endswith("submitit_launcher.LocalLauncher")
-    assert joblib_threads() is None                      # torch's default outside joblib
-    cores = len(os.sched_getaffinity(0))
-    compose_cfg(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path)
-    assert joblib_threads() == max(cores // 2, 1)
-    compose_cfg(["launcher=joblib"], tmp_path)           # onebit's option: Hydra's joblib, 2 workers
-    assert HydraConfig.get().launcher.n_jobs == 2 and joblib_threads() == max(cores // 2, 1)
-    compose_cfg(["hydra/launcher=joblib"], tmp_path)     # joblib's n_jobs=-1: a worker per core
-    assert joblib_threads() == 1
-
-
 def test_joblib_launcher_with_hydra_syntax_runs_a_multirun(tmp_path):
     proc = run_train(["-m", "hydra/launcher=joblib", "seed=0,1", f"output_root={tmp_path}", *FAST])
     _ok(proc)
     assert "Joblib.Parallel(n_jobs=-1" in proc.stderr + proc.stdout
     records = records_under(tmp_path)
     assert sorted(r.config["seed"] for r in records) == [0, 1] and all(r.status == "finished" for r in records)
-    for r in records:   # threads=null under joblib: one torch thread per worker (n_jobs=-1: a worker per core)
-        log = (Path(r.run_dir) / "train.log").read_text()
-        assert "torch threads: 1 per joblib worker" in log, log[-2000:]
     multirun = OmegaConf.load(next(tmp_path.rglob("multirun.yaml")))
     assert multirun.hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    # threads=null: torch keeps the threads joblib gave its worker (OMP_NUM_THREADS = cores // workers, n_jobs=-1: a
+    # worker per core, so 1, unless the user set OMP_NUM_THREADS), and torch's own default without joblib
+    for r in records:
+        assert _threads_line(r) == int(os.environ.get("OMP_NUM_THREADS", 1)), r.run_dir
+    _ok(run_train([f"output_root={tmp_path / 'basic'}", *FAST]))
+    default = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             capture_output=True, text=True, check=True)
+    assert [_threads_line(r) for r in records_under(tmp_path / "basic")] == [int(default.stdout)]
+
+
+def _threads_line(record) -> int:
+    """The torch threads a job's train.log reports (``torch threads: N``, once per job)."""
+    found = re.findall(r"\] - torch threads: (\d+)$", (Path(record.run_dir) / "train.log").read_text(), re.MULTILINE)
+    assert len(found) == 1, found
+    return int(found[0])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -250,6 +255,11 @@ def test_debug_options_compose_as_smoke_runs(tmp_path):
         assert smoke_reasons(OmegaConf.to_container(cfg, resolve=True)) == DEBUG_SMOKE[option], option
     # the command line still wins over a debug option (it is last in the defaults list, before the command line)
     assert compose_cfg(["debug=overfit", "epochs=2"], tmp_path).epochs == 2
+    # smoke is the debug options' own key, not their study: any study name keeps it, and study=debug alone is no smoke
+    renamed = compose_cfg(["debug=default", "study=mine"], tmp_path)
+    assert smoke_reasons(OmegaConf.to_container(renamed, resolve=True)) == ["smoke=True"]
+    assert smoke_reasons(OmegaConf.to_container(compose_cfg(["study=debug"], tmp_path), resolve=True)) == []
+    assert "smoke" not in full   # a key of debug runs only: the job keys of all other runs stay as they were
     # Lightning's "off" values are no smoke, whatever their type
     assert smoke_reasons({"trainer": {"fast_dev_run": 0, "overfit_batches": 0, "max_steps": -1}}) == []
 
@@ -274,7 +284,7 @@ def test_debug_runs_are_marked_smoke_and_left_out_of_tables(tmp_path):
     assert not (tmp_path / "cache").exists()   # the shared pretrain cache is untouched
     # resume=false: the same debug run again runs again, and says it is a smoke run
     again = _ok(run_train(["debug=fast_dev_run", *args]))
-    assert "SMOKE RUN (trainer.fast_dev_run=True, study='debug'): not counted in tables" in again
+    assert "SMOKE RUN (trainer.fast_dev_run=True, smoke=True): not counted in tables" in again
     assert "skipped" not in again and len(records_under(tmp_path)) == len(DEBUG_OPTIONS) + 1
     tables = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "--root", str(tmp_path)],
                             capture_output=True, text=True, cwd=ROOT, check=False,

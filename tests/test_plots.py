@@ -133,14 +133,14 @@ def test_ablation_data_excludes_but_counts_failed(root, stage):
     final stage (the tables' default)."""
     df = ablation_data(load(root), stage, "test/top1", by="structure", color="sign")
     assert df["sign"].tolist() == ["approx", "ste"]
-    a, s = df.iloc[0], df.iloc[1]
-    assert (a["n"], a["runs"], a["failed"]) == (3, 4, 1)
-    assert a["mean"] == pytest.approx(100 * (0.80 + 0.86 + 0.83) / 3)
-    assert a["std"] == pytest.approx(100 * np.std([0.80, 0.86, 0.83], ddof=1))
-    assert (s["n"], s["runs"], s["failed"]) == (3, 3, 0)
-    assert s["mean"] == pytest.approx(65.0) and s["std"] == pytest.approx(5.0)
-    assert sorted(a["seeds"]) == [0, 1, 2]
-    assert a["cell"].text() == "83.0 ± 3.0 (n=3), 1 failed"  # the tables' cell text
+    a, s = df["cell"]
+    assert (a.n, a.failed, a.running, a.missing) == (3, 1, 0, 0)
+    assert a.mean == pytest.approx(100 * (0.80 + 0.86 + 0.83) / 3)
+    assert a.std == pytest.approx(100 * np.std([0.80, 0.86, 0.83], ddof=1))
+    assert (s.n, s.failed) == (3, 0)
+    assert s.mean == pytest.approx(65.0) and s.std == pytest.approx(5.0)
+    assert sorted(a.seeds) == [0, 1, 2]
+    assert a.text() == "83.0 ± 3.0 (n=3), 1 failed"  # the tables' cell text
 
 
 def test_cells_split_by_config_values_not_in_options(tmp_path):
@@ -150,7 +150,21 @@ def test_cells_split_by_config_values_not_in_options(tmp_path):
                          model__nonlinearity=nl, output_root=f"/somewhere/{seed}")
     df = ablation_data(load(tmp_path), by="structure", color="sign")
     assert df["label"].tolist() == ["model.nonlinearity=none", "model.nonlinearity=prelu"]
-    assert df["n"].tolist() == [2, 2] and df["mean"].tolist() == pytest.approx([50.0, 70.0])
+    assert [c.n for c in df["cell"]] == [2, 2] and [c.mean for c in df["cell"]] == pytest.approx([50.0, 70.0])
+
+
+def test_ablation_of_a_loss_is_in_its_own_units_as_its_cell_says(root):
+    """A loss is not an accuracy: the cell, its text, the bars and the labels hold the recorded values (no x 100),
+    and each bar's label is the cell's own text."""
+    a, s = ablation_data(load(root), metric="train/loss")["cell"]
+    assert a.values == pytest.approx([0.2, 0.4, 0.3]) and a.text() == "0.3 ± 0.1 (n=3), 1 failed"
+    assert s.text() == "0.7 ± 0.2 (n=3)"
+    fig = P.ablation_figure(load(root), metric="train/loss")
+    ax = fig.axes[0]
+    assert [b.get_height() for b in ax.containers[0]] == pytest.approx([0.3, 0.7])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.3 ± 0.1 (n=3)\n1 failed", "0.7 ± 0.2 (n=3)"]
+    assert ax.get_ylabel().startswith("train/loss\naxis starts at 0.1")  # no "(%)"
+    P.plt.close(fig)
 
 
 def test_sign_derivatives_are_the_components(tmp_path):
@@ -352,8 +366,9 @@ def test_ablation_axis_starts_at_0_only_when_the_data_reach_it(tmp_path):
     ax = fig.axes[0]
     assert ax.get_ylim()[0] == 0.0 and "not 0" not in ax.get_ylabel()
     P.plt.close(fig)
-    assert P.value_limits(np.array([95.0, 98.0]), np.array([95.0, 98.0]), percent=True) == \
-        pytest.approx((95 - 0.36, 98 + 0.36))
+    assert P.value_limits([95.0, 98.0, np.nan], percent=True) == pytest.approx((95 - 0.36, 98 + 0.36))
+    assert P.value_limits([0.5, 99.9], percent=True) == (0.0, 100.0)
+    assert P.value_limits([-2.0, 3.0], percent=True) == pytest.approx((-2.6, 3.6))  # a difference: not clipped
 
 
 def test_curves_legend_is_off_the_data(root):
@@ -426,6 +441,22 @@ def test_conclusion_figure_has_the_tables_numbers_and_the_papers_difference(pair
         lo, hi = ax.get_xlim()
         assert lo < min(0, *diffs) and hi > max(paper, *diffs)  # zero, every pair and the paper in view
         P.plt.close(fig)
+
+
+def test_conclusion_parts_are_named_by_the_keys_they_were_split_by(tmp_path):
+    """Runs that differ in a list-valued key form one table (and one figure row) per value, named by it."""
+    for milestones in ([2, 3], [3, 4]):
+        for s in range(2):
+            for sign, top in (("approx", 0.8), ("ste", 0.7)):
+                write_record(tmp_path, f"{sign}{s}-{milestones[0]}", seed=s, sign=sign, test=top + 0.01 * s,
+                             scheduler__milestones=milestones, study="bireal_table1")
+    from onebit.results.figures import conclusion_data
+
+    (sel,) = select(load_records(tmp_path)[0])
+    (parts,) = conclusion_data(sel).values()
+    assert [p.label for p in parts] == [f"scheduler.milestones=[{m}], protocol: not declared (optimizer: Adam)"
+                                        for m in ("2, 3", "3, 4")]
+    assert [p.diffs for p in parts] == [pytest.approx([10.0, 10.0])] * 2
 
 
 def test_cli_conclusions_one_file_per_conclusion_or_exit_1(pairs_root, tmp_path):

@@ -188,10 +188,9 @@ def test_sync_lists_every_offline_run_of_runs_and_sweeps(runs):
     r = subprocess.run([sys.executable, "-m", "onebit.sync", str(root), "--dry-run"], capture_output=True, text=True,
                        env=default_env(), check=False)
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert lines[0] == f"onebit sync: 5 offline W&B run(s) to upload under {root} (3 in runs/, 2 in sweeps/wbsweep/)"
-    assert sorted(ln.strip() for ln in lines[1:6]) == [str(p.relative_to(root)) for p in offline]
-    assert lines[6].startswith("dry run: nothing uploaded")
+    assert r.stdout.splitlines()[0] == f"onebit sync: 5 offline W&B run(s) under {root}"
+    out = r.stdout + r.stderr  # the rest is `wandb sync --dry-run`'s own listing
+    assert "Would sync 5 run(s)" in out and all(p.name in out for p in offline)
     # `wandb sync` marks an uploaded run with run-<id>.wandb.synced beside its log: such a run is left out
     (log,) = offline[0].glob("*.wandb")
     marker = log.with_suffix(".wandb.synced")
@@ -199,8 +198,8 @@ def test_sync_lists_every_offline_run_of_runs_and_sweeps(runs):
     try:
         r = subprocess.run([sys.executable, "-m", "onebit.sync", str(root), "--dry-run"], capture_output=True,
                            text=True, env=default_env(), check=False)
-        assert "onebit sync: 4 offline W&B run(s)" in r.stdout and "1 already synced, left out" in r.stdout
-        assert str(offline[0].relative_to(root)) not in r.stdout
+        out = r.stdout + r.stderr
+        assert "Skipped 1 synced run(s)" in out and "Would sync 4 run(s)" in out and offline[0].name not in out
     finally:
         marker.unlink()
     # uploading needs a key; without one: one line, never a prompt (the upload itself needs a network)

@@ -31,7 +31,7 @@ def make_model(cfg: DictConfig, data, kind: str = "binary") -> torch.nn.Module:
     factory = instantiate(cfg.model, _partial_=True)
     common = dict(in_channels=data.in_channels, num_classes=data.num_classes)
     if "width" in cfg.model and cfg.model.width is None:
-        common["width"] = getattr(data, "default_width", 64)
+        common["width"] = getattr(data, "default_width", None) or 64
     if C.is_real_model(cfg):
         return factory(**common)
     activation, weight = MODEL_KINDS[kind]
@@ -63,17 +63,33 @@ def transfer(state: dict, model: torch.nn.Module) -> dict:
             "unexpected": list(result.unexpected_keys), "sha256": digest}
 
 
+def stage_model(cfg: DictConfig, data, stage) -> torch.nn.Module:
+    """The model that ``stage`` (an ``onebit.stages.Stage``) trains, freshly initialised, for ``data`` (or anything
+    with its ``in_channels``, ``num_classes`` and ``default_width``): :func:`make_model` of the stage's kind, then
+    the stage's component state and frozen parameters (``onebit.stages._prepare``)."""
+    from onebit.stages import _prepare
+
+    model = make_model(cfg, data, stage.model)
+    _prepare(stage, model)
+    return model
+
+
+def recorded_stage(record, name: str):
+    """The ``onebit.stages.Stage`` of a recorded run's stage, as its config's recipe defines it (a stage of a recipe
+    given to ``run_recipe`` directly, not in the config: a plain stage of its model kind)."""
+    from onebit.stages import Stage, stages_for
+
+    recipe, st = {s.name: s for s in stages_for(OmegaConf.create(record.config))}, record.stages[name]
+    return recipe.get(name) or Stage(name, st.model, st.epochs)
+
+
 def model_from_record(record, stage: str | None = None) -> torch.nn.Module:
     """Rebuild the model of one stage of a recorded run (default: its final stage) with that stage's final
     weights (``onebit.checkpoints.stage_weights``), in eval mode (for analysis and plots)."""
     from onebit.checkpoints import stage_weights
-    from onebit.stages import _prepare, stages_for
 
-    st = record.stages[stage] if stage else record.final_stage
+    name = stage or record.final_stage.name
     cfg = OmegaConf.create(record.config)
-    model = make_model(cfg, instantiate(cfg.data), st.model)
-    spec = {s.name: s for s in stages_for(cfg)}.get(st.name)
-    if spec is not None:  # the stage's component state: bn_retrain's weights fixed to +-1 without the scale
-        _prepare(spec, model)
-    model.load_state_dict(stage_weights(record, st.name), strict=True)
+    model = stage_model(cfg, instantiate(cfg.data), recorded_stage(record, name))
+    model.load_state_dict(stage_weights(record, name), strict=True)
     return model.eval()

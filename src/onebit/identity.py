@@ -11,7 +11,7 @@
   except for their seed, so their mean over seeds is meaningful. Two configs never share a cell.
 
 A run is a **smoke run** when a Trainer setting cuts its training or evaluation short (:data:`SMOKE_TRAINER_KEYS`)
-or it belongs to the study :data:`DEBUG_STUDY` (every ``debug=`` option, conf/debug/); it is recorded as such and
+or its config says ``smoke: true`` (every ``debug=`` option, conf/debug/default.yaml); it is recorded as such and
 tables leave it out by name.
 """
 
@@ -157,18 +157,14 @@ def cell_items(config: Mapping) -> dict[str, Any]:
     return flatten(cell_identity(config))
 
 
-# the study of debug runs (conf/debug/default.yaml): its runs are smoke runs, whatever their Trainer settings
-DEBUG_STUDY = "debug"
-
-
 def smoke_reasons(config: Mapping) -> list[str]:
-    """The settings that make a run a smoke run (``["trainer.limit_train_batches=2"]``, ``study='debug'``); empty
-    for a full run."""
+    """The settings that make a run a smoke run (``["trainer.limit_train_batches=2"]``; ``smoke=True``, the key
+    that conf/debug/default.yaml adds, whatever the Trainer settings); empty for a full run."""
     if not isinstance(config, Mapping):
         return []
     trainer = config.get("trainer") or {}
     reasons = [f"trainer.{k}={trainer[k]!r}" for k in SMOKE_TRAINER_KEYS if k in trainer and _cuts_short(k, trainer[k])]
-    return reasons + ([f"study={DEBUG_STUDY!r}"] if config.get("study") == DEBUG_STUDY else [])
+    return reasons + (["smoke=True"] if config.get("smoke") else [])
 
 
 def _cuts_short(key: str, value) -> bool:

@@ -60,23 +60,6 @@ def global_rank() -> int:
     return 0
 
 
-def joblib_threads() -> int | None:
-    """The torch threads of a job when ``threads`` is null: under Hydra's joblib launcher (``launcher=joblib`` or
-    ``hydra/launcher=joblib``), whose ``n_jobs`` workers share this machine's cores, cores // workers (at least 1;
-    joblib's ``n_jobs=-1`` means one worker per core, so 1 thread each), so that parallel jobs never oversubscribe
-    the CPU; None (torch's default) under any other launcher or outside Hydra."""
-    try:
-        launcher = HydraConfig.get().launcher
-    except ValueError:
-        return None
-    if "joblib" not in str(launcher.get("_target_", "")).lower():
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n_jobs = launcher.get("n_jobs") or 1
-    workers = n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)   # joblib: -1 = all cores, -2 = all but one...
-    return max(cores // workers, 1)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The index
 # ----------------------------------------------------------------------------------------------------------
@@ -216,11 +199,9 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
     from onebit.stages import run_recipe
 
     job_dir = Path(job_dir)
-    threads = cfg.get("threads") or joblib_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-        if not cfg.get("threads"):
-            log.info("torch threads: %d per joblib worker (threads=null: cores // hydra.launcher.n_jobs)", threads)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    log.info("torch threads: %d", torch.get_num_threads())   # threads=null: torch's (joblib: cores // n_jobs)
     key = job_key(cfg)
     rank_zero = global_rank() == 0
     try:
@@ -321,36 +302,37 @@ def _guard_against_orphaning() -> None:
 
 
 def summary_lines(record: RunRecord) -> list[str]:
-    """The short summary printed at the end of a run."""
+    """The short summary printed at the end of a run: one line per stage (``onebit.progress.stage_result``)."""
+    from onebit.progress import bits, stage_result
+
     seconds = record.timings.get("seconds") or 0.0
     smoke = f"  SMOKE RUN ({', '.join(record.smoke)}): not counted in tables" if record.smoke else ""
     lines = [f"onebit: {record.status} in {seconds:.1f}s  ({record.run_dir}){smoke}"]
     width = max([10, *(len(n) for n in record.stages)])
-    for st in record.stages.values():
-        m = st.metrics
-        cache = st.cache or {}
-        took = f"{st.seconds or 0:.1f}s"
-        if cache.get("hit"):  # records before saved_seconds kept the twin's training time as the stage's seconds
-            saved = cache["saved_seconds"] if "saved_seconds" in cache else st.seconds or 0
-            took = f"{cache.get('wait_seconds') or 0:.1f}s (cached twin: saved {saved:.1f}s)"
-        eff = st.efficiency or {}
-        bits = f"{'A%s/W%s' % (eff['activations'], eff['weights']):<8} " if "activations" in eff else ""
-        lines.append(f"  {st.name:<{width}} {bits}val top-1 {m.get('val/top1', float('nan')):.4f} "
-                     f"(best {m.get('val/top1_best', float('nan')):.4f})  test top-1 "
-                     f"{m.get('test/top1', float('nan')):.4f}  {took}")
+    lines += [f"  {st.name:<{width}} {bits(st):<8} {stage_result(st)}" for st in record.stages.values()]
     return lines
+
+
+def read_pointer(job_dir: Path | str) -> dict | None:
+    """The ``job.json`` of a job directory (``None``: it has none); OSError or ValueError when unreadable."""
+    try:
+        pointer = json.loads((Path(job_dir) / POINTER).read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(pointer, dict):
+        raise ValueError("not a JSON object")
+    return pointer
 
 
 def job_outcome(job_dir: Path, output_root: Path | str | None = None) -> tuple[str, str]:
     """(state, detail) of one job of a sweep: finished, skipped, failed, refused, running elsewhere,
     interrupted, or corrupt record."""
-    pointer = Path(job_dir) / POINTER
     try:
-        p = json.loads(pointer.read_text())
-    except FileNotFoundError:
-        return "failed", f"{job_dir}: no record (the job stopped before it started)"
+        p = read_pointer(job_dir)
     except (OSError, ValueError) as e:
-        return "corrupt", f"{pointer}: {e}"
+        return "corrupt", f"{Path(job_dir) / POINTER}: {e}"
+    if p is None:
+        return "failed", f"{job_dir}: no record (the job stopped before it started)"
     if p.get("action") in ("refused", "busy"):
         return ("running elsewhere" if p["action"] == "busy" else "refused"), f"{job_dir}: {p.get('error')}"
     try:

@@ -8,10 +8,10 @@ the YAML leaves unset: ``save_dir`` = the run directory and ``version`` = the st
 new logger (MLflow, Comet, ...) is one YAML file;
 ``logger=none`` or ``logger=null`` logs nothing. Keys onebit reads itself, not the logger class: :data:`ONEBIT_KEYS`.
 
-W&B layout: one W&B run per stage, ``group`` = study, ``job_type`` = stage, ``id`` = ``<run id>-<stage>`` (the
-record's random run id: unique per run, the same when the run resumes), ``tags`` (:func:`run_tags`), config =
-the run's options, job key, efficiency summary, full config and where its pretrained twin came from (``twin/*``).
-Offline unless configured, never prompting; online mode that cannot start goes on offline with one warning.
+Every logger gets the stage's hyperparameters (:func:`stage_config`). W&B layout: one W&B run per stage,
+``group`` = study, ``job_type`` = stage, ``id`` = ``<run id>-<stage>`` (the record's random run id: unique per run,
+the same when the run resumes), ``tags`` (:func:`run_tags`), config = :func:`wandb_config`. Offline unless
+configured, never prompting; online mode that cannot start goes on offline with one warning (:func:`start_wandb`).
 Per-epoch curves are plotted against ``epoch``; the summary holds each curve's best and last value under one key
 (:data:`SUMMARIES`). With ``logger.log_artifacts=true`` the twin and each stage's best checkpoint are artifacts.
 """
@@ -27,13 +27,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from onebit.config import ConfigError
+from onebit.config import CONF_DIR, ConfigError, cause_line
+from onebit.preflight import options
 
 # keys of a logger option that onebit reads itself (they are not arguments of the logger class)
 ONEBIT_KEYS = {"log_artifacts": "W&B only: log the pretrained twin and each stage's best checkpoint as artifacts"}
 WANDB_MODES = ("offline", "online", "disabled")
 # optional extras (pyproject.toml) that provide a logger class's package
 EXTRAS = {"pytorch_lightning.loggers.TensorBoardLogger": "tensorboard"}
+# keys of :func:`stage_config` / :func:`wandb_config` that are not the record's options (nor are the namespaced ones,
+# ``efficiency/*`` and ``twin/*``): the W&B loader (``onebit.results.load``) leaves them out of the options
+NOT_OPTIONS = ("job_key", "run_id", "smoke", "stage", "config")
 # W&B run summary: per metric, the best epoch's value (``max`` or ``min``) beside the last one, under one key
 SUMMARIES = {"val/top1": "max", "val/top5": "max", "val/loss": "min", "train/top1": "max", "train/loss": "min"}
 # the record's name for a summary's best value (``onebit.stages.stage_metrics``)
@@ -55,7 +59,7 @@ def logger_class(cfg: DictConfig):
     if node is None or node.get("_target_") is None:
         if node is not None and "name" in node:  # a config from before `_target_` loggers
             raise ConfigError(f"logger.name={node.name!r}: logger options are `_target_` configs now; "
-                              f"choose {', '.join(_options())}")
+                              f"choose {', '.join(options('logger'))}")
         return None
     import importlib
 
@@ -66,8 +70,8 @@ def logger_class(cfg: DictConfig):
         module, _, name = target.rpartition(".")
         cls = getattr(importlib.import_module(module), name)
     except Exception as e:  # noqa: BLE001 (any import failure is the user's value: one line)
-        raise ConfigError(f"logger._target_={target!r} cannot be imported ({_cause(e)}); use a Lightning logger "
-                          f"class such as pytorch_lightning.loggers.CSVLogger, or logger={'|'.join(_options())}")
+        raise ConfigError(f"logger._target_={target!r} cannot be imported ({cause_line(e)}); use a Lightning logger "
+                          f"class such as pytorch_lightning.loggers.CSVLogger, or logger={'|'.join(options('logger'))}")
     if not (isinstance(cls, type) and issubclass(cls, Logger)):
         raise ConfigError(f"logger._target_={target!r} is not a Lightning logger (pytorch_lightning.loggers.Logger)")
     return cls
@@ -85,8 +89,10 @@ def log_artifacts(cfg: DictConfig) -> bool:
 
 
 def check_logger(cfg: DictConfig) -> None:
-    """The logger option, before any record: the class imports, is a Lightning logger, accepts every argument the
-    YAML gives and can be built (its package installed); W&B's ``mode``; ``log_artifacts`` a boolean, W&B only."""
+    """The logger option, before any record: the class imports, is a Lightning logger, has its package installed
+    and accepts every argument the YAML gives (WandbLogger: its own or wandb.init's, where it passes the others);
+    W&B's ``mode``; ``log_artifacts`` a boolean, W&B only. The logger is not built (CometLogger would start an
+    experiment)."""
     cls = logger_class(cfg)
     if cls is None:
         return
@@ -94,31 +100,42 @@ def check_logger(cfg: DictConfig) -> None:
     flag = cfg.logger.get("log_artifacts", False)
     if not isinstance(flag, bool):
         raise ConfigError(f"logger.log_artifacts={flag!r} is invalid: choose one of true, false")
+    missing = missing_requirement(cls)
+    if missing is not None:
+        extra = EXTRAS.get(cfg.logger._target_)
+        need = f"the optional extra {extra!r}: pip install -e '.[{extra}]'" if extra else "a package"
+        raise ConfigError(f"logger={choice} needs {need} (ModuleNotFoundError: {missing})")
+    receivers, names = [cls], cls.__name__
     if is_wandb_class(cls):
         mode = cfg.logger.get("mode")
         if mode not in WANDB_MODES:
             raise ConfigError(f"logger.mode={mode!r} is invalid: choose one of {', '.join(WANDB_MODES)}")
-        return  # WandbLogger passes unknown arguments to wandb.init; it starts (or falls back) in make_logger
-    if flag:
-        raise ConfigError(f"logger.log_artifacts=true needs logger=wandb (logger={choice} is {cls.__name__})")
-    args = logger_arguments(cfg)
-    params = inspect.signature(cls).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        for key in args:
-            if key not in params:
-                raise ConfigError(f"logger.{key} is not an argument of {cls.__name__}; valid: "
-                                  f"{', '.join(p for p in params if p not in ('self', 'args', 'kwargs'))}")
-    import tempfile
+        import wandb
 
-    with tempfile.TemporaryDirectory() as tmp:  # building it writes nothing: Lightning loggers start lazily
-        try:
-            cls(**{**_accepted(cls, {"save_dir": tmp, "version": "check"}), **args})
-        except ModuleNotFoundError as e:
-            extra = EXTRAS.get(cfg.logger._target_)
-            need = f"the optional extra {extra!r}: pip install -e '.[{extra}]'" if extra else "a package"
-            raise ConfigError(f"logger={choice} needs {need} ({_cause(e)})")
-        except Exception as e:  # noqa: BLE001 (whatever the class refuses: one line)
-            raise ConfigError(f"logger={choice} is refused by {cls.__name__}: {_cause(e)}")
+        # WandbLogger passes its **kwargs to wandb.init, which takes no **kwargs
+        receivers, names = [cls, wandb.init], f"{cls.__name__} or wandb.init"
+    elif flag:
+        raise ConfigError(f"logger.log_artifacts=true needs logger=wandb (logger={choice} is {cls.__name__})")
+    if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(receivers[-1]).parameters.values()):
+        return  # takes any argument
+    valid = list(dict.fromkeys(n for r in receivers for n, p in inspect.signature(r).parameters.items()
+                               if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)))
+    for key in logger_arguments(cfg):
+        if key not in valid:
+            raise ConfigError(f"logger.{key} is not an argument of {names}; valid: {', '.join(valid)}")
+
+
+def missing_requirement(cls):
+    """The package requirement of a Lightning logger class when it is not met, else ``None``, without building the
+    logger. Lightning 2.6's logger modules declare their package as ``lightning_utilities`` ``RequirementCache``
+    globals (``_MLFLOW_AVAILABLE = RequirementCache("mlflow>=1.0.0")``, ``_COMET_AVAILABLE``, ``_WANDB_AVAILABLE``;
+    TensorBoardLogger's base module ``_TENSORBOARD_AVAILABLE`` and ``_TENSORBOARDX_AVAILABLE``, either will do): the
+    first of the class's modules (along its bases) when none of them is met."""
+    from lightning_utilities.core.imports import RequirementCache
+
+    modules = dict.fromkeys(sys.modules.get(c.__module__) for c in cls.__mro__)
+    needs = [v for m in modules if m is not None for v in vars(m).values() if isinstance(v, RequirementCache)]
+    return needs[0] if needs and not any(needs) else None
 
 
 def is_wandb_class(cls) -> bool:
@@ -149,7 +166,7 @@ def make_logger(cfg: DictConfig, stage: str, record):
     version = stage if record.attempts <= 1 else f"{stage}-attempt{record.attempts}"
     stage_args = _accepted(cls, {"save_dir": str(record.run_dir), "version": version})
     logger = cls(**{**stage_args, **args})
-    logger.log_hyperparams(flat_config(record, stage))
+    logger.log_hyperparams(stage_config(record, stage))
     return logger
 
 
@@ -161,18 +178,18 @@ def _accepted(cls, candidates: dict) -> dict:
     return {k: v for k, v in candidates.items() if k in params}
 
 
-def wandb_config(record) -> dict:
-    """What a W&B run of this record is configured with (the analysis can read runs back from it)."""
-    eff = record.efficiency or {}
+def stage_config(record, stage: str) -> dict:
+    """The hyperparameters of a stage's logger run: the record's options, ids, smoke reasons (empty: not a smoke
+    run), the stage, its model's precision and its twin's origin (:func:`twin_config`)."""
     return {**record.options, "job_key": record.job_key, "run_id": record.run_id, "smoke": record.smoke,
-            **{f"efficiency/{k}": v for k, v in eff.items()}, "config": record.config}
-
-
-def flat_config(record, stage: str) -> dict:
-    """The hyperparameters of a stage's run for loggers without a nested config (CSV, TensorBoard, MLflow):
-    options, ids, stage, the stage's precision and its twin's origin."""
-    return {**record.options, "job_key": record.job_key, "run_id": record.run_id, "smoke": bool(record.smoke),
             "stage": stage, **_stage_bits(record, stage), **twin_config(record, stage)}
+
+
+def wandb_config(record, stage: str) -> dict:
+    """A stage's W&B run config: :func:`stage_config`, the final model's ``efficiency/*`` summary and the full
+    config (the W&B loader, ``onebit.results.load``, reads the record back from it)."""
+    eff = record.efficiency or {}
+    return {**stage_config(record, stage), **{f"efficiency/{k}": v for k, v in eff.items()}, "config": record.config}
 
 
 def _stage_bits(record, stage: str) -> dict:
@@ -204,19 +221,16 @@ def twin_stage(record):
 
 
 def twin_config(record, stage: str) -> dict:
-    """Where the twin that a later stage descends from came from: ``twin/key`` (the pretrain cache key),
-    ``twin/cache_hit``, ``twin/trained_by`` (the run directory that trained it) and ``twin/trained_by_run`` (its
-    W&B run, ``[entity/]project/id``; ``None`` if it was trained without W&B). Empty for the twin's own stage."""
+    """Where the twin that a later stage descends from came from (the twin stage's ``cache`` entry): ``twin/key``
+    (the pretrain cache key), ``twin/cache_hit``, ``twin/trained_by`` (the run directory that trained it) and
+    ``twin/trained_by_run`` (its W&B run, ``[entity/]project/id``; ``None`` if it was trained without W&B). Empty
+    for the twin's own stage."""
     twin = twin_stage(record)
     if twin is None or twin.name == stage or not twin.cache:
         return {}
     cache = twin.cache
-    if cache.get("hit"):
-        by, by_run = cache.get("trained_by"), cache.get("trained_by_run")
-    else:  # trained by this run
-        by, by_run = record.run_dir, cache.get("trained_by_run", wandb_run_path(twin.wandb))
-    return {"twin/key": cache["key"], "twin/cache_hit": bool(cache.get("hit")), "twin/trained_by": by,
-            "twin/trained_by_run": by_run}
+    return {"twin/key": cache["key"], "twin/cache_hit": bool(cache.get("hit")), "twin/trained_by":
+            cache.get("trained_by"), "twin/trained_by_run": cache.get("trained_by_run")}
 
 
 def wandb_run_path(info: dict | None) -> str | None:
@@ -227,34 +241,48 @@ def wandb_run_path(info: dict | None) -> str | None:
 
 
 def _wandb_logger(cls, cfg: DictConfig, stage: str, record, args: dict):
-    os.environ.setdefault("WANDB_SILENT", "true")
-    import wandb
-
-    run_dir = Path(record.run_dir)
     onebit_args = {"group": record.study, "job_type": stage, "name": f"{record.study}-{record.run_id[:8]}-{stage}",
-                   "id": f"{record.run_id}-{stage}", "resume": "allow", "save_dir": str(run_dir),
-                   "config": {**wandb_config(record), "stage": stage, **_stage_bits(record, stage),
-                              **twin_config(record, stage)},
-                   "tags": run_tags(record, stage), "reinit": "finish_previous"}
+                   "id": f"{record.run_id}-{stage}", "resume": "allow", "save_dir": str(record.run_dir),
+                   "config": wandb_config(record, stage), "tags": run_tags(record, stage), "reinit": "finish_previous"}
     kwargs = {**onebit_args, **args, "tags": [*onebit_args["tags"], *(args.get("tags") or [])]}
     if os.environ.get("WANDB_SWEEP_ID") and stage == next(reversed(record.stages)) and os.environ.get("WANDB_RUN_ID"):
         kwargs["id"] = os.environ["WANDB_RUN_ID"]  # under `wandb agent`: the agent's run holds the final stage
-    mode = kwargs.get("mode", "offline")
+    return start_wandb(lambda kw: _start(cls, kw, cfg, record, stage), kwargs)
+
+
+def start_wandb(start, kwargs: dict):
+    """``start(kwargs)``: start a W&B run (``kwargs``: ``wandb.init`` / WandbLogger arguments) and return what
+    ``start`` returns. Online mode that cannot start (no API key, for which W&B would prompt; no server within
+    ``settings.init_timeout``) goes on offline after one warning line: W&B's service torn down, then a fresh ``id``
+    (the service may still hold the one the failed attempt registered). Used by training and ``analysis/tables.py
+    --to-wandb``."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    if kwargs.get("mode") != "online":
+        return start(kwargs)
     try:
-        if mode == "online" and not _wandb_credentials():
+        if not wandb_credentials():
             raise RuntimeError("no W&B API key (set WANDB_API_KEY or run `wandb login`)")
-        return _start(cls, kwargs, cfg, record, stage)
-    except Exception as e:
-        if mode != "online":
-            raise
-        print(f"onebit: warning: W&B could not start in {mode} mode ({type(e).__name__}: "
-              f"{str(e).splitlines()[0] if str(e) else ''}); logging offline to {run_dir}/wandb instead (upload "
-              "later with `python -m onebit.sync`)", file=sys.stderr)
+        return start(kwargs)
+    except Exception as e:  # noqa: BLE001 (W&B raises many types when it cannot start)
+        import wandb
+
+        where = kwargs.get("save_dir") or kwargs.get("dir")
+        print(f"onebit: warning: W&B could not start in online mode ({cause_line(e)}); logging offline"
+              f"{f' to {where}/wandb' if where else ''} instead (upload later with `python -m onebit.sync`)",
+              file=sys.stderr)
         with contextlib.suppress(Exception):  # release the half-started online run
             wandb.teardown()
-        # a fresh id: W&B's service may still hold the one the failed online attempt registered
-        kwargs.update(mode="offline", id=f"{kwargs['id']}-offline-{time.strftime('%Y%m%d%H%M%S')}")
-        return _start(cls, kwargs, cfg, record, stage)
+        offline = {**kwargs, "mode": "offline"}
+        if kwargs.get("id"):
+            offline["id"] = f"{kwargs['id']}-offline-{time.strftime('%Y%m%d%H%M%S')}"
+        return start(offline)
+
+
+def wandb_defaults() -> dict:
+    """``project``, ``entity`` and ``mode`` of ``conf/logger/wandb.yaml`` (``WANDB_PROJECT``, ``WANDB_ENTITY``,
+    ``WANDB_MODE`` or its defaults), for W&B runs outside training (``analysis/tables.py --to-wandb``)."""
+    node = OmegaConf.load(CONF_DIR / "logger" / "wandb.yaml")
+    return {key: node[key] for key in ("project", "entity", "mode")}
 
 
 def _start(cls, kwargs: dict, cfg: DictConfig, record, stage: str):
@@ -300,7 +328,7 @@ def metrics_from_summary(summary: dict) -> dict:
     return out
 
 
-def wandb_info(logger, cfg: DictConfig | None = None) -> dict | None:
+def wandb_info(logger) -> dict | None:
     if not is_wandb(logger):
         return None
     run = logger.experiment
@@ -308,7 +336,7 @@ def wandb_info(logger, cfg: DictConfig | None = None) -> dict | None:
             **({"entity": run.entity} if run.entity else {})}
 
 
-def _wandb_credentials() -> bool:
+def wandb_credentials() -> bool:
     """Whether online W&B can authenticate without asking (an API key in the environment or in ~/.netrc)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -332,7 +360,7 @@ def finish_logger(logger, failed: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Artifacts (logger.log_artifacts=true): the twin with its lineage, each stage's best checkpoint
+# A stage's end: its summary; artifacts (logger.log_artifacts=true): the twin, each stage's best checkpoint
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -371,25 +399,34 @@ def _use_twin(run, record, stage: str) -> None:
         run.use_artifact(name, type="model")
     except Exception as e:  # noqa: BLE001 (lineage is optional: the run goes on)
         print(f"onebit: warning: W&B artifact {name} could not be declared as input of stage {stage} "
-              f"({_cause(e)}); its origin is in the run config (twin/trained_by_run)", file=sys.stderr)
+              f"({cause_line(e)}); its origin is in the run config (twin/trained_by_run)", file=sys.stderr)
 
 
-def log_best_checkpoint(logger, cfg: DictConfig, run_dir: Path | str, stage: str, metrics: dict) -> None:
-    """The stage's best checkpoint (``<run dir>/checkpoints/<stage>/best.ckpt``) as the W&B artifact
-    ``model-<W&B run id>`` (type ``model``, alias ``best``) of the stage's run; nothing if the stage has none."""
-    from onebit.checkpoints import BEST, stage_dir
-
-    path = stage_dir(run_dir, stage) / BEST
-    if not (is_wandb(logger) and log_artifacts(cfg) and path.exists()):
+def log_stage_end(logger, cfg: DictConfig, run_dir: Path | str, stage_record) -> None:
+    """Before a stage's W&B run ends: each :data:`SUMMARIES` metric's summary from the stage record's history,
+    ``{best: best over epochs, "last": last epoch's}`` (``val/top1``: the record's ``val/top1_best`` and
+    ``val/top1``); W&B computes ``define_metric`` summaries per process, so for a resumed stage they would cover
+    its last attempt only, while the history holds every epoch of every attempt. With ``logger.log_artifacts``,
+    the stage's best checkpoint (``<run dir>/checkpoints/<stage>/best.ckpt``, if any) as the artifact
+    ``model-<W&B run id>`` (type ``model``, alias ``best``)."""
+    if not is_wandb(logger):
         return
     import wandb
+    from onebit.checkpoints import stage_checkpoint
 
     run = logger.experiment
-    art = wandb.Artifact(f"model-{run.id}", type="model",
-                         metadata={"stage": stage, "run_dir": str(run_dir), "checkpoint": f"checkpoints/{stage}/{BEST}",
-                                   "val/top1_best": metrics.get("val/top1_best")})
-    art.add_file(str(path), name=BEST, policy="immutable")
-    run.log_artifact(art, aliases=["best"])
+    for key, best in SUMMARIES.items():
+        values = [h[key] for h in stage_record.history if key in h]
+        if values:
+            run.summary[key] = {best: max(values) if best == "max" else min(values), "last": values[-1]}
+    path = stage_checkpoint(run_dir, stage_record.name, "best")
+    if log_artifacts(cfg) and path is not None:
+        art = wandb.Artifact(f"model-{run.id}", type="model",
+                             metadata={"stage": stage_record.name, "run_dir": str(run_dir),
+                                       "checkpoint": str(path.relative_to(run_dir)),
+                                       "val/top1_best": stage_record.metrics.get("val/top1_best")})
+        art.add_file(str(path), name=path.name, policy="immutable")
+        run.log_artifact(art, aliases=["best"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -403,14 +440,3 @@ def _choice() -> str:
     except ValueError:  # not under Hydra
         return "<set>"
 
-
-def _options() -> list[str]:
-    from onebit.config import CONF_DIR
-
-    return sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml"))
-
-
-def _cause(e: BaseException) -> str:
-    from onebit.config import cause_line
-
-    return cause_line(e)

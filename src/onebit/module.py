@@ -8,9 +8,9 @@ W&B's ``val/top1`` summary through ``define_metric``, ``onebit.loggers``).
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Callable
+from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytorch_lightning as pl
 import torch
@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from onebit.optim import clip_latent_weights, param_groups
+from onebit.optim import ROLE_DECAY_KEYS, clip_latent_weights, param_groups
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -31,49 +31,45 @@ class Classifier(pl.LightningModule):
     """Image classification with any onebit model.
 
     Args:
-        model: the network (binary model or its real-valued twin); ``None``: rebuilt from ``config``
-            (:func:`stage_model`).
-        optimizer: ``params -> torch.optim.Optimizer`` (a Hydra partial); ``None``: from ``config`` and the stage's
-            optimizer overrides (:func:`stage_optimizer`).
-        scheduler: ``(optimizer, epochs) -> LRScheduler`` stepped once per epoch; ``None``: ``config.scheduler``.
-        config: the run's resolved config (plain data, as in the record).
-        stage: the stage (an ``onebit.stages.Stage`` as plain data, :func:`stage_spec`: name, model kind, epochs,
-            init, trainable, fixed weights, optimizer overrides).
+        config: the run's resolved config (plain data, as in the record): the optimizer (with the stage's
+            overrides; its ``*weight_decay`` per parameter role and ``latent_weight_clip`` are onebit's, see
+            ``onebit.optim``), the schedule (stepped once per epoch over the stage's epochs), label smoothing.
+        stage: the stage (an ``onebit.stages.Stage`` as plain data, optimizer overrides as a mapping).
         in_channels, num_classes, default_width: the data's, which the model is built for (top-5 becomes
             top-min(5, classes)).
-        epochs: length of this stage (for the schedule).
-        decays: weight decay per parameter role (see ``onebit.optim``).
-        label_smoothing: cross-entropy label smoothing.
-        latent_weight_clip: clip latent binary weights to [-c, c] after each step (``None``: no clipping).
+        model: the network (binary model or its real-valued twin); ``None``: a fresh one for the stage
+            (``onebit.build.stage_model``).
 
-    Everything but ``model``, ``optimizer`` and ``scheduler`` is saved as plain hyperparameters in every checkpoint
-    (``checkpoint["hyper_parameters"]``, not sent to the logger: the W&B config is the run's options), so
+    Everything but ``model`` is saved as plain hyperparameters in every checkpoint (``checkpoint
+    ["hyper_parameters"]``, not sent to the logger: the W&B config is the run's options), so
     ``Classifier.load_from_checkpoint(path)`` rebuilds the module, ready to evaluate or to train on, with no
     arguments. :meth:`for_stage` builds one for a stage of a config.
     """
 
-    def __init__(self, model: nn.Module | None = None, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, *, config: dict, stage: dict, in_channels: int,
-                 num_classes: int, default_width: int | None = None, epochs: int, decays: dict,
-                 label_smoothing: float = 0.0, latent_weight_clip: float | None = None):
+    def __init__(self, config: dict, stage: dict, in_channels: int, num_classes: int, default_width: int | None = None,
+                 model: nn.Module | None = None):
         super().__init__()
         if OmegaConf.is_config(config):
             config = OmegaConf.to_container(config, resolve=True)
-        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"], logger=False)
-        if model is None or optimizer is None:
-            spec = stage_from_spec(stage)
-            model = model if model is not None else stage_model(config, spec, in_channels, num_classes, default_width)
-            optimizer = optimizer if optimizer is not None else instantiate(stage_optimizer(config, spec)[0])
+        self.save_hyperparameters(ignore=["model"], logger=False)
+        if model is None:
+            from onebit.build import stage_model
+            from onebit.stages import Stage
+
+            shape = SimpleNamespace(in_channels=in_channels, num_classes=num_classes, default_width=default_width)
+            spec = Stage(**{**stage, "optimizer": tuple(sorted(stage["optimizer"].items()))})
+            model = stage_model(OmegaConf.create(config), shape, spec)
         self.model = model
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler if scheduler is not None else instantiate(config["scheduler"])
-        self.epochs, self.decays = epochs, decays
-        self.label_smoothing, self.latent_weight_clip = label_smoothing, latent_weight_clip
+        optimizer = {**config["optimizer"], **stage["optimizer"]}
+        self.decays = {role: optimizer.pop(key) for role, key in ROLE_DECAY_KEYS.items()}
+        clip = optimizer.pop("latent_weight_clip")
+        self.latent_weight_clip = clip if stage["model"] == "binary" else None
+        self.optimizer_factory, self.scheduler_factory = instantiate(optimizer), instantiate(config["scheduler"])
+        self.epochs, self.label_smoothing = stage["epochs"], config["label_smoothing"]
         k5 = min(5, num_classes)
         acc = lambda k: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes, top_k=k)  # noqa: E731
         self.val_top1, self.val_top5 = acc(1), acc(k5)
         self.test_top1, self.test_top5 = acc(1), acc(k5)
-        self.best_val_top1 = 0.0
         self.history: list[dict] = []  # one entry per epoch: the curves of analysis/plots.py
         self._loss_sum, self._correct, self._seen, self._batches = torch.zeros(()), torch.zeros(()), 0, 0
         self._epoch_started: float | None = None
@@ -82,13 +78,9 @@ class Classifier(pl.LightningModule):
     @classmethod
     def for_stage(cls, cfg: DictConfig | dict, stage, data, model: nn.Module | None = None) -> Classifier:
         """The module that trains ``stage`` (an ``onebit.stages.Stage``) on ``data``, around ``model`` (``None``: a
-        freshly built one); its optimizer and schedule from ``cfg``."""
-        config = cfg if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
-        _, decays, clip = stage_optimizer(config, stage)
-        return cls(model, config=config, stage=stage_spec(stage), in_channels=data.in_channels,
-                   num_classes=data.num_classes, default_width=getattr(data, "default_width", None),
-                   epochs=stage.epochs, decays=decays, label_smoothing=config["label_smoothing"],
-                   latent_weight_clip=clip if stage.model == "binary" else None)
+        freshly built one)."""
+        spec = {**asdict(stage), "optimizer": dict(stage.optimizer)}
+        return cls(cfg, spec, data.in_channels, data.num_classes, getattr(data, "default_width", None), model)
 
     def forward(self, x):
         return self.model(x)
@@ -149,9 +141,6 @@ class Classifier(pl.LightningModule):
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
             return
-        top1 = self.trainer.callback_metrics.get("val/top1")
-        if top1 is not None and math.isfinite(float(top1)):
-            self.best_val_top1 = max(self.best_val_top1, float(top1))
         m = self.trainer.callback_metrics
         self._epoch_entry().update({k: float(m[k]) for k in ("val/loss", "val/top1") if k in m})
 
@@ -179,52 +168,8 @@ class Classifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["onebit"] = {"best_val_top1": self.best_val_top1, "history": self.history}
+        checkpoint["onebit"] = {"history": self.history}
 
     def on_load_checkpoint(self, checkpoint):
-        state = checkpoint.get("onebit", {})
-        self.best_val_top1 = state.get("best_val_top1", 0.0)
-        self.history = list(state.get("history", []))
+        self.history = list(checkpoint.get("onebit", {}).get("history", []))
 
-
-# ----------------------------------------------------------------------------------------------------------
-# A stage's parts from its config (what Classifier.load_from_checkpoint rebuilds)
-# ----------------------------------------------------------------------------------------------------------
-
-
-def stage_spec(stage) -> dict:
-    """An ``onebit.stages.Stage`` as plain data (its optimizer overrides as a mapping)."""
-    from dataclasses import asdict
-
-    return {**asdict(stage), "optimizer": dict(stage.optimizer)}
-
-
-def stage_from_spec(spec: dict):
-    """The ``onebit.stages.Stage`` of :func:`stage_spec`'s data."""
-    from onebit.stages import Stage
-
-    return Stage(**{**spec, "optimizer": tuple(sorted(spec.get("optimizer", {}).items()))})
-
-
-def stage_optimizer(config: dict, stage) -> tuple[dict, dict, float | None]:
-    """``(optimizer config, weight decay per parameter role, latent-weight clip)`` of a stage: the run's
-    ``optimizer`` config with the stage's overrides, onebit's own keys taken out of the optimizer's."""
-    opt = {**config["optimizer"], **dict(stage.optimizer)}
-    decays = {role: opt.pop(key) for role, key in
-              (("binary", "binary_weight_decay"), ("real", "weight_decay"), ("bn", "bn_weight_decay"))}
-    return opt, decays, opt.pop("latent_weight_clip")
-
-
-def stage_model(config: dict, stage, in_channels: int, num_classes: int, default_width: int | None = None):
-    """The stage's model as its training built it (``onebit.build.make_model`` of the stage's kind for data of
-    this shape, then the stage's component state and frozen parameters), with fresh weights."""
-    from types import SimpleNamespace
-
-    from onebit.build import make_model
-    from onebit.stages import _prepare
-
-    shape = SimpleNamespace(in_channels=in_channels, num_classes=num_classes,
-                            **({} if default_width is None else {"default_width": default_width}))
-    model = make_model(OmegaConf.create(config), shape, stage.model)
-    _prepare(stage, model)
-    return model

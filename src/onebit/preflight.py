@@ -83,12 +83,12 @@ def option_keys(group: str, option: str, conf_dir: Path = CONF_DIR) -> set[str] 
 
 def _choice_values(o) -> list | None:
     """The option name(s) a group override selects (a comma sweep gives several); None for a sweep function."""
-    from hydra.core.override_parser.types import ValueType
+    from hydra.core.override_parser.types import QuotedString, ValueType
 
     if o.value_type == ValueType.ELEMENT:
         return [o.value()]
-    if o.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP):
-        return list(o.value().list)
+    if o.value_type in (ValueType.SIMPLE_CHOICE_SWEEP, ValueType.CHOICE_SWEEP):   # 'quoted' elements as text
+        return [v.text if isinstance(v, QuotedString) else v for v in o.value().list]
     return None
 
 
@@ -201,7 +201,7 @@ def trainer_arguments() -> list[str]:
 # Trainer arguments onebit sets for every stage (stages.train_stage): a value given for them would be ignored
 SET_BY_ONEBIT = {
     "max_epochs": "from epochs= (binary stage) and pretrain.epochs= (pretraining); set those instead",
-    "logger": "from the logger option; use logger=wandb, logger=csv or logger=none",
+    "logger": f"from the logger option; use logger={'|'.join(options('logger'))}",
     "callbacks": "(checkpointing, learning-rate monitor)",
     "plugins": "(atomic checkpoint writing)",
     "default_root_dir": "(the run directory); use output_root= to move the outputs",
@@ -312,16 +312,13 @@ def _check_options(o, conf_dir: Path) -> None:
     """``group=option[,option...]`` must name files of conf/<group>/ (sweep functions are left to Hydra)."""
     if o.is_delete():
         return
-    values = _choice_values(o)
     group = o.key_or_group
     valid = options(group, conf_dir)
-    if values == [None]:  # Hydra refuses `group=null` with a traceback: "Config group override must be a string"
-        none = f"~{group} chooses none (the default)" if _nullable(group, conf_dir) else \
-            f"valid choices: {', '.join(valid)}"
-        raise ConfigError(f"{group}=null is invalid: a config group takes an option name; {none}")
-    for choice in values or []:
-        if choice in ("", None, "null") and _nullable(group, conf_dir):
-            continue
+    for choice in _choice_values(o) or []:
+        if choice in (None, "", "null"):  # Hydra: a traceback, or "Could not find 'group/'" over many lines
+            none = f"; omit it (or ~{group}) to choose none (the default)" if _nullable(group, conf_dir) else ""
+            raise ConfigError(f"{group}={'null' if choice is None else repr(choice)} is invalid: a config group takes "
+                              f"an option name; valid choices: {', '.join(valid)}{none}")
         if not isinstance(choice, str) or "${" in choice:
             continue
         if choice not in valid:

@@ -3,15 +3,16 @@
 - **Interactive** (stderr is a terminal): a Lightning TQDM bar per stage (:class:`StageBar`), on stderr, described
   by the stage's name and epoch (``binary 3/8``), showing the running training loss and the last val top-1.
 - **Every run**: one INFO line per epoch through ``logging.getLogger("onebit")`` (:class:`EpochLog`), plus lines
-  when a stage starts, ends, resumes, is skipped or comes from the pretrain cache (:func:`stage_started` ...), so
+  when a stage starts, ends, resumes, is skipped or comes from the pretrain cache (:func:`stage_started` ...;
+  :func:`stage_result` is also the run's summary, ``onebit.jobs.summary_lines``), so
   Hydra's per-job log file (``<job dir>/train.log``) holds the run's story. Where a bar is shown, the per-epoch
   lines go to the log file only (:func:`info_to_file`): the bar already shows them on the terminal.
 - ``trainer.enable_progress_bar``: ``null`` (default) = auto (:func:`want_bar`), ``true`` / ``false`` force it.
 - :func:`quiet` silences what a user cannot act on (Lightning's tips and start-up banner, one torch deprecation
-  inside Lightning), each by its logger or by message and category; :func:`config_yaml` is ``print_config=true``.
+  inside Lightning), by its logger or by message and category; :func:`config_yaml` is ``print_config=true``.
 
-Only global rank zero shows bars and writes lines: Lightning disables the bar in other DDP ranks, and
-:class:`EpochLog` and the stage lines check the rank.
+Only global rank zero shows bars and writes lines: Lightning disables the bar in other DDP ranks,
+:class:`EpochLog` checks the rank, and ``onebit.stages`` calls the stage lines in rank zero only.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def _parallel_launcher() -> bool:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def callbacks(stage: str, show_bar: bool, resume_from=None) -> list[Callback]:
+def callbacks(stage: str, show_bar: bool) -> list[Callback]:
     """The callbacks of one stage's Trainer: the per-epoch log lines, and the bar when ``show_bar``."""
-    return [EpochLog(stage, show_bar, resume_from), *([StageBar(stage)] if show_bar else [])]
+    return [EpochLog(stage, show_bar), *([StageBar(stage)] if show_bar else [])]
 
 
 def _metric(trainer, key: str) -> float | None:
@@ -94,14 +95,14 @@ def _metric(trainer, key: str) -> float | None:
 
 class StageBar(TQDMProgressBar):
     """Lightning's TQDM bar on stderr, one per stage: ``binary 3/8: 45%|...| 20/44 [..., loss=0.53, val_top1=0.87]``.
-    ``loss`` is the running mean training loss of the epoch (read from the device at most twice a second), then
-    the epoch's ``train/loss``; ``val_top1`` is the last validation's ``val/top1``. The last epoch's bar stays on
-    the terminal; validation and test bars are cleared when they end."""
+    ``loss`` is the running mean training loss of the epoch (the sums ``onebit.module.Classifier`` keeps on the
+    device, read at most twice a second), then the epoch's ``train/loss``; ``val_top1`` is the last validation's
+    ``val/top1``. The last epoch's bar stays on the terminal; validation and test bars are cleared when they end."""
 
     def __init__(self, stage: str):
         super().__init__()
         self.stage = stage
-        self._sum, self._n, self._shown, self._read_at = None, 0, None, 0.0
+        self._loss, self._read_at = None, 0.0
 
     def _tqdm(self, desc: str, position: int, leave: bool, **kwargs) -> Tqdm:
         return Tqdm(desc=desc, position=2 * self.process_position + position, disable=self.is_disabled, leave=leave,
@@ -119,13 +120,14 @@ class StageBar(TQDMProgressBar):
     def init_test_tqdm(self) -> Tqdm:
         return self._tqdm(f"{self.stage} test", 0, False)
 
-    def on_train_epoch_start(self, trainer, *_) -> None:  # Lightning's, described "<stage> <epoch>/<epochs>"
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        """Lightning's, described ``<stage> <epoch>/<epochs>`` (calling it would draw an ``Epoch 0`` bar first)."""
         if self._leave:
             self.train_progress_bar = self.init_train_tqdm()
         self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
         self.train_progress_bar.initial = 0
         self.train_progress_bar.set_description(f"{self.stage} {trainer.current_epoch + 1}/{trainer.max_epochs}")
-        self._sum, self._n, self._shown = None, 0, None
+        self._read_at = 0.0  # an epoch's first reading is its own
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if self.has_dataloader_changed(dataloader_idx):  # Lightning's, without renaming it "Validation DataLoader 0"
@@ -135,79 +137,61 @@ class StageBar(TQDMProgressBar):
         if self.has_dataloader_changed(dataloader_idx):  # Lightning's, without renaming it "Testing DataLoader 0"
             self.test_progress_bar.reset(total=convert_inf(self.total_test_batches_current_dataloader))
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            loss = loss.detach()
-            self._sum = loss if self._sum is None else self._sum + loss
-            self._n += 1
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
     def on_train_end(self, trainer, pl_module) -> None:
-        self._sum, self._n = None, 0  # the bar that stays shows the last epoch's train/loss
-        if self._train_progress_bar is not None and not self.train_progress_bar.disable:
+        if not self.train_progress_bar.disable:  # the bar that stays shows the last epoch's train/loss
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
         super().on_train_end(trainer, pl_module)
 
     def get_metrics(self, trainer, pl_module) -> dict:
-        if self._n and (self._shown is None or time.monotonic() - self._read_at > 0.5):
-            self._shown, self._read_at = float(self._sum) / self._n, time.monotonic()
-        loss = self._shown if self._n else _metric(trainer, "train/loss")
+        batches = pl_module._batches  # 0 once the module has logged the epoch's train/loss
+        if batches and time.monotonic() - self._read_at > 0.5:
+            self._loss, self._read_at = float(pl_module._loss_sum) / batches, time.monotonic()
+        loss = self._loss if batches else _metric(trainer, "train/loss")
         val = _metric(trainer, "val/top1")
         return {**({"loss": f"{loss:.4f}"} if loss is not None else {}),
                 **({"val_top1": f"{val:.4f}"} if val is not None else {})}
 
 
 class EpochLog(Callback):
-    """One INFO line per finished epoch (:func:`epoch_line`), from the module's ``history`` entry (the values the
-    record keeps); with ``resume_from``, a line saying where the stage resumes. Global rank zero only.
+    """One INFO line per finished epoch of this fit (:func:`epoch_line`), from the module's ``history`` entry (the
+    values and ``seconds`` the record keeps). Global rank zero only.
 
-    A LightningModule's ``on_train_epoch_end`` runs after the callbacks' (Lightning calls non-checkpoint callbacks
-    first), so an epoch's line is written when the next epoch starts or training ends, once its entry is
-    complete; its ``seconds`` run from the epoch's start to then (as the history's do)."""
+    The module completes an epoch's entry in its own hooks, which Lightning calls after the callbacks': its
+    training metrics in ``on_train_epoch_end``, its ``seconds`` when the next epoch starts or training ends. So
+    the line is written at the next epoch's first batch, or when the fit ends."""
 
-    def __init__(self, stage: str, to_file_only: bool = False, resume_from=None):
-        self.stage, self.to_file_only, self.resume_from = stage, to_file_only, resume_from
-        self._epoch, self._t0 = None, 0.0
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        """Lightning restores ``ckpt_path`` (before training, also when no epoch is left to train)."""
-        if not trainer.is_global_zero:
-            return
-        try:  # epochs the checkpoint has finished ("processed" counts an epoch before its checkpoint is saved)
-            done = int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-        except (KeyError, TypeError):
-            done = int(checkpoint.get("epoch", -1)) + 1
-        where = (f"at epoch {done + 1}/{trainer.max_epochs}" if done < trainer.max_epochs
-                 else f"after its last epoch ({done}/{trainer.max_epochs}), to test it")
-        log.info("resuming stage %s %s from %s", self.stage, where, self.resume_from or "a checkpoint")
+    def __init__(self, stage: str, to_file_only: bool = False):
+        self.stage, self.to_file_only = stage, to_file_only
+        self._next: int | None = None  # the epoch whose line comes next; None until this fit starts one
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._flush(trainer, pl_module)
-        self._epoch, self._t0 = trainer.current_epoch, time.perf_counter()
+        if self._next is None:
+            self._next = trainer.current_epoch
 
-    def on_train_end(self, trainer, pl_module) -> None:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self._flush(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
         self._flush(trainer, pl_module)
 
     def _flush(self, trainer, pl_module) -> None:
-        if self._epoch is None or not trainer.is_global_zero:
+        entry = pl_module.history[-1] if pl_module.history else {}
+        if entry.get("epoch") != self._next or "seconds" not in entry or not trainer.is_global_zero:
             return
-        entry = next((h for h in reversed(getattr(pl_module, "history", [])) if h.get("epoch") == self._epoch), None)
-        if entry is None:  # a module without onebit's history: what it logged
-            entry = {k: _metric(trainer, k) for k in ("train/loss", "train/top1", "val/loss", "val/top1")}
-        line = epoch_line(self.stage, self._epoch + 1, trainer.max_epochs, entry, time.perf_counter() - self._t0)
+        line = epoch_line(self.stage, self._next + 1, trainer.max_epochs, entry)
         (info_to_file if self.to_file_only else log.info)(line)
-        self._epoch = None
+        self._next += 1
 
 
-def epoch_line(stage: str, epoch: int, epochs: int, m: dict, seconds: float) -> str:
+def epoch_line(stage: str, epoch: int, epochs: int, m: dict) -> str:
     """``binary epoch 3/8: train loss 0.5321 top-1 0.8123, val loss 0.4011 top-1 0.8852, 12.3s``."""
     def f(key):
         v = m.get(key)
         return "n/a" if v is None else f"{v:.4f}"
 
     return (f"{stage} epoch {epoch}/{epochs}: train loss {f('train/loss')} top-1 {f('train/top1')}, "
-            f"val loss {f('val/loss')} top-1 {f('val/top1')}, {seconds:.1f}s")
+            f"val loss {f('val/loss')} top-1 {f('val/top1')}, {m['seconds']:.1f}s")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,9 +199,23 @@ def epoch_line(stage: str, epoch: int, epochs: int, m: dict, seconds: float) -> 
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _bits(st) -> str:
+def bits(st) -> str:
+    """``A1/W1``: a StageRecord's activation / weight bits ("" for a record without them)."""
     eff = st.efficiency or {}
-    return f" (A{eff['activations']}/W{eff['weights']})" if "activations" in eff else ""
+    return f"A{eff['activations']}/W{eff['weights']}" if "activations" in eff else ""
+
+
+def stage_result(st) -> str:
+    """``val top-1 0.8852 (best 0.8852), test top-1 0.9000, 23.4s``: a finished StageRecord, in its log line and
+    the run's summary. A cache hit took ``wait_seconds`` (the lock, loading) and saved the twin's training time:
+    ``..., 0.1s (cached twin: saved 16.9s)`` (records before ``saved_seconds`` kept that as their ``seconds``)."""
+    m, cache, nan = st.metrics, st.cache or {}, float("nan")
+    took = f"{st.seconds or 0:.1f}s"
+    if cache.get("hit"):
+        saved = cache["saved_seconds"] if "saved_seconds" in cache else st.seconds or 0
+        took = f"{cache.get('wait_seconds') or 0:.1f}s (cached twin: saved {saved:.1f}s)"
+    return (f"val top-1 {m.get('val/top1', nan):.4f} (best {m.get('val/top1_best', nan):.4f}), "
+            f"test top-1 {m.get('test/top1', nan):.4f}, {took}")
 
 
 def _n(k: int, word: str) -> str:
@@ -231,28 +229,27 @@ def stage_started(i: int, n: int, stage, st) -> None:
         init += " (unless the pretrain cache has this twin)"
     extra = (", BatchNorm only" if stage.trainable == "batchnorm" else "") + (
         ", weights fixed to +-1" if stage.fixed_weights else "")
-    log.info("stage %d/%d %s: %s model%s, %s, %s%s", i, n, stage.name, stage.model, _bits(st),
-             _n(stage.epochs, "epoch"), init, extra)
+    log.info("stage %d/%d %s: %s model%s, %s, %s%s", i, n, stage.name, stage.model,
+             f" ({bits(st)})" if bits(st) else "", _n(stage.epochs, "epoch"), init, extra)
 
 
-def stage_finished(st) -> None:
-    """``stage binary finished in 23.4s: val top-1 0.8852 (best 0.8852), test top-1 0.9000``."""
-    m = st.metrics
-    log.info("stage %s finished in %.1fs: val top-1 %.4f (best %.4f), test top-1 %.4f", st.name, st.seconds or 0,
-             m.get("val/top1", float("nan")), m.get("val/top1_best", float("nan")), m.get("test/top1", float("nan")))
+def stage_resumed(name: str, done: int, epochs: int, path) -> None:
+    """``resuming stage binary at epoch 3/8 from <path>`` (``done`` epochs finished), or ``resuming stage binary
+    after its last epoch (8/8), to test it from <path>``."""
+    where = f"at epoch {done + 1}/{epochs}" if done < epochs else f"after its last epoch ({done}/{epochs}), to test it"
+    log.info("resuming stage %s %s from %s", name, where, path)
+
+
+def stage_finished(i: int, n: int, st) -> None:
+    """``stage 2/2 binary finished: <stage_result>``; from the pretrain cache: ``stage 1/2 pretrain reused the
+    cached twin 3f2a.. (trained by <run dir>): ..., 0.1s (cached twin: saved 16.9s)``."""
+    c = st.cache or {}
+    how = f"reused the cached twin {c['key']} (trained by {c.get('trained_by')})" if c.get("hit") else "finished"
+    log.info("stage %d/%d %s %s: %s", i, n, st.name, how, stage_result(st))
 
 
 def stage_skipped(i: int, n: int, st) -> None:
-    log.info("stage %d/%d %s: finished in an earlier attempt, skipped (val top-1 %.4f)", i, n, st.name,
-             st.metrics.get("val/top1", float("nan")))
-
-
-def cache_hit(i: int, n: int, st) -> None:
-    """``stage 1/2 pretrain: reused the cached twin 3f2a.. (trained by <run dir>): took 0.1s, saved 16.9s``."""
-    c = st.cache
-    log.info("stage %d/%d %s: reused the cached twin %s (trained by %s): took %.1fs, saved %.1fs of training; "
-             "val top-1 %.4f", i, n, st.name, c["key"], c.get("trained_by"), st.seconds or 0,
-             c.get("saved_seconds") or 0, st.metrics.get("val/top1", float("nan")))
+    log.info("stage %d/%d %s: finished in an earlier attempt, skipped (%s)", i, n, st.name, stage_result(st))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,20 +263,14 @@ def quiet() -> None:
     - Lightning's INFO lines (``GPU available: ...``, ``Trainer.fit stopped: max_epochs reached``, the
       ``💡 Tip: ... litlogger / litmodels`` adverts), once per Trainer and stage: its loggers at WARNING;
     - torch's ``isinstance(treespec, LeafSpec) is deprecated`` FutureWarning, raised inside Lightning's own
-      ``_pytree`` helpers (not onebit's code; Lightning will change it);
-    - Lightning's "number of training batches is smaller than the logging interval" for short runs: onebit logs
-      once per epoch (``on_epoch`` metrics, ``LearningRateMonitor(logging_interval="epoch")``), so
-      ``log_every_n_steps`` has nothing to act on.
+      ``_pytree`` helpers (not onebit's code; Lightning will change it).
     """
     import pytorch_lightning  # noqa: F401  (sets its loggers to INFO on import; quieten them after)
-    from lightning_fabric.utilities.warnings import PossibleUserWarning
 
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging "
-                            r"interval", category=PossibleUserWarning)
 
 
 def config_yaml(cfg, choices: dict | None = None) -> str:

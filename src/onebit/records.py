@@ -92,13 +92,12 @@ class StageRecord:
     cache: dict | None = None      # {"key", "hit", "trained_by", ...} for a stage served by the pretrain cache
     wandb: dict | None = None      # {"id", "mode", "project"}
     efficiency: dict | None = None  # the stage model's precision (activations / weights bits) and counts
-    checkpoints: dict | None = None  # {"last", "best" (paths in the run dir), "best_epoch", "val/top1"} (trained here)
 
     TYPES = {"name": _is_str, "model": _is_str, "init": _opt(_is_str), "epochs": _is_int,
              "status": lambda v: v in STAGE_STATUSES, "metrics": _metrics, "history": _history,
              "seconds": _opt(_number), "fit_seconds": _opt(_number), "test_seconds": _opt(_number),
              "resumed_from": _opt(_is_str), "transfer": _opt(_is_dict), "cache": _cache,
-             "wandb": _opt(_is_dict), "efficiency": _opt(_is_dict), "checkpoints": _opt(_is_dict)}
+             "wandb": _opt(_is_dict), "efficiency": _opt(_is_dict)}
 
     @property
     def finished(self) -> bool:
@@ -205,6 +204,7 @@ class RunRecord:
             if not isinstance(st, dict):
                 raise CorruptRecordError(f"{source}: stages.{name} is not an object")
             _check(StageRecord, st, f"{source}: stages.{name}")
+            # fields older records had and these no longer keep (a stage's ``checkpoints`` summary) are ignored
             stages[name] = StageRecord(**{k: st[k] for k in StageRecord.TYPES if k in st})
         known = {f.name for f in fields(cls)}
         return cls(**{**{k: v for k, v in data.items() if k in known}, "stages": stages})

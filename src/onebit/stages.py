@@ -29,13 +29,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from onebit import config as C
-from onebit.build import MODEL_KINDS, make_model, transfer
+from onebit.build import MODEL_KINDS, stage_model, transfer
 from onebit.cache import PretrainCache
-from onebit.checkpoints import (atomic_async_io, checkpoint_callbacks, checkpoint_summary, last_checkpoint,
-                                read_checkpoint, stage_weights)
+from onebit.checkpoints import atomic_async_io, checkpoint_callbacks, last_checkpoint, read_checkpoint, stage_weights
 from onebit.identity import pretrain_key
 from onebit.killpoints import kill_point
-from onebit.loggers import finish_logger, log_best_checkpoint, log_twin, make_logger, wandb_info, wandb_run_path
+from onebit.loggers import finish_logger, log_stage_end, log_twin, make_logger, wandb_info, wandb_run_path
 from onebit.records import StageRecord
 
 log = logging.getLogger("onebit")
@@ -171,20 +170,17 @@ def run_recipe(job, record, data, stages: tuple[Stage, ...]) -> None:
         if say:
             progress.stage_started(i, len(stages), stage, record.stage(stage.name))
         seed_everything(int(job.cfg.seed))  # every stage starts from the same RNG state, resumed or not
-        model = make_model(job.cfg, data, stage.model)
+        model = stage_model(job.cfg, data, stage)
         if stage.cached:
             state = _cached_stage(job, record, data, stage, model)
         else:
             resume_from = last_checkpoint(job.run_dir, stage.name) if job.resuming else None
             if stage.init is not None and resume_from is None:
                 record.update_stage(stage.name, transfer=transfer(final_weights(by_name[stage.init].name), model))
-            _prepare(stage, model)
             train_stage(job, record, data, stage, model, resume_from)
             state = model.state_dict()
-        if say and (record.stage(stage.name).cache or {}).get("hit"):
-            progress.cache_hit(i, len(stages), record.stage(stage.name))
-        elif say:
-            progress.stage_finished(record.stage(stage.name))
+        if say:
+            progress.stage_finished(i, len(stages), record.stage(stage.name))
         weights[stage.name] = state
         kill_point(f"stage_end:{stage.name}")
 
@@ -211,14 +207,16 @@ def _cached_stage(job, record, data, stage: Stage, model) -> dict:
         entry = cache.load(key)
         if entry is None:
             resume_from = last_checkpoint(job.run_dir, stage.name) if job.resuming else None
+            meta: dict = {}
+
             def store(result, logger):  # the twin's W&B run (lineage) in its meta; an artifact if asked for
-                meta = {"metrics": result.metrics, "history": result.history, "seconds": result.seconds,
-                        "trained_by": record.run_dir, "trained_by_run": wandb_run_path(result.wandb),
-                        "created": time.time()}
+                meta.update(metrics=result.metrics, history=result.history, seconds=result.seconds,
+                            trained_by=record.run_dir, trained_by_run=wandb_run_path(result.wandb), created=time.time())
                 log_twin(logger, job.cfg, key, cache.save(key, model.state_dict(), meta), meta)
 
             train_stage(job, record, data, stage, model, resume_from, finish=False, on_trained=store)
-            record.update_stage(stage.name, status="finished", cache={"key": key, "hit": False})
+            record.update_stage(stage.name, status="finished", cache={"key": key, "hit": False, "trained_by":
+                                meta["trained_by"], "trained_by_run": meta["trained_by_run"]})
             return model.state_dict()
     own = entry.get("trained_by") == record.run_dir
     took = round(time.perf_counter() - t0, 3)
@@ -265,14 +263,16 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
 
     cfg = job.cfg
     module = Classifier.for_stage(cfg, stage, data, model)
-    if resume_from is not None:
-        read_checkpoint(resume_from)  # a torn checkpoint is one line, not a Lightning traceback
+    if resume_from is not None:  # a torn checkpoint is one line, not a Lightning traceback
+        done = read_checkpoint(resume_from)["epoch"] + 1  # the epochs it finished (saved at an epoch's end)
+        if job.rank_zero:
+            progress.stage_resumed(stage.name, done, stage.epochs, resume_from)
     logger = None
     if job.rank_zero:
         record.update_stage(stage.name, status="running", resumed_from=str(resume_from) if resume_from else None)
         logger = make_logger(cfg, stage.name, record)
         if logger is not None:
-            record.update_stage(stage.name, wandb=wandb_info(logger, cfg))
+            record.update_stage(stage.name, wandb=wandb_info(logger))
 
     class KillDuringTest(Callback):
         def on_test_batch_end(self, *args, **kwargs):
@@ -283,7 +283,7 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     bar = progress.want_bar(cfg.trainer.get("enable_progress_bar"))  # null: a bar when interactive
-    callbacks += progress.callbacks(stage.name, bar, resume_from)
+    callbacks += progress.callbacks(stage.name, bar)
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=stage.epochs, logger=logger if logger else False,
                                       callbacks=callbacks, enable_progress_bar=bar, default_root_dir=str(job.run_dir),
                                       plugins=[atomic_async_io()])
@@ -302,14 +302,13 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
             finish_logger(logger, failed=True)
     result: dict[str, Any] = dict(metrics=stage_metrics(module.history, test), history=module.history,
                                   seconds=round(time.perf_counter() - t0, 3), fit_seconds=round(fit_seconds, 3),
-                                  test_seconds=round(time.perf_counter() - t1, 3),
-                                  checkpoints=checkpoint_summary(job.run_dir, checkpoints))
+                                  test_seconds=round(time.perf_counter() - t1, 3))
     if module.first_step_time and "first_step" not in record.timings:
         record.timings["first_step"] = module.first_step_time
     rec = record.update_stage(stage.name, **result, **({"status": "finished"} if finish else {}))
     failed = True
-    try:  # before the logger's run ends: its artifacts (logger.log_artifacts) and the caller's (the twin's)
-        log_best_checkpoint(logger, cfg, job.run_dir, stage.name, rec.metrics)
+    try:  # before the logger's run ends: its summary and artifacts (logger.log_artifacts), the caller's (the twin's)
+        log_stage_end(logger, cfg, job.run_dir, rec)
         if on_trained is not None:
             on_trained(rec, logger)
         failed = False

@@ -11,11 +11,11 @@ are what its ConfigStore holds (the installed plugins and onebit's own). The hel
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from onebit.config import CONF_DIR, GROUPS
 
@@ -25,19 +25,15 @@ NAME_WIDTH = 16
 _SETTING = re.compile(r"^(?P<key>[A-Za-z_]\w*):\s*(?P<value>[^#]*?)\s*(?:#\s*(?P<comment>.*))?$")
 
 
-def text(part: str, root: DictConfig | None = None) -> str:
-    """One generated part of the help: ``groups``, ``settings`` or ``hydra``. ``$`` is doubled: Hydra passes the
-    help through ``string.Template``."""
+def text(part: str, root: DictConfig) -> str:
+    """One generated part of the help: ``groups``, ``settings`` or ``hydra``; "" while Hydra composes the config
+    (its merges resolve the template, before the choices are known), so only ``--help`` pays for it. ``$`` is
+    doubled: Hydra passes the help through ``string.Template``."""
     parts = {"groups": groups, "settings": settings, "hydra": hydra_groups}
     if part not in parts:
         raise ValueError(f"onebit_help: unknown part {part!r}; choose one of {', '.join(parts)}")
-    return parts[part](root).replace("$", "$$")
-
-
-def _choices(root: DictConfig | None) -> dict:
-    """The chosen option of each group (Hydra's ``runtime.choices``); {} outside Hydra's app help."""
-    choices = OmegaConf.select(root, "hydra.runtime.choices", default=None) if root is not None else None
-    return dict(choices) if choices is not None else {}
+    chosen = OmegaConf.select(root, "hydra.runtime.choices", default=None)   # Hydra's, set after composition
+    return parts[part](root, dict(chosen)).replace("$", "$$") if chosen else ""
 
 
 def _entry(name: str, description: str, rest: str = "", width: int = NAME_WIDTH) -> list[str]:
@@ -53,11 +49,10 @@ def _entry(name: str, description: str, rest: str = "", width: int = NAME_WIDTH)
     return lines
 
 
-def groups(root: DictConfig | None = None) -> str:
+def groups(root: DictConfig, chosen: dict) -> str:
     """Every group of :data:`GROUPS`, its description and its options; the current choice in brackets."""
     from onebit.preflight import options
 
-    chosen = _choices(root)
     lines = ["== Configuration groups ==  choose one option per group: group=option  ([option]: the current choice)"]
     for group, description in GROUPS.items():
         names = [f"[{o}]" if o == chosen.get(group) else o for o in options(group)]
@@ -65,19 +60,17 @@ def groups(root: DictConfig | None = None) -> str:
     return "\n".join(lines)
 
 
-def settings(root: DictConfig | None = None) -> str:
-    """The plain (non-group) top-level keys of conf/train.yaml with their current value and their comment."""
+def settings(root: DictConfig, chosen: dict) -> str:
+    """The plain (non-group) top-level keys of conf/train.yaml with their current value (as configured,
+    interpolations unresolved) and their comment."""
+    values = OmegaConf.to_container(root, resolve=False)
     rows = []
     for line in (CONF_DIR / "train.yaml").read_text().splitlines():
         m = _SETTING.match(line)
         if not m or m["key"] in ("defaults", "hydra") or m["key"] in GROUPS:
             continue
-        value = m["value"]
-        if root is not None and m["key"] in root:
-            try:
-                value = OmegaConf.to_yaml(OmegaConf.create({"v": OmegaConf.select(root, m["key"])}))[3:].strip()
-            except (OmegaConfBaseException, ValueError):  # an interpolation that cannot resolve here: as written
-                value = m["value"]
+        value = values.get(m["key"], m["value"])
+        value = json.dumps(value) if value is None or isinstance(value, bool) else value   # null, true, false
         rows.append((f"{m['key']}={value}", m["comment"] or ""))
     width = min(max([0, *(len(name) for name, _ in rows)]) + 2, 26)
     lines = ["== Settings ==  key=value; any key of a group too (optimizer.lr=0.01, trainer.<Trainer argument>=...)"]
@@ -86,11 +79,10 @@ def settings(root: DictConfig | None = None) -> str:
     return "\n".join(lines)
 
 
-def hydra_groups(root: DictConfig | None = None) -> str:
+def hydra_groups(root: DictConfig, chosen: dict) -> str:
     """Hydra's launchers and sweepers: the ones its ConfigStore holds (installed plugins and onebit's own)."""
     from hydra.core.config_store import ConfigStore
 
-    chosen = _choices(root)
     lines = ["== Hydra's launchers and sweepers ==  hydra/launcher=<option>, hydra/sweeper=<option> (with -m)"]
     for group in ("hydra/launcher", "hydra/sweeper"):
         try:

@@ -138,25 +138,20 @@ def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def conclusion_pairs(records: Sequence[RunRecord], option: str, better, worse,
-                     metric: str = "test/top1") -> list[paired.Pair]:
-    """The paired runs behind one conclusion's row of :func:`conclusions` (and its figure): binary Table 1 runs
-    identical except for ``option`` (``better`` vs. ``worse``), same seed (``onebit.results.paired.pairs``)."""
-    return paired.pairs([r for r in records if position(r)], option, better, worse, metric)
-
-
-def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
-    """Per conclusion of the paper: the mean paired difference (points) between runs identical except for that
-    option (same seed), its SE over pairs (``onebit.results.paired.mean_se``) and the verdict; beside it the
-    paper's mean difference over the same Table 1 positions."""
+def conclusion_rows(records: Sequence[RunRecord], metric: str = "test/top1") -> list[tuple[dict, list[paired.Pair]]]:
+    """Per conclusion of the paper: its row of :func:`conclusions` and the pairs behind it (binary Table 1 runs
+    identical except for that option, same seed: ``onebit.results.paired.pairs``), for the table and its figures.
+    The row: the mean paired difference (points), its SE over pairs (``onebit.results.paired.mean_se``), the
+    verdict and, beside it, the paper's mean difference over the same Table 1 positions."""
     ref = paper.load(NAME)
     ref = ref[ref["weight_update"] != "real"].set_index(
         ["init", "weight_update", "activation_backward", "structure", "depth"])["top1"]
     axis = {"pretrain": 0, "weight": 1, "sign": 2, "structure": 3}
     to_paper = {"pretrain": {}, "weight": WEIGHT_TO_PAPER, "sign": SIGN_TO_PAPER, "structure": {}}
+    binary = [r for r in records if position(r)]
     out = []
     for name, option, better, worse in CONCLUSIONS:
-        found = conclusion_pairs(records, option, better, worse, metric)
+        found = paired.pairs(binary, option, better, worse, metric)
         mean, se = paired.mean_se([p.diff for p in found])
         i, conv = axis[option], to_paper[option]
         paper_diffs = []
@@ -165,11 +160,16 @@ def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.D
             w = pos[:i] + (conv.get(worse, worse),) + pos[i + 1:]
             if b in ref.index and w in ref.index:
                 paper_diffs.append(ref.loc[b] - ref.loc[w])
-        out.append({"conclusion": name, "ours (points)": paired.rounded(mean), "SE": paired.rounded(se),
-                    "pairs": len(found),
-                    "paper (points)": paired.rounded(float(np.mean(paper_diffs)) if paper_diffs else math.nan),
-                    "verdict": paired.verdict("positive", len(found), mean, se)})
-    return pd.DataFrame(out)
+        out.append(({"conclusion": name, "ours (points)": paired.rounded(mean), "SE": paired.rounded(se),
+                     "pairs": len(found),
+                     "paper (points)": paired.rounded(float(np.mean(paper_diffs)) if paper_diffs else math.nan),
+                     "verdict": paired.verdict("positive", len(found), mean, se)}, found))
+    return out
+
+
+def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+    """The conclusions table: one row per conclusion of the paper (:func:`conclusion_rows`)."""
+    return pd.DataFrame([row for row, _ in conclusion_rows(records, metric)])
 
 
 def one_factor_base(records: Sequence[RunRecord]) -> tuple | None:

@@ -23,7 +23,8 @@ from onebit.identity import SEED_KEYS, cell_items, cell_key, digest, flatten
 from onebit.records import RunRecord
 
 ABSENT = "<absent>"
-METRICS = ("test/top1", "test/top5", "val/top1", "val/top1_best", "val/top5")  # accuracies, shown in percent
+# the accuracies: a cell, a table and a figure show them in percent (x 100), every other metric as recorded
+METRICS = ("test/top1", "test/top5", "val/top1", "val/top1_best", "val/top5", "train/top1")
 # the order in which keys are tried when naming cells (first ones that tell cells apart win)
 LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "shortcut", "sign_t", "data",
                "optimizer", "scheduler", "epochs", "bn_retrain", "experiment", "trainer", "study")
@@ -109,7 +110,8 @@ def dedupe(records: Sequence[RunRecord]) -> tuple[list[RunRecord], int]:
 
 @dataclass
 class CellSummary:
-    """One cell of a table. ``values`` are the finished runs' metric in percent (x 100)."""
+    """One cell of a table. ``values`` are the finished runs' metric, in percent (x 100) for an accuracy
+    (:data:`METRICS`), as recorded otherwise (a loss)."""
 
     metric: str
     values: list = field(default_factory=list)
@@ -132,11 +134,18 @@ class CellSummary:
         """std = sqrt(sum_i (x_i - mean)^2 / (n - 1)) over seeds (ddof=1); NaN for one seed."""
         return float(np.std(self.values, ddof=1)) if self.n > 1 else math.nan
 
+    @property
+    def percent(self) -> bool:
+        return self.metric in METRICS
+
     def text(self) -> str:
-        """``85.0 ± 7.1 (n=2), 1 failed, 1 running, 1 missing test/top1`` (``missing`` without any run)."""
+        """``85.0 ± 7.1 (n=2), 1 failed, 1 running, 1 missing test/top1`` (``missing`` without any run): an
+        accuracy in percent with one decimal, another metric with 3 (mean) and 2 (std) significant digits
+        (``0.412 ± 0.031 (n=2)``)."""
+        mean, std = (".1f", ".1f") if self.percent else (".3g", ".2g")
         parts = []
         if self.n:
-            parts.append(f"{self.mean:.1f}{'' if math.isnan(self.std) else f' ± {self.std:.1f}'} (n={self.n})")
+            parts.append(f"{self.mean:{mean}}{'' if math.isnan(self.std) else f' ± {self.std:{std}}'} (n={self.n})")
         for count, what in ((self.failed, "failed"), (self.running, "running"),
                             (self.missing, f"missing {self.metric}")):
             if count:
@@ -145,9 +154,9 @@ class CellSummary:
 
 
 def summarize(records: Iterable[RunRecord], metric_name: str, stage: str | None = None) -> CellSummary:
-    """The cell of ``records`` (runs of one cell, one per seed): each finished run contributes
-    x_i = 100 * metric of its final stage (or of ``stage``); failed / running runs and finished runs without the
-    metric are counted, not averaged (see :class:`CellSummary` for mean and std)."""
+    """The cell of ``records`` (runs of one cell, one per seed): each finished run contributes x_i = the metric
+    of its final stage (or of ``stage``), x 100 for an accuracy; failed / running runs and finished runs without
+    the metric are counted, not averaged (see :class:`CellSummary` for mean and std)."""
     c = CellSummary(metric_name)
     for rec in sorted(records, key=lambda r: json.dumps(seed(r), default=str)):
         status = stage_status(rec, stage)
@@ -158,7 +167,7 @@ def summarize(records: Iterable[RunRecord], metric_name: str, stage: str | None 
         elif (v := metric(rec, metric_name, stage)) is None:
             c.missing += 1
         else:
-            c.values.append(100.0 * v)
+            c.values.append(100.0 * v if c.percent else v)
             c.seeds.append(seed_label(rec))
     return c
 

@@ -21,9 +21,8 @@ from onebit.checkpoints import LAST, stage_dir
 from onebit.identity import cell_items
 from onebit.records import RunRecord
 from onebit.results import bireal
-from onebit.results.cells import (CellSummary, describe, group_cells, label_items, label_keys, seed, seed_label,
-                                  summarize)
-from onebit.results.select import Selection, split_parts
+from onebit.results.cells import describe, group_cells, label_items, label_keys, seed, seed_label, summarize
+from onebit.results.select import Part, Selection, split_parts
 
 BANDS = ("minmax", "std")
 CURVE_METRICS = ("val/top1", "train/loss")
@@ -175,9 +174,8 @@ def ablation_data(records: Sequence[RunRecord], stage: str = FINAL, metric: str 
     """One row per cell: the ``by`` and ``color`` option values, ``label`` (the other keys that tell cells
     apart) and ``cell``, the tables' :class:`onebit.results.cells.CellSummary` of the cell's runs
     (:func:`onebit.results.cells.summarize`: ``metric`` of each run's final stage for :data:`FINAL`, as the tables,
-    else of ``stage``), whose numbers are copied into the columns ``mean``, ``std`` (ddof=1; NaN for one seed),
-    ``values`` (all three in the summary's units, 100 x metric), ``seeds``, ``n``, ``failed``, ``running``,
-    ``missing`` (finished without the metric) and ``runs`` (all of them); sorted by ``by``, ``color``, ``label``."""
+    else of ``stage``: mean, std (ddof=1), the seeds' values, failed / running / missing counts); sorted by ``by``,
+    ``color``, ``label``."""
     check_stage(records, stage, final=True)
     check_option(records, by, "--by")
     check_option(records, color, "--color")
@@ -187,11 +185,8 @@ def ablation_data(records: Sequence[RunRecord], stage: str = FINAL, metric: str 
     keys = label_keys(list(items.values()), exclude=[by, color])
     rows = []
     for key, recs in cells.items():
-        c: CellSummary = summarize(recs, metric, None if stage == FINAL else stage)
         rows.append({by: items[key].get(by), color: items[key].get(color), "label": describe(items[key], keys),
-                     "cell": c, "mean": c.mean, "std": c.std, "values": list(c.values), "seeds": list(c.seeds),
-                     "n": c.n, "failed": c.failed, "running": c.running, "missing": c.missing,
-                     "runs": c.n + c.failed + c.running + c.missing})
+                     "cell": summarize(recs, metric, None if stage == FINAL else stage)})
     df = pd.DataFrame(rows)
     sort = list(dict.fromkeys([by, color, "label"]))
     return df.sort_values(sort, key=lambda s: s.map(lambda v: str(v).lower())).reset_index(drop=True)
@@ -214,29 +209,23 @@ class ConclusionPart:
     row: dict
 
 
-def part_label(sel: Selection, label: str, records: Sequence[RunRecord]) -> str:
-    """How a part of the Table 1 runs is named in a figure: its protocol (``bireal.protocol_label``), after the
-    other keys a split fixed it to (none when it was split by protocol only)."""
-    extra = label[len(sel.label):].strip(" []")
-    keys = [kv for kv in extra.split(", ") if kv and not kv.startswith("protocol=")]
-    return ", ".join([*keys, bireal.protocol_label(records)])
+def part_label(part: Part) -> str:
+    """How a part of the Table 1 runs is named in a figure: the keys a split fixed it to (``Part.fixed``), but its
+    protocol, then the protocol (``bireal.protocol_label``)."""
+    return ", ".join(filter(None, [describe(part.fixed, [k for k in part.fixed if k != "protocol"]),
+                                   bireal.protocol_label(part.records)]))
 
 
 def conclusion_data(sel: Selection, metric: str = "test/top1") -> dict[str, list[ConclusionPart]]:
     """Per conclusion of Bi-Real Table 1 (``bireal.CONCLUSIONS``), per part of the selection's Table 1 runs (split
-    as the tables are: ``onebit.results.select.split_parts``), the pairs and the table row of
-    ``bireal.conclusions``; conclusions without a single pair are left out, {} without Table 1 runs."""
+    as the tables are: ``onebit.results.select.split_parts``), the pairs and the conclusions table's row
+    (``bireal.conclusion_rows``); conclusions without a single pair are left out, {} without Table 1 runs."""
     records = [r for r in sel.records if bireal.in_table(r)]
     out: dict[str, list[ConclusionPart]] = {}
     for part in split_parts(sel, records, bireal.placements, bireal.NAME) if records else []:
-        frame = bireal.conclusions(part.records, metric).set_index("conclusion")
-        for name, option, better, worse in bireal.CONCLUSIONS:
-            found = bireal.conclusion_pairs(part.records, option, better, worse, metric)
-            row = frame.loc[name].to_dict()
-            assert row["pairs"] == len(found), (name, row, len(found))
-            out.setdefault(name, []).append(ConclusionPart(part_label(sel, part.label, part.records),
-                                                           [p.diff for p in found],
-                                                           [seed_label(p.better) for p in found], row))
+        for row, found in bireal.conclusion_rows(part.records, metric):
+            out.setdefault(row["conclusion"], []).append(ConclusionPart(
+                part_label(part), [p.diff for p in found], [seed_label(p.better) for p in found], row))
     return {name: parts for name, parts in out.items() if any(p.diffs for p in parts)}
 
 

@@ -13,12 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from onebit.loggers import metrics_from_summary
+from onebit.loggers import NOT_OPTIONS, metrics_from_summary
 from onebit.records import RECORD_NAME, SCHEMA, CorruptRecordError, RunRecord, read_record
 
-# keys of a W&B run's config (``onebit.loggers.wandb_config``) that are not the record's options (nor are the
-# namespaced ones, ``efficiency/*`` and ``twin/*``)
-WANDB_NOT_OPTIONS = ("job_key", "run_id", "smoke", "config", "stage")
 WANDB_STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
 METRIC_PREFIXES = ("train/", "val/", "test/")
 
@@ -113,7 +110,7 @@ def record_dict_from_wandb(run_id: str, runs: list) -> dict:
               else "running")
     started = [t for t in map(_started, runs) if t is not None]
     data = {"schema": SCHEMA, "run_id": run_id, "run_dir": f"wandb:{run_id}", "status": status, "stages": stages,
-            "options": {k: v for k, v in cfg.items() if k not in WANDB_NOT_OPTIONS and "/" not in k},
+            "options": {k: v for k, v in cfg.items() if k not in NOT_OPTIONS and "/" not in k},
             "timings": {"started": min(started) if started else None}}
     for key in ("job_key", "smoke", "config"):
         if key in cfg:

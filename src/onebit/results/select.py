@@ -95,12 +95,14 @@ def table_name(base: str, sel: Selection, extra: dict | None = None, home: Seque
 
 @dataclass
 class Part:
-    """One printed table of a selection: its runs, label, notes and file name."""
+    """One printed table of a selection: its runs, label, notes, file name and ``fixed``, the key -> value that
+    the split fixed it to and that its label and name show (none when the selection was not split)."""
 
     records: list
     label: str
     notes: list
     name: str
+    fixed: dict = field(default_factory=dict)
 
 
 def split_parts(sel: Selection, records: Sequence[RunRecord], placements: Placements, base: str) -> list[Part]:
@@ -110,14 +112,14 @@ def split_parts(sel: Selection, records: Sequence[RunRecord], placements: Placem
     implied = implied_keys([extra for extra, _ in parts])
     out = []
     for extra, recs in parts:
-        keys = [k for k in extra if k not in implied]
+        fixed = {k: v for k, v in extra.items() if k not in implied}
         notes = list(sel.notes)
         if extra:
             also = f" (and what it sets: {', '.join(k for k in extra if k in implied)})" if implied else ""
-            notes.append(f"split: runs at the same position differ in {', '.join(keys)}{also}; one table per "
+            notes.append(f"split: runs at the same position differ in {', '.join(fixed)}{also}; one table per "
                          f"combination, never averaged together ({len(parts)} tables)")
-        label = sel.label + (f" [{describe(extra, keys)}]" if keys else "")
-        out.append(Part(recs, label, notes, table_name(base, sel, {k: extra[k] for k in keys})))
+        label = sel.label + (f" [{describe(fixed, list(fixed))}]" if fixed else "")
+        out.append(Part(recs, label, notes, table_name(base, sel, fixed), fixed))
     return out
 
 
