@@ -1,20 +1,24 @@
-"""onebit's benchmark: distance to the physical limit and to a hand-written loop (issue 5/5).
+"""onebit's benchmark: the figures of issue 4/5's performance table, each beside its target (README quotes them).
 
-    python analysis/bench.py                 # everything (about 25 min on 2 CPU cores)
-    python analysis/bench.py --skip-sweep    # without the bireal_table1 sweep timings (about 5 min)
-    python analysis/bench.py --only threads  # one part, merged into analysis/bench_results.json
+    python analysis/bench.py                    # every CPU row, and the GPU rows when a GPU is present (~10 min)
+    python analysis/bench.py --sweep            # + the bireal_table1 sweep on digits, sequential vs joblib (~25 min)
+    python analysis/bench.py --table1-gpu       # + Fashion-MNIST full Table 1 (72 jobs, full 60k) on the GPU
+    python analysis/bench.py --only startup     # one part, merged into analysis/bench_results.json
 
-Prints, each as a median over repeats measured side by side in one process (interleaved, so machine noise
-hits both sides alike), and writes analysis/bench_results.json:
+Ratios are medians over repeats measured side by side in one process (interleaved, so machine noise hits both
+sides alike). Writes analysis/bench_results.json (machine, date, every part's numbers and the table) and prints:
 
-1. training step of Bi-Real-18 (width 64, 32x32 input, batch 64): binary vs its real-valued twin, and the same
-   ratio for the straight-through idiom of the official code (``sign.detach() - f.detach() + f``);
-2. one epoch on digits through src/train.py's path (Lightning, logging, per-epoch checkpoints) vs a minimal
-   hand-written PyTorch loop on the same model, data and batch size;
-3. start-up time of ``python src/train.py`` to its first training step, and peak RSS of the default run;
-4. wall time of the bireal_table1 sweep on digits (18 layers, 1 seed), sequential vs ``launcher=joblib`` with
-   2 workers, and the number of pretraining runs the cache saved;
-5. inference latency per batch (eval mode) of the binary model vs the twin.
+- training step of Bi-Real-18 (width 64, 32x32, batch 64): binary / its real-valued twin (and the official code's
+  straight-through idiom, ``sign.detach() - f.detach() + f``, for comparison);
+- one digits epoch through src/train.py's path (Lightning, logging, per-epoch checkpoints) / a minimal hand-written
+  PyTorch loop on the same model, data and batch size;
+- start-up of ``python src/train.py`` to its first training step; the default run's wall time and peak RSS;
+- inference latency in eval mode, batch 1, 224x224, Bi-Real-18 (ImageNet stem, 1000 classes) / its twin, and at
+  batch 64 32x32;
+- ``channels_last`` and ``torch.compile`` (``analysis/bench_speed.py``), JPEG decoding per core, PIL vs
+  ``torchvision.io.decode_jpeg`` (``analysis/bench_data.py``), torch threads for one digits job;
+- on a GPU: Bi-Real-18 224x224 training throughput through the pipeline (Classifier + Lightning Trainer, bf16) / a
+  hand-written loop, binary / real step; with ``--table1-gpu`` the wall time of Fashion-MNIST's full Table 1.
 """
 
 from __future__ import annotations
@@ -162,7 +166,7 @@ def bench_epoch(repeats: int) -> dict:
     from onebit.data import DigitsData
 
     register_resolvers()
-    epochs = 3
+    epochs = 4  # the median of epochs 2-4 (the first includes one-off warm-up) of each run
     tmp = Path(tempfile.mkdtemp(prefix="onebit-bench-"))
 
     def framework():
@@ -209,9 +213,9 @@ def bench_epoch(repeats: int) -> dict:
         return statistics.median(per_epoch[1:])
 
     res = {"framework": [], "hand_written": []}
-    for _ in range(repeats):
-        res["framework"].append(framework())
-        res["hand_written"].append(hand_written())
+    for i in range(repeats):  # alternating which side goes first: neither always gets the warmer process
+        for side in (("framework", "hand_written") if i % 2 == 0 else ("hand_written", "framework")):
+            res[side].append(framework() if side == "framework" else hand_written())
     med = {k: statistics.median(v) for k, v in res.items()}
     return {"epoch_s": med, "framework_over_hand_written": med["framework"] / med["hand_written"]}
 
@@ -235,8 +239,35 @@ def bench_startup(repeats: int) -> dict:
                         f"output_root={tmp / 'default'}"], capture_output=True, text=True, check=True)
     default_s = time.perf_counter() - t0
     peak_kb = int(r.stderr.strip().splitlines()[-1])
-    return {"startup_to_first_step_s": statistics.median(starts), "default_run_s": default_s,
-            "default_run_peak_rss_mb": peak_kb / 1024}
+    # the floor any Lightning job pays: a fresh interpreter importing torch and Lightning (with torchmetrics,
+    # torchvision, scipy, matplotlib, which Lightning's own imports bring)
+    floor = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, pytorch_lightning"], check=True)
+        floor.append(time.perf_counter() - t0)
+    return {"startup_to_first_step_s": statistics.median(starts), "import_torch_lightning_s": statistics.median(floor),
+            "default_run_s": default_s, "default_run_peak_rss_mb": peak_kb / 1024}
+
+
+def bench_inference(repeats: int) -> dict:
+    """Eval-mode latency at batch 1, 224x224, of Bi-Real-18 (ImageNet stem, 1000 classes) and its real-valued twin:
+    the binary model binarizes its weights once (``onebit.layers.BinaryConv2d.quantized_weight``)."""
+    def model(sign, weight):
+        torch.manual_seed(0)
+        return BiRealResNet(sign, weight, depth=18, stem="imagenet", width=64, in_channels=3, num_classes=1000).eval()
+
+    models = {"binary": model(q.ApproxSign(), q.MagnitudeAware()), "real_twin": model(q.Clip(), None)}
+    x = torch.randn(1, 3, 224, 224)
+
+    def run(k):
+        def fn():
+            with torch.inference_mode():
+                models[k](x)
+        return fn
+
+    t = interleaved({k: run(k) for k in models}, repeats * 4, warmup=3)
+    return {"latency_s": t, "binary_over_real": t["binary"] / t["real_twin"]}
 
 
 def bench_sweep() -> dict:
@@ -256,49 +287,207 @@ def bench_sweep() -> dict:
     return out
 
 
+def bench_gpu(steps: int = 60, warmup: int = 10, batch: int = 128, device: str = "cuda", size: int = 224) -> dict:
+    """On a GPU: Bi-Real-18 (ImageNet stem) at 224x224, bf16 autocast, batch ``batch``, Adam; images/s of
+    (a) the pipeline: onebit's Classifier (its training step, latent-weight clipping, non-finite watch) in a
+    Lightning Trainer (``precision=bf16-mixed``, as conf/trainer/gpu.yaml), and (b) a hand-written loop on the same
+    model and batch; and the binary / real-valued step time (hand-written loops). One batch resident on the GPU, so
+    data loading is not measured here (see ``bench_data``). ``device="cpu"`` with a small ``size`` checks the code."""
+    import pytorch_lightning as pl
+    from omegaconf import OmegaConf
+
+    from onebit.config import register_resolvers
+    from onebit.module import Classifier
+    from onebit.stages import Stage
+
+    register_resolvers()
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    x = torch.randn(batch, 3, size, size, device=dev)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+
+    def model(kind):
+        torch.manual_seed(0)
+        sign, weight = (q.ApproxSign(), q.MagnitudeAware()) if kind == "binary" else (q.Clip(), None)
+        return BiRealResNet(sign, weight, depth=18, stem="imagenet", width=64, num_classes=1000).to(dev)
+
+    def hand_written(kind):
+        m = model(kind)
+        opt = torch.optim.Adam(m.parameters(), 1e-3)
+        for i in range(warmup + steps):
+            if i == warmup:
+                sync()
+                t0 = time.perf_counter()
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                loss = F.cross_entropy(m(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sync()
+        return (time.perf_counter() - t0) / steps
+
+    def pipeline():
+        cfg = OmegaConf.load(ROOT / "conf" / "optimizer" / "adam.yaml")
+        config = {"optimizer": OmegaConf.to_container(cfg), "label_smoothing": 0.0,
+                  "scheduler": {"_target_": "onebit.optim.constant", "_partial_": True}}
+        shape = type("Shape", (), {"in_channels": 3, "num_classes": 1000, "default_width": 64})()
+        module = Classifier.for_stage(config, Stage("binary", "binary", 1), shape,
+                                      model("binary"))
+        marks = {}
+
+        class Clock(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch_, batch_idx):
+                if batch_idx == warmup:
+                    sync()
+                    marks["t0"] = time.perf_counter()
+
+            def on_train_end(self, trainer, pl_module):
+                sync()
+                marks["t1"] = time.perf_counter()
+
+        trainer = pl.Trainer(accelerator="gpu" if dev.type == "cuda" else "cpu", devices=1, precision="bf16-mixed",
+                             max_epochs=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             limit_val_batches=0, callbacks=[Clock()])
+        batches = torch.utils.data.DataLoader(_Repeat((x, y), warmup + steps), batch_size=None)
+        trainer.fit(module, train_dataloaders=batches)
+        return (marks["t1"] - marks["t0"]) / steps
+
+    hw = statistics.median(hand_written("binary") for _ in range(3))
+    pipe = statistics.median(pipeline() for _ in range(3))
+    real = statistics.median(hand_written("real") for _ in range(3))
+    return {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "batch": batch, "size": size,
+            "images_per_s": {"pipeline": batch / pipe, "hand_written": batch / hw},
+            "pipeline_over_hand_written": hw / pipe, "step_s": {"binary": hw, "real_twin": real},
+            "binary_over_real": hw / real}
+
+
+class _Repeat(torch.utils.data.Dataset):
+    """One ready batch, ``n`` times (a DataLoader with ``batch_size=None`` hands it over as it is)."""
+
+    def __init__(self, batch, n: int):
+        self.batch, self.n = batch, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return self.batch
+
+
+def bench_table1_gpu(data_root: str | None) -> dict:
+    """Wall time of Fashion-MNIST's full Table 1 (sweeps=bireal_table1: 24 cells x 3 seeds, full 60k train) on the
+    GPU, the jobs sharing it (launcher=joblib, 4 workers)."""
+    tmp = Path(tempfile.mkdtemp(prefix="onebit-bench-table1-"))
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "-m", "sweeps=bireal_table1", "data=fashion_mnist",
+           "trainer=gpu", "launcher=joblib", "hydra.launcher.n_jobs=4", "logger=csv", f"output_root={tmp}",
+           *([f"data.root={data_root}"] if data_root else [])]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    recs = [read_record(p) for p in tmp.rglob("record.json")]
+    return {"wall_s": wall, "jobs": len(recs), "finished": sum(r_.status == "finished" for r_ in recs),
+            "exit": r.returncode, "command": " ".join(cmd[1:])}
+
+
+# the issue's table: (figure, how to read it from the results, target as text, whether it is met)
+ROWS = [
+    ("digits epoch, pipeline / hand-written loop", lambda r: r["epoch"]["framework_over_hand_written"], "<= 1.05",
+     lambda v: v <= 1.05),
+    ("start-up of src/train.py to first step (s)", lambda r: r["startup"]["startup_to_first_step_s"], "<= 5 s",
+     lambda v: v <= 5),
+    ("binary / real training step (CPU)", lambda r: r["step"]["binary_over_real"], "<= 1.03", lambda v: v <= 1.03),
+    ("inference batch 1 224x224, binary / twin (CPU)", lambda r: r["inference"]["binary_over_real"], "<= 1.05",
+     lambda v: v <= 1.05),
+    ("GPU throughput, pipeline / hand-written", lambda r: r["gpu"]["pipeline_over_hand_written"], ">= 0.95",
+     lambda v: v >= 0.95),
+    ("GPU: binary / real step", lambda r: r["gpu"]["binary_over_real"], "<= 1.05", lambda v: v <= 1.05),
+    ("Fashion-MNIST full Table 1 on one GPU (min)", lambda r: r["table1_gpu"]["wall_s"] / 60, "<= 15 min",
+     lambda v: v <= 15),
+]
+
+
+def table(results: dict) -> list[str]:
+    """The issue's table filled with these results: one line per figure, "unmeasured" with the reason."""
+    gpu = results["machine"].get("gpu")
+    lines = [f"{'figure':<48} {'measured':>10}  {'target':<10} verdict"]
+    for name, get, target, ok in ROWS:
+        try:
+            v = get(results)
+        except (KeyError, TypeError):
+            why = ("no GPU on this machine" if name.startswith(("GPU", "Fashion")) and not gpu else
+                   "run with --table1-gpu" if name.startswith("Fashion") else "not run (see --only)")
+            lines.append(f"{name:<48} {'unmeasured':>10}  {target:<10} {why}")
+            continue
+        lines.append(f"{name:<48} {v:>10.3f}  {target:<10} {'meets' if ok(v) else 'MISSES'}")
+    return lines
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--skip-sweep", action="store_true")
-    p.add_argument("--only", choices=["step", "threads", "epoch", "startup", "sweep"],
-                   help="run one part and merge it into an existing results file")
+    p.add_argument("--sweep", action="store_true", help="also time the bireal_table1 sweep on digits (~20 min)")
+    p.add_argument("--table1-gpu", action="store_true", help="also time Fashion-MNIST's full Table 1 on the GPU")
+    p.add_argument("--data-root", help="data.root for --table1-gpu (default: the data option's own)")
+    parts = {"step": lambda: bench_step(args.repeats), "inference": lambda: bench_inference(args.repeats),
+             "epoch": lambda: bench_epoch(max(2, args.repeats // 2)), "startup": lambda: bench_startup(3),
+             "threads": lambda: bench_threads(args.repeats), "speed": lambda: bench_speed(args.repeats),
+             "decode": lambda: bench_decode(), "gpu": bench_gpu, "sweep": bench_sweep,
+             "table1_gpu": lambda: bench_table1_gpu(args.data_root)}
+    p.add_argument("--only", choices=list(parts), help="run one part and merge it into an existing results file")
     p.add_argument("--out", type=Path, default=ROOT / "analysis" / "bench_results.json")
     args = p.parse_args(argv)
-    results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads()}}
-    parts = {"step": lambda: bench_step(args.repeats), "threads": lambda: bench_threads(args.repeats),
-             "epoch": lambda: bench_epoch(max(1, args.repeats // 2)), "startup": lambda: bench_startup(3),
-             "sweep": bench_sweep}
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    machine = {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
+               "gpu": gpu, "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "date": time.strftime("%Y-%m-%d")}
     if args.only:
-        results = json.loads(args.out.read_text()) if args.out.exists() else results
-        results[args.only] = parts[args.only]()
-        print(args.only, json.dumps(results[args.only], indent=1), flush=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        return 0
-    for name in ("step", "threads", "epoch", "startup", *(() if args.skip_sweep else ("sweep",))):
+        results = json.loads(args.out.read_text()) if args.out.exists() else {}
+        names = [args.only]
+    else:
+        results = {}
+        names = ["step", "inference", "epoch", "startup", "threads", "speed", "decode", *(["gpu"] if gpu else []),
+                 *(["sweep"] if args.sweep else []), *(["table1_gpu"] if args.table1_gpu and gpu else [])]
+    results["machine"] = machine
+    for name in names:
         results[name] = parts[name]()
         print(name, json.dumps(results[name], indent=1), flush=True)
+    results["table"] = table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(args.out)
-    s, e, st = results["step"], results["epoch"], results["startup"]
-    print(f"\nbinary/real train step     {s['binary_over_real']:.3f}  (official idiom {s['official_idiom_over_real']:.3f}; "
-          f"binary {s['train_step_s']['binary']*1e3:.0f} ms, real {s['train_step_s']['real_twin']*1e3:.0f} ms)")
-    print(f"framework/hand-written epoch {e['framework_over_hand_written']:.3f}  "
-          f"({e['epoch_s']['framework']:.2f} s vs {e['epoch_s']['hand_written']:.2f} s)")
-    print(f"start-up to first step      {st['startup_to_first_step_s']:.1f} s;  default run {st['default_run_s']:.1f} s, "
-          f"peak RSS {st['default_run_peak_rss_mb']:.0f} MB")
-    print(f"inference binary/real       {s['inference_binary_over_real']:.3f}")
-    th = results["threads"]
-    print(f"digits step 1 vs 2 threads  {th['step_s_1_thread']*1e3:.0f} vs {th['step_s_2_threads']*1e3:.0f} ms "
-          f"(x{th['speedup_2_threads']:.2f}; 2 one-thread workers can gain at most x{th['bound_for_2_one_thread_workers']:.2f})")
-    if "sweep" in results:
-        sw = results["sweep"]
-        print(f"bireal_table1 sweep (seed 0) sequential {sw['basic']['wall_s']:.0f} s, joblib x2 {sw['joblib']['wall_s']:.0f} s "
-              f"(speedup {sw['joblib_speedup']:.2f}); pretraining runs saved by the cache: {sw['basic']['pretrain_reused']}")
+    print(f"\n{machine['date']}, {machine['processor']} ({machine['cpus']} cores), GPU: {gpu or 'none'}, "
+          f"torch {machine['torch']}")
+    print("\n".join(results["table"]))
     print(f"wrote {args.out}")
     return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def bench_speed(repeats: int) -> dict:
+    """``channels_last`` and ``torch.compile`` (analysis/bench_speed.py)."""
+    sys.path.insert(0, str(ROOT / "analysis"))
+    from bench_speed import bench_speed as run
+
+    return run(repeats)
+
+
+def bench_decode() -> dict:
+    """JPEG decoding per core, PIL vs torchvision.io.decode_jpeg (analysis/bench_data.py)."""
+    sys.path.insert(0, str(ROOT / "analysis"))
+    from bench_data import bench_decode as run
+
+    return run()
 
 
 if __name__ == "__main__":

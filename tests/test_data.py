@@ -294,9 +294,14 @@ def test_imagenet_defaults_follow_bireal():
     dm = ImageNetData(root="/nonexistent/imagenet")
     assert dm.num_classes == 1000 and dm.input_size == (3, 224, 224)
     names = [type(t).__name__ for t in dm.train_transform.transforms]
-    assert names == ["Resize", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
-    assert dm.train_transform.transforms[0].size == 256 and dm.train_transform.transforms[1].size == (224, 224)
-    assert [type(t).__name__ for t in dm.eval_transform.transforms] == ["Resize", "CenterCrop", "ToTensor", "Normalize"]
+    assert names == ["Resize", "RandomCrop", "RandomHorizontalFlip", "_ToTensor", "Normalize"]
+    resize = dm.train_transform.transforms[0]
+    assert resize.size == [256] and resize.interpolation.value == "bilinear" and resize.antialias is True
+    assert dm.train_transform.transforms[1].size == (224, 224)
+    assert [type(t).__name__ for t in dm.eval_transform.transforms] == ["Resize", "CenterCrop", "_ToTensor",
+                                                                        "Normalize"]
+    norm = dm.eval_transform.transforms[-1]
+    assert (tuple(norm.mean), tuple(norm.std)) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def test_imagenet_errors(tmp_path):
@@ -366,6 +371,116 @@ def test_folder_errors(tmp_path):
         FolderData(root=str(extra)).setup()
 
 
+# ------------------------------------------------------------- ImageFolder decoding: torchvision.io.decode_jpeg
+def _photo(h: int = 30, w: int = 40, seed: int = 0) -> np.ndarray:
+    """Smooth random colours plus noise: an image whose JPEG has real DCT content, like a photo's."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    return np.clip(np.asarray(coarse, dtype=np.float64) + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _pil_rgb(path) -> torch.Tensor:
+    """The previous loader's pixels: PIL, converted to RGB, as a uint8 (3, H, W) tensor."""
+    from torchvision.datasets.folder import default_loader
+
+    return torch.from_numpy(np.array(default_loader(str(path)))).permute(2, 0, 1)
+
+
+def test_jpeg_tree_loads_through_decode_jpeg(tmp_path):
+    """A JPEG tree gives float32, contiguous NCHW batches with the folders' labels, the same from a worker process."""
+    from torchvision.io import decode_jpeg  # noqa: F401 (this torchvision can decode JPEGs: the path under test)
+
+    assert D._jpeg_decoder() is not None
+    for split, n in (("train", 4), ("val", 3)):
+        for k, c in enumerate(("ant", "bee")):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(_photo(seed=10 * k + i)).save(tmp_path / split / c / f"{i}.JPEG", quality=90)
+    dm = ImageNetData(root=str(tmp_path), image_size=16, resize=20, batch_size=8, num_workers=0)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 16, 16) and x.dtype == torch.float32 and x.is_contiguous()
+    assert sorted(y.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert -2.2 < x.min() < x.max() < 2.7  # normalized: (0 - mean) / std .. (1 - mean) / std
+    xv, yv = next(iter(dm.val_dataloader()))
+    assert xv.shape == (6, 3, 16, 16) and yv.tolist() == [0, 0, 0, 1, 1, 1]
+    worker = ImageNetData(root=str(tmp_path), image_size=16, resize=20, batch_size=8, num_workers=1)
+    assert torch.equal(next(iter(worker.val_dataloader()))[0], xv)
+
+
+def test_samples_match_the_pil_path(tmp_path):
+    """read_image + the tensor transforms give the previous PIL path's samples under the same seed: the same crops
+    and flips, the same resize filter and normalization; decoded pixels equal PIL's (both decoders are
+    libjpeg-turbo with its default ISLOW IDCT), resized ones within 1 level of 255 (torch's vs PIL's rounding)."""
+    from torchvision import transforms as T
+    from torchvision.datasets.folder import default_loader
+
+    dm = ImageNetData(root=str(tmp_path), image_size=16, resize=20)
+    mean, std = D.IMAGENET_MEAN, D.IMAGENET_STD
+    old_train = T.Compose([T.Resize(20), T.RandomCrop(16), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean, std)])
+    old_eval = T.Compose([T.Resize(20), T.CenterCrop(16), T.ToTensor(), T.Normalize(mean, std)])
+    levels = torch.tensor(std).view(3, 1, 1) * 255
+    for i, (h, w) in enumerate(((30, 40), (41, 27), (64, 64))):
+        path = tmp_path / f"{i}.JPEG"
+        Image.fromarray(_photo(h, w, seed=i)).save(path, quality=90)
+        decoded = D.read_image(str(path))
+        assert decoded.shape == (3, h, w) and decoded.dtype == torch.uint8
+        assert (decoded.int() - _pil_rgb(path).int()).abs().max() <= 1  # 0 here; 1 allowed for other libjpeg builds
+        for new, old in ((dm.train_transform, old_train), (dm.eval_transform, old_eval)):
+            for seed in range(6):  # flips and crop offsets vary with the seed
+                torch.manual_seed(seed)
+                a = new(D.read_image(str(path)))
+                torch.manual_seed(seed)
+                b = old(default_loader(str(path)))
+                diff = ((a - b) * levels).abs()
+                assert a.shape == b.shape == (3, 16, 16) and a.is_contiguous()
+                assert diff.max() < 1.01 and diff.mean() < 0.05, (i, seed, diff.max(), diff.mean())
+
+
+def test_grayscale_cmyk_jpeg_and_other_formats_load_as_rgb(tmp_path):
+    """Grayscale and CMYK JPEGs decode to 3-channel RGB with PIL's pixels; PNG (RGBA, palette, 16-bit gray),
+    BMP and a PNG misnamed .JPEG (as ImageNet has one) go through PIL to RGB."""
+    rgb = _photo(24, 32)
+    files = {"gray.jpg": ("L", "JPEG"), "cmyk.jpg": ("CMYK", "JPEG"), "rgba.png": ("RGBA", "PNG"),
+             "palette.png": ("P", "PNG"), "gray16.png": ("I;16", "PNG"), "rgb.bmp": ("RGB", "BMP"),
+             "png_named.JPEG": ("RGB", "PNG")}
+    for name, (mode, fmt) in files.items():
+        img = Image.fromarray(rgb)
+        img = img.convert("L").convert("I;16") if mode == "I;16" else img.convert(mode)
+        img.save(tmp_path / name, fmt)
+        x = D.read_image(str(tmp_path / name))
+        assert x.shape == (3, 24, 32) and x.dtype == torch.uint8, name
+        assert torch.equal(x, _pil_rgb(tmp_path / name)), name
+    gray = D.read_image(str(tmp_path / "gray.jpg"))
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    # a grayscale data module turns RGB into PIL's "L" exactly: round(0.299 R + 0.587 G + 0.114 B)
+    levels = np.arange(0, 256, 15, dtype=np.uint8)
+    cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+    want = torch.from_numpy(np.array(Image.fromarray(cube).convert("L")))
+    assert torch.equal(D._ToGray()(torch.from_numpy(cube).permute(2, 0, 1))[0], want)
+
+
+def test_corrupt_jpeg_is_named_in_one_line(tmp_path):
+    """decode_jpeg's RuntimeError becomes the one-line CorruptImageError naming the file, at its first read."""
+    _write_tree(tmp_path, ext="JPEG")
+    bad = tmp_path / "train" / "dog" / "1.JPEG"
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2])  # cut short: a valid header, half the entropy-coded data
+    with pytest.raises(D.CorruptImageError) as err:
+        D.read_image(str(bad))
+    assert str(err.value) == (f"cannot read image {bad} (RuntimeError: Image is incomplete or truncated); "
+                              "replace or delete it")
+    (tmp_path / "train" / "dog" / "1.JPEG").write_bytes(b"\xff\xd8\xff" + b"not a JPEG body" * 4)
+    with pytest.raises(D.CorruptImageError, match=rf"^cannot read image {bad} \(RuntimeError: [^\n]+\); replace"):
+        D.read_image(str(bad))
+    dm = ImageNetData(root=str(tmp_path), image_size=16, resize=20, batch_size=12, num_workers=0)
+    dataset = dm._folder("train", ["cat", "dog"], dm.train_transform)  # as a tree too big to check at setup
+    with pytest.raises(D.CorruptImageError, match=f"cannot read image {bad} "):
+        dataset[[p for p, _ in dataset.samples].index(str(bad))]
+    with pytest.raises(D.CorruptImageError, match="cannot read image .*No such file"):
+        D.read_image(str(tmp_path / "missing.JPEG"))
+
+
 # ------------------------------------------------------------------------------------------------- the YAMLs
 def _instantiate(name: str, seed: int = 7):
     cfg = OmegaConf.create({"seed": seed, "data": OmegaConf.load(CONF / f"{name}.yaml")})
@@ -386,3 +501,37 @@ def test_yaml_configs_instantiate(tmp_path, monkeypatch):
     _write_tree(tmp_path / "folder")
     dm = _instantiate("folder")
     assert isinstance(dm, FolderData) and dm.num_classes == 2 and dm.input_size == (3, 32, 32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("fraction", [0.3, 0.15, 0.123])
+def test_digits_without_sklearn_equal_sklearns_data_and_split(seed, fraction):
+    """onebit reads the digits and splits them without importing scikit-learn (start-up): the same images,
+    labels and stratified indices as ``load_digits`` and ``train_test_split(stratify=...)``."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    from onebit.data import load_digits, stratified_split
+
+    images, target = load_digits()
+    ref = sklearn_digits()
+    assert images.dtype == ref.images.dtype and np.array_equal(images, ref.images)
+    assert np.array_equal(target, ref.target)
+    idx = np.arange(len(target))
+    ours = stratified_split(idx, fraction, target, seed)
+    theirs = train_test_split(idx, test_size=fraction, stratify=target, random_state=seed)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    rest = ours[1]  # the second split, of the held-out part, as DigitsData does
+    ours2 = stratified_split(rest, 0.5, target[rest], seed)
+    theirs2 = train_test_split(rest, test_size=0.5, stratify=target[rest], random_state=seed)
+    assert all(np.array_equal(a, b) for a, b in zip(ours2, theirs2))
+
+
+def test_digits_job_does_not_import_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys; from onebit.data import DigitsData; d = DigitsData(); d.setup('fit'); "
+            "print(len(d.splits['train'][0]), any(m.split('.')[0] == 'sklearn' for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1257", "False"]

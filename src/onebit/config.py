@@ -92,6 +92,12 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
         _positive_int("threads", cfg.threads)
     if not isinstance(cfg.get("resume", True), bool):
         raise ConfigError(f"resume={cfg.resume!r} is invalid: choose one of true, false")
+    from onebit.speed import check_speed_options
+
+    try:
+        check_speed_options(cfg.get("channels_last", False), cfg.get("compile", False))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     opt = cfg.optimizer
     _nonneg_float("optimizer.lr", opt.lr, positive=True)
     for key in ("weight_decay", "binary_weight_decay", "bn_weight_decay"):

@@ -33,6 +33,8 @@ NOT_IN_IDENTITY: dict[str, str] = {
     "print_config": "whether the composed config is printed at start",
     "threads": "CPU threads per job: speed (and at most float summation order), like data.num_workers",
     "data.num_workers": "data-loader processes: the batches are the same",
+    "channels_last": "memory layout of the model's tensors: speed (and at most float summation order), like threads",
+    "compile": "torch.compile of the model: speed (and at most float summation order, fused kernels), like threads",
     "shortcut": "only an input of model.shortcut (${shortcut}); the model's resolved value is in the identity, "
                 "and a contradiction (model=plain18 shortcut=true) is refused",
 }

@@ -23,6 +23,13 @@ class BinaryConv2d(nn.Conv2d):
 
     ``pad_value`` is the value used to pad the *binarized* input: 0 (default, as in the paper's and the official
     code's convolutions, which makes the border ternary) or -1 / +1 (a purely binary input).
+
+    Inference (eval mode, no gradient: ``torch.inference_mode`` / ``no_grad``) computes ``w(W_r)`` once and reuses it
+    until it would change: a new version of ``W_r`` (an optimizer step, ``load_state_dict``, any in-place write
+    through the parameter), another tensor (``.to(...)``), a change of the weight component's state (BN
+    retraining's ``fixed``), or a switch to training mode. The outputs are exactly those of recomputing it (the same
+    function of the same tensor). Writes through ``W_r.data`` in eval mode bypass the version counter: call
+    ``model.train()`` / ``model.eval()`` after them. The cached tensor is one more copy of the weights.
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class BinaryConv2d(nn.Conv2d):
         self.input_quantizer = input_quantizer
         self.weight_quantizer = weight_quantizer if weight_quantizer is not None else RealWeight()
         self.pad_value = float(pad_value)
+        self._inference_weight: tuple | None = None  # (key, w(W_r)) in eval mode without gradient
 
     @property
     def input_precision(self) -> int:
@@ -58,9 +66,30 @@ class BinaryConv2d(nn.Conv2d):
         """True when both operands are 1 bit: its MACs count as BOPs (Bi-Real section 4.4)."""
         return self.input_precision == 1 and self.weight_precision == 1
 
+    def quantized_weight(self) -> Tensor:
+        """``w(W_r)``; in inference, computed once per version of ``W_r`` and of the weight component's state."""
+        if torch.compiler.is_compiling():  # torch.compile: fused into the graph; a cache would recompile per version
+            return self.weight_quantizer(self.weight)
+        if self.training or torch.is_grad_enabled():
+            if self._inference_weight is not None:
+                self._inference_weight = None
+            return self.weight_quantizer(self.weight)
+        w = self.weight
+        key = (w._version, w.data_ptr(), w.dtype, w.device, self.weight_quantizer.state_key())
+        if self._inference_weight is None or self._inference_weight[0] != key:
+            self._inference_weight = (key, self.weight_quantizer(w))
+        return self._inference_weight[1]
+
+    def train(self, mode: bool = True):
+        self._inference_weight = None
+        return super().train(mode)
+
+    def __getstate__(self):  # copies and pickles never carry the cache (it may be an inference-mode tensor)
+        return {**super().__getstate__(), "_inference_weight": None}
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.input_quantizer(x)
-        w = self.weight_quantizer(self.weight)
+        w = self.quantized_weight()
         padding = self.padding
         if self.pad_value != 0.0 and any(self.padding):
             ph, pw = self.padding

@@ -46,6 +46,9 @@ class Classifier(pl.LightningModule):
     arguments. :meth:`for_stage` builds one for a stage of a config.
     """
 
+    nonfinite_check_every = 50  # steps between host reads of the non-finite-loss watch on an accelerator
+    deferred_nonfinite_check = False  # True: the accelerator's deferred check on the CPU too (tests)
+
     def __init__(self, config: dict, stage: dict, in_channels: int, num_classes: int, default_width: int | None = None,
                  model: nn.Module | None = None):
         super().__init__()
@@ -73,6 +76,7 @@ class Classifier(pl.LightningModule):
         self.history: list[dict] = []  # one entry per epoch: the curves of analysis/plots.py
         self._loss_sum, self._correct, self._seen, self._batches = torch.zeros(()), torch.zeros(()), 0, 0
         self._epoch_started: float | None = None
+        self._watch: torch.Tensor | None = None  # the non-finite-loss watch of an epoch on an accelerator
         self.first_step_time: float | None = None  # wall-clock time of the first training step (start-up bench)
 
     @classmethod
@@ -92,10 +96,7 @@ class Classifier(pl.LightningModule):
         x, y = batch
         logits = self.model(x)
         loss = self._loss(logits, y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, batch {batch_idx}: "
-                "lower optimizer.lr or check the data")
+        self._watch_loss(loss, batch_idx)
         # training metrics are accumulated on the device and logged once per epoch (on_train_epoch_end): no
         # per-step logging bookkeeping and no host synchronisation inside the epoch
         self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
@@ -104,11 +105,42 @@ class Classifier(pl.LightningModule):
         self._batches += 1
         return loss
 
+    def _watch_loss(self, loss, batch_idx: int) -> None:
+        """Stop a run whose training loss is not finite, without a host synchronisation per step on an accelerator.
+
+        On the CPU the check is immediate (reading a CPU tensor costs nothing). Elsewhere the first non-finite loss
+        of the epoch is remembered on the device (its batch index and value, no sync) and read every
+        :attr:`nonfinite_check_every` steps and after the epoch's last batch, before its validation and
+        checkpoints: a NaN run stops within that many steps, names the batch where it started, and never writes a
+        checkpoint of NaN weights."""
+        bad = ~torch.isfinite(loss.detach())
+        if loss.device.type == "cpu" and not self.deferred_nonfinite_check:
+            if bad:
+                self._nonfinite(float(loss.detach()), batch_idx)
+            return
+        w = self._watch  # [this step's batch index, first bad batch index (-1: none), its loss], on the device
+        if w is None or w.device != loss.device:
+            w = self._watch = torch.full((3,), -1.0, device=loss.device, dtype=torch.float64)
+            w[0].fill_(batch_idx - 1)  # a kernel argument, not a host-to-device copy
+        w[0].add_(1)
+        fresh = bad & (w[1] < 0)
+        w[1:] = torch.where(fresh, torch.stack([w[0], loss.detach().double()]), w[1:])
+        last = self._trainer is None or batch_idx + 1 >= self.trainer.num_training_batches
+        if last or (batch_idx + 1) % self.nonfinite_check_every == 0:
+            first = w.tolist()  # the one host synchronisation per nonfinite_check_every steps
+            if first[1] >= 0:
+                self._nonfinite(first[2], int(first[1]))
+
+    def _nonfinite(self, value: float, batch_idx: int):
+        raise NonFiniteLossError(f"non-finite training loss ({value}) at epoch {self.current_epoch}, batch "
+                                 f"{batch_idx}: lower optimizer.lr or check the data")
+
     def on_train_batch_start(self, batch, batch_idx):
         if self.first_step_time is None:
             self.first_step_time = time.time()
 
     def on_train_epoch_start(self):
+        self._watch = None
         self._close_epoch_timer()
         self._epoch_started = time.perf_counter()
 

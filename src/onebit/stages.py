@@ -36,6 +36,7 @@ from onebit.identity import pretrain_key
 from onebit.killpoints import kill_point
 from onebit.loggers import finish_logger, log_stage_end, log_twin, make_logger, wandb_info, wandb_run_path
 from onebit.records import StageRecord
+from onebit.speed import apply_speed_options
 
 log = logging.getLogger("onebit")
 TRAINABLE = ("all", "batchnorm")
@@ -171,6 +172,7 @@ def run_recipe(job, record, data, stages: tuple[Stage, ...]) -> None:
             progress.stage_started(i, len(stages), stage, record.stage(stage.name))
         seed_everything(int(job.cfg.seed))  # every stage starts from the same RNG state, resumed or not
         model = stage_model(job.cfg, data, stage)
+        apply_speed_options(model, job.cfg.get("channels_last", False), job.cfg.get("compile", False))
         if stage.cached:
             state = _cached_stage(job, record, data, stage, model)
         else:
