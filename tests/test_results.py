@@ -248,9 +248,10 @@ def test_one_table_per_study_unless_all_studies(tmp_path):
 
 
 def wandb_runs(rec: RunRecord, state="finished", drop=()):
-    cfg = {k: v for k, v in wandb_config(rec).items() if k not in drop}
+    def config(name):
+        return {k: v for k, v in wandb_config(rec, name).items() if k not in drop}
     return [SimpleNamespace(id=f"{rec.run_id}-{name}", group=rec.study, job_type=name, state=state,
-                            config={**cfg, "stage": name}, summary={**st.metrics, "_runtime": 3.0, "epoch": 1})
+                            config={**config(name), "stage": name}, summary={**st.metrics, "_runtime": 3.0, "epoch": 1})
             for name, st in rec.stages.items()]
 
 
