@@ -8,6 +8,7 @@
     python analysis/tables.py --source wandb --entity ME --project onebit --group bireal_table1
     python analysis/tables.py efficiency                 # Bi-Real Table 3 (no training needed)
     python analysis/tables.py efficiency --format csv    # exact counts: table,model,binary_params,...,ops
+    python analysis/tables.py efficiency --measured RUN [RUN ...]  # + size and latency of exported models
     python analysis/tables.py --format markdown > tables.md    # a `### title` and its notes above each GFM table
     python analysis/tables.py --format csv > tables.csv  # one CSV; its first column `table` names each row's table
     python analysis/tables.py --format csv --out DIR     # one CSV per table (titles and notes on stderr)
@@ -295,9 +296,37 @@ def cmd_efficiency(args) -> list:
 
     counts = efficiency_counts()
     if args.format == "csv" and args.table == "efficiency":
-        return [(NO_STUDY, Table("efficiency", "Bi-Real Table 3: exact counts", counts))]
-    return [(NO_STUDY, Table("bireal_table3", "Bi-Real Table 3: memory and OPs at 224x224 (ours | paper); see "
-                             "onebit/efficiency.py for the rounding", table3(counts)))]
+        tables = [(NO_STUDY, Table("efficiency", "Bi-Real Table 3: exact counts", counts))]
+    else:
+        tables = [(NO_STUDY, Table("bireal_table3", "Bi-Real Table 3: memory and OPs at 224x224 (ours | paper); "
+                                   "see onebit/efficiency.py for the rounding", table3(counts)))]
+    return tables + measured(args)
+
+
+def measured(args) -> list:
+    """``--measured RUN...``: Table 3 measured on the runs' exported models (``src/export.py``)."""
+    if not getattr(args, "measured", None):
+        return []
+    from onebit.config import ConfigError
+    from onebit.efficiency import measured_notes, measured_table
+    from onebit.results.select import Table
+    from onebit.runs import find_record
+
+    records = []
+    for run in args.measured:
+        try:
+            record = find_record(run)
+        except ConfigError as e:
+            raise LookupError(str(e)) from None
+        if not record.export:
+            raise LookupError(f"run {run} has no exported model: python src/export.py run={run}")
+        records.append(record)
+    smoke = [r.run_id for r in records if r.smoke]
+    notes = measured_notes(records) + ([f"smoke runs (weights from a shortened run; size and latency do not "
+                                        f"depend on them): {', '.join(smoke)}"] if smoke else [])
+    return [(NO_STUDY, Table("bireal_table3_measured", "Bi-Real Table 3 measured: exported 1-bit models (LCE .tflite) "
+                             "beside their counts and their real-valued twins (float .tflite)",
+                             measured_table(records), notes))]
 
 
 def selections(args, studies=None):
@@ -409,6 +438,8 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", default="test/top1", choices=list(METRICS))
     parser.add_argument("--format", default="text", choices=FORMATS)
     parser.add_argument("--out", type=Path, default=None, help="write files into this directory")
+    parser.add_argument("--measured", nargs="+", metavar="RUN",
+                        help="efficiency: also Table 3 measured on these runs' exported models (src/export.py)")
     parser.add_argument("--to-wandb", action="store_true",
                         help="also log each table as a wandb.Table to a W&B run of its own per study (job_type "
                              "tables; offline under <root>/tables_wandb unless WANDB_MODE says otherwise)")

@@ -13,7 +13,6 @@ valid choices (exit 2).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from onebit.config import ConfigError
 
@@ -40,70 +39,9 @@ in the run: its last weights are the cache entry.
 
 
 def parse(argv: list[str]) -> dict:
-    """``key=value`` arguments (``--out FILE`` and ``--out=FILE`` too) into a dict; ConfigError for the rest."""
-    args: dict[str, str] = {}
-    it = iter(argv)
-    for arg in it:
-        if arg in ("--out", "-o"):
-            value = next(it, None)
-            if value is None:
-                raise ConfigError(f"{arg} needs a file name")
-            arg = f"out={value}"
-        key, eq, value = arg.removeprefix("--").partition("=")
-        if not eq or key not in KEYS:
-            raise ConfigError(f"unknown argument {arg!r}; valid: {', '.join(f'{k}=' for k in KEYS)} (see --help)")
-        if not value:
-            raise ConfigError(f"{key}= needs a value: {KEYS[key]}")
-        args[key] = value
-    if "run" not in args:
-        raise ConfigError(f"run= is required: {KEYS['run']}")
-    for key, choices in CHOICES.items():
-        args.setdefault(key, choices[0])
-        if args[key] not in choices:
-            raise ConfigError(f"{key}={args[key]!r} is invalid; choose one of {', '.join(choices)}")
-    if "out" in args and Path(args["out"]).is_dir():
-        raise ConfigError(f"out={args['out']!r} is a directory; give a file name")
-    return args
+    from onebit.runs import parse_args
 
-
-def find_record(path: str):
-    """The record of ``run=``: a run directory, or a Hydra job folder whose ``job.json`` points at one. Its
-    ``run_dir`` becomes where the record lies now (a moved or copied run finds its checkpoints)."""
-    from onebit.jobs import POINTER, read_pointer
-    from onebit.records import RECORD_NAME, CorruptRecordError, read_record
-
-    run = Path(path)
-    if not run.is_dir():
-        raise ConfigError(f"run={path!r}: no such directory")
-    if not (run / RECORD_NAME).exists():
-        try:
-            pointer = read_pointer(run) or {"record": str(run)}  # no job.json: no record either (below)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"run={path!r}: unreadable {POINTER} ({type(e).__name__})") from None
-        if not pointer.get("record"):
-            raise ConfigError(f"run={path!r}: this job was {pointer.get('action')} and has no run record "
-                              f"({pointer.get('error')})")
-        run = Path(pointer["record"])
-    if not (run / RECORD_NAME).exists():
-        raise ConfigError(f"run={path!r} has no {RECORD_NAME}: give a run directory (printed at the end of "
-                          f"src/train.py) or a Hydra job folder with a {POINTER}")
-    try:
-        record = read_record(run / RECORD_NAME)
-    except CorruptRecordError as e:
-        raise ConfigError(str(e)) from None
-    record.run_dir = str(run)
-    return record
-
-
-def check_stage(record, stage: str | None) -> str:
-    finished = [n for n, s in record.stages.items() if s.finished]
-    name = stage or record.final_stage.name
-    if name not in record.stages:
-        raise ConfigError(f"stage={name!r} is not a stage of this run; valid: {', '.join(record.stages)}")
-    if not record.stages[name].finished:
-        raise ConfigError(f"stage={name!r} is {record.stages[name].status}, not finished; finished stages: "
-                          f"{', '.join(finished) or 'none yet'}")
-    return name
+    return parse_args(argv, KEYS, CHOICES)
 
 
 def evaluate(record, stage: str, weights: str, split: str) -> dict:
@@ -161,6 +99,8 @@ def main(argv: list[str]) -> int:
         print(HELP)
         return 0
     try:
+        from onebit.runs import check_stage, find_record
+
         args = parse(argv)
         record = find_record(args["run"])
         stage = check_stage(record, args.get("stage"))

@@ -126,13 +126,14 @@ class RunRecord:
     git_commit: str | None = None
     host: str | None = None
     schema: int = SCHEMA
+    export: dict | None = None   # src/export.py's result (onebit.export.export_run): model.tflite, checks, timings
 
     TYPES = {"job_key": _is_str, "run_id": _is_str, "study": _is_str, "run_dir": _is_str, "options": _is_dict,
              "config": _is_dict, "smoke": lambda v: isinstance(v, list) and all(map(_is_str, v)),
              "status": lambda v: v in RUN_STATUSES, "error": _opt(_is_str), "traceback": _opt(_is_str),
              "stages": _is_dict, "efficiency": _opt(_is_dict), "timings": _timings, "attempts": _is_int,
              "versions": _is_dict, "git_commit": _opt(_is_str), "host": _opt(_is_str),
-             "schema": lambda v: v == SCHEMA}
+             "schema": lambda v: v == SCHEMA, "export": _opt(_is_dict)}
 
     # -- creation and persistence --------------------------------------------------------------------------
     @classmethod
