@@ -450,6 +450,11 @@ def main(argv=None) -> int:
         return output(TABLES[args.table](args), args)
     except LookupError as e:
         print(f"onebit: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        if args.source == "wandb" and "wandb" in sys.modules:
+            # a W&B API that failed can leave wandb's service process busy, and its exit hook then waits on it
+            # for minutes after the error is printed: the error is the whole result, so leave without the hook
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(1)
         return 1
 
 
