@@ -77,16 +77,20 @@ def _model(sign, weight, width=64, in_channels=3):
     return BiRealResNet(sign, weight, depth=18, stem="small", width=width, in_channels=in_channels, num_classes=10)
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median seconds of each callable, measured round-robin so that load changes hit all alike."""
+def interleaved(fns: dict, repeats: int, warmup: int = 2, sync=lambda: None) -> dict:
+    """Median seconds of each callable, measured round-robin so that load changes hit all alike (after ``warmup``
+    rounds; ``sync()`` before and after each call waits for an accelerator). Shared by bench_speed.py and
+    bench_data.py."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 

@@ -26,8 +26,9 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench import interleaved  # analysis/ is on sys.path when run as a script
 
 
 def write_jpegs(folder: Path, n_images: int, seed: int = 0, quality: int = 90) -> list[str]:
@@ -58,19 +59,6 @@ def _pil_transforms(resize: int = 256, size: int = 224):
                        T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     val = T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     return train, val
-
-
-def _interleaved(fns: dict, repeats: int) -> dict:
-    """Median seconds of each callable over ``repeats`` round-robin rounds, after one warm-up round."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_decode(repeats: int = 3, n_images: int = 64) -> dict:
@@ -110,7 +98,7 @@ def bench_decode(repeats: int = 3, n_images: int = 64) -> dict:
             out = {"images": n_images, "threads": 1, "repeats": repeats,
                    "jpeg": "500x375 (1 in 4 375x500), quality 90, synthetic"}
             for name, fns in parts.items():
-                sec = _interleaved(fns, repeats)
+                sec = interleaved(fns, repeats, warmup=1)
                 pil, new = n_images / sec["pil"], n_images / sec["decode_jpeg"]
                 out[name] = {"pil_images_per_s": pil, "decode_jpeg_images_per_s": new, "speedup": new / pil}
 

@@ -25,7 +25,6 @@ import copy
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench import interleaved  # noqa: E402  (analysis/ is on sys.path when run as a script)
 
 from onebit import quantizers as q
 from onebit.models import BiRealResNet
@@ -45,19 +45,6 @@ VARIANTS = {"plain": (False, False), "channels_last": (True, False), "compiled":
 def _model(width: int) -> torch.nn.Module:
     torch.manual_seed(0)
     return BiRealResNet(q.ApproxSign(), q.MagnitudeAware(), depth=18, stem="small", width=width, num_classes=10)
-
-
-def _interleaved(fns: dict, repeats: int, sync) -> dict:
-    """Median seconds of each callable, measured round-robin."""
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _timed(fn, sync) -> float:
@@ -110,8 +97,8 @@ def bench_device(device: str, repeats: int = 5, width: int = 64, batch: int = 64
             for _ in range(2):
                 train(k)()
                 infer(k)()
-        step = _interleaved({k: train(k) for k in models}, repeats, sync)
-        inference = _interleaved({k: infer(k) for k in models}, 2 * repeats, sync)
+        step = interleaved({k: train(k) for k in models}, repeats, warmup=0, sync=sync)
+        inference = interleaved({k: infer(k) for k in models}, 2 * repeats, warmup=0, sync=sync)
 
         # warm: the same graphs again from Inductor's filled on-disk cache
         torch._dynamo.reset()
