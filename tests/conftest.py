@@ -48,6 +48,14 @@ def run_train(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeou
                           capture_output=True, text=True, timeout=timeout)
 
 
+def only_record(root: Path):
+    """The record of the one run under ``root`` (fails if there is not exactly one)."""
+    from onebit.records import read_record
+
+    (path,) = root.rglob("record.json")
+    return read_record(path)
+
+
 @pytest.fixture
 def compose_fn(tmp_path):
     return lambda overrides: compose_cfg(overrides, tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, ROOT, run_train
+from conftest import FAST, ROOT, only_record, run_train
 from omegaconf import OmegaConf
 
 from onebit.records import read_record
@@ -23,11 +23,6 @@ from onebit.records import read_record
 # a constant learning rate high enough to overshoot (val top-1 per epoch here: ~0.37, 0.65, 0.76, 0.73)
 ARGS = ["model.width=4", "epochs=4", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1",
         "optimizer.lr=0.02", "scheduler=constant"]
-
-
-def only_record(root: Path):
-    (path,) = root.rglob("record.json")
-    return read_record(path)
 
 
 def first_argmax(values: list[float]) -> int:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, run_train
+from conftest import ROOT, only_record, run_train
 from torch import nn
 
 from onebit import export as ex
@@ -238,11 +238,6 @@ def run_export(*args: str) -> subprocess.CompletedProcess:
 def tables(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
-
-
-def only_record(root: Path):
-    (path,) = root.rglob("record.json")
-    return read_record(path)
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_train
+from conftest import only_record, run_train
 from onebit.records import read_record
 
 # deterministic, full digits epochs, every stage kind: pretrain (cached) -> binary -> bn_retrain
 ARGS = ["model.width=4", "logger=none", "trainer.deterministic=true", "threads=1", "epochs=2", "bn_retrain=true"]
 POINTS = ["epoch_end:pretrain:0", "cache_save", "stage_end:pretrain", "epoch_end:binary:0", "fit_end:binary",
           "test:binary", "epoch_end:bn_retrain:0", "job_end"]
-
-
-def only_record(root: Path):
-    (path,) = root.rglob("record.json")
-    return read_record(path)
 
 
 def essence(rec) -> dict:
