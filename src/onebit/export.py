@@ -43,7 +43,6 @@ also a per-position map, which the interpreter then rejects, so that subtraction
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import platform
 import statistics
@@ -531,9 +530,9 @@ def operators(flatbuffer: bytes) -> dict[str, int]:
     return counts
 
 
-# LCE's interpreter settings for the check and the timings: its indirect binary GEMM (x5 faster than the default
-# im2col one for Bi-Real-18 at 224x224 on x86, 35 vs 176 ms, equal outputs) and XNNPACK for the float ops (the
-# float twin: 48 vs 74 ms)
+# LCE's interpreter settings for the check and the timings: its indirect binary GEMM (several times faster than
+# the default im2col one on x86 in a one-off comparison, same outputs: tests/test_export.py runs every kernel) and
+# XNNPACK for the float ops
 INTERPRETER = {"use_indirect_bgemm": True, "use_xnnpack": True}
 
 
@@ -629,17 +628,11 @@ def versions() -> dict:
     return out
 
 
-def file_size(path: Path | str) -> int:
-    return Path(path).stat().st_size
-
-
 def counted_bytes(memory_mbit: float) -> float:
     """onebit's memory count (1 bit per binary weight, 32 per real parameter; Bi-Real section 4.4) in bytes."""
     return memory_mbit * 1e6 / 8
 
 
-def speedup(a: float, b: float) -> float | None:
-    return round(a / b, 2) if b and not math.isnan(b) else None
 
 
 # ----------------------------------------------------------------------------------------------------------
