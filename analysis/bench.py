@@ -36,10 +36,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import interleaved  # analysis/ is on sys.path when run as a script
 
-from onebit import quantizers as q
-from onebit.models import BiRealResNet
-from onebit.records import read_record
+from onebit.nn import quantizers as q
+from onebit.nn.models import BiRealResNet
+from onebit.records.record import read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,24 +76,6 @@ class OfficialIdiomWeight(q.Quantizer):
 def _model(sign, weight, width=64, in_channels=3):
     torch.manual_seed(0)
     return BiRealResNet(sign, weight, depth=18, stem="small", width=width, in_channels=in_channels, num_classes=10)
-
-
-def interleaved(fns: dict, repeats: int, warmup: int = 2, sync=lambda: None) -> dict:
-    """Median seconds of each callable, measured round-robin so that load changes hit all alike (after ``warmup``
-    rounds; ``sync()`` before and after each call waits for an accelerator). Shared by bench_speed.py and
-    bench_data.py."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench_step(repeats: int) -> dict:
@@ -165,9 +148,9 @@ def bench_epoch(repeats: int) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from onebit import jobs
-    from onebit.config import register_resolvers
+    from onebit.cli.resolvers import register_resolvers
     from onebit.data import DigitsData
+    from onebit.training import jobs
 
     register_resolvers()
     epochs = 4  # the median of epochs 2-4 (the first includes one-off warm-up) of each run
@@ -300,9 +283,9 @@ def bench_gpu(steps: int = 60, warmup: int = 10, batch: int = 128, device: str =
     import pytorch_lightning as pl
     from omegaconf import OmegaConf
 
-    from onebit.config import register_resolvers
-    from onebit.module import Classifier
-    from onebit.stages import Stage
+    from onebit.cli.resolvers import register_resolvers
+    from onebit.records.recipe import Stage
+    from onebit.training.module import Classifier
 
     register_resolvers()
     dev = torch.device(device)
@@ -333,7 +316,7 @@ def bench_gpu(steps: int = 60, warmup: int = 10, batch: int = 128, device: str =
     def pipeline():
         cfg = OmegaConf.load(ROOT / "conf" / "optimizer" / "adam.yaml")
         config = {"optimizer": OmegaConf.to_container(cfg), "label_smoothing": 0.0,
-                  "scheduler": {"_target_": "onebit.optim.constant", "_partial_": True}}
+                  "scheduler": {"_target_": "onebit.nn.optim.constant", "_partial_": True}}
         shape = type("Shape", (), {"in_channels": 3, "num_classes": 1000, "default_width": 64})()
         module = Classifier.for_stage(config, Stage("binary", "binary", 1), shape,
                                       model("binary"))

@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import interleaved  # analysis/ is on sys.path when run as a script
+from timing import interleaved  # analysis/ is on sys.path when run as a script
 
 
 def write_jpegs(folder: Path, n_images: int, seed: int = 0, quality: int = 90) -> list[str]:

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench import interleaved  # noqa: E402  (analysis/ is on sys.path when run as a script)
+from timing import interleaved  # noqa: E402  (analysis/ is on sys.path when run as a script)
 
-from onebit import quantizers as q
-from onebit.models import BiRealResNet
-from onebit.speed import apply_speed_options
+from onebit.nn import quantizers as q
+from onebit.nn.models import BiRealResNet
+from onebit.nn.speed import apply_speed_options
 
 VARIANTS = {"plain": (False, False), "channels_last": (True, False), "compiled": (False, True), "both": (True, True)}
 

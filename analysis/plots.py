@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from onebit.records import RunRecord  # noqa: E402
+from onebit.records.record import RunRecord  # noqa: E402
 from onebit.results.bireal import CONCLUSIONS  # noqa: E402
 from onebit.results.cells import METRICS, common_options, group_cells, label_items, label_keys  # noqa: E402
 from onebit.results.figures import (  # noqa: E402,F401
@@ -93,7 +93,7 @@ def _palette(n: int) -> list:
 
 def save_figure(fig, path: Path | str) -> Path:
     """Save ``fig`` as PNG to ``path`` atomically and with the user's umask (``onebit.files``)."""
-    from onebit.files import atomic_write
+    from onebit.core.files import atomic_write
 
     try:
         return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
@@ -347,7 +347,7 @@ def sign_curves(x: np.ndarray | None = None, beta: float = 5.0) -> dict[str, dic
     is the slope of the function it claims to approximate (tested)."""
     import torch
 
-    from onebit.quantizers import ApproxSign, Clip, SteSign, SwishSign, binary_sign
+    from onebit.nn.quantizers import ApproxSign, Clip, SteSign, SwishSign, binary_sign
 
     if x is None:
         x = np.linspace(-2, 2, 4001)
@@ -412,7 +412,7 @@ def plot_signs(path: Path | str, beta: float = 5.0) -> Path:
 
 def resolve_block(model, spec: str = "layer2.-1"):
     """The residual block named ``layerN.i`` (``i`` may be negative), e.g. ``layer2.-1`` = last block of layer2."""
-    from onebit.models.resnet import BinaryBlock
+    from onebit.nn.models.resnet import BinaryBlock
 
     layer, _, index = spec.partition(".")
     blocks = getattr(model, layer, None)
@@ -489,7 +489,7 @@ def activation_data(records: Sequence[RunRecord] | None = None, block: str = "la
             from hydra.utils import instantiate
             from omegaconf import OmegaConf
 
-            from onebit.build import model_from_record
+            from onebit.training.checkpoints import model_from_record
 
             models = {name: (model_from_record(rec, stage), rec) for name, rec in zip(("bireal", "plain"), pair)}
             x = _first_val_batch(instantiate(OmegaConf.create(pair[0].config).data))
@@ -505,8 +505,8 @@ def activation_data(records: Sequence[RunRecord] | None = None, block: str = "la
             print(f"{PROG}: activations: could not use the trained checkpoints ({type(e).__name__}: {e}); "
                   f"using freshly initialised models", file=sys.stderr)
     from onebit.data import DigitsData
-    from onebit.models import BiRealResNet
-    from onebit.quantizers import ApproxSign, MagnitudeAware
+    from onebit.nn.models import BiRealResNet
+    from onebit.nn.quantizers import ApproxSign, MagnitudeAware
 
     x = _first_val_batch(DigitsData(seed=seed))
     out = {"source": "init", "detail": f"freshly initialised Bi-Real-18 (width {width}, seed {seed}, ApproxSign, "

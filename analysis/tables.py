@@ -190,7 +190,7 @@ def emit(table, fmt: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text + "\n")
         return
-    from onebit.files import atomic_write_text
+    from onebit.core.files import atomic_write_text
 
     path = atomic_write_text(out / f"{table.name}.{SUFFIX[fmt]}", text)
     print(f"wrote {path}")
@@ -242,8 +242,9 @@ def to_wandb(pairs, args) -> None:
     Online without credentials, or online W&B not answering, logs offline instead (``onebit.loggers.start_wandb``:
     W&B never prompts)."""
     import wandb
-    from onebit.config import cause_line
-    from onebit.loggers import start_wandb, wandb_defaults
+
+    from onebit.core.errors import cause_line
+    from onebit.tracking.loggers import start_wandb, wandb_defaults
 
     defaults = wandb_defaults()  # conf/logger/wandb.yaml: WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE or its defaults
     if defaults["mode"] == "disabled":
@@ -277,7 +278,7 @@ def to_wandb(pairs, args) -> None:
             print(f"onebit: W&B: {len(tables)} table(s) of group {group} ({names}) logged to {url}",
                   file=sys.stderr)
     if offline:
-        print(f"onebit: W&B: upload with: python -m onebit.sync {args.root}", file=sys.stderr)
+        print(f"onebit: W&B: upload with: python -m onebit.cli.sync {args.root}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,7 +292,7 @@ def group_of(sel) -> str:
 
 
 def cmd_efficiency(args) -> list:
-    from onebit.efficiency import efficiency_counts, table3
+    from onebit.nn.efficiency import efficiency_counts, table3
     from onebit.results.select import Table
 
     counts = efficiency_counts()
@@ -307,10 +308,10 @@ def measured(args) -> list:
     """``--measured RUN...``: Table 3 measured on the runs' exported models (``src/export.py``)."""
     if not getattr(args, "measured", None):
         return []
-    from onebit.config import ConfigError
-    from onebit.efficiency import measured_notes, measured_table
+    from onebit.cli.runs import find_record
+    from onebit.core.errors import ConfigError
+    from onebit.nn.efficiency import measured_notes, measured_table
     from onebit.results.select import Table
-    from onebit.runs import find_record
 
     records = []
     for run in args.measured:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from onebit.config import ConfigError
+from onebit.core.errors import ConfigError
 
 CHOICES = {"weights": ("last", "best"), "split": ("test", "val")}
 KEYS = {
@@ -39,7 +39,7 @@ in the run: its last weights are the cache entry.
 
 
 def parse(argv: list[str]) -> dict:
-    from onebit.runs import parse_args
+    from onebit.cli.runs import parse_args
 
     return parse_args(argv, KEYS, CHOICES)
 
@@ -50,9 +50,9 @@ def evaluate(record, stage: str, weights: str, split: str) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from onebit.build import config_error
-    from onebit.checkpoints import stage_module
-    from onebit.progress import quiet
+    from onebit.core.errors import config_error
+    from onebit.tracking.progress import quiet
+    from onebit.training.checkpoints import stage_module
 
     quiet()
     try:
@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
         print(HELP)
         return 0
     try:
-        from onebit.runs import check_stage, find_record
+        from onebit.cli.runs import check_stage, find_record
 
         args = parse(argv)
         record = find_record(args["run"])
@@ -110,7 +110,7 @@ def main(argv: list[str]) -> int:
         return 2
     print("\n".join(result_lines(result)))
     if "out" in args:
-        from onebit.files import atomic_write_json
+        from onebit.core.files import atomic_write_json
 
         atomic_write_json(args["out"], result)
     return 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from onebit.config import ConfigError
+from onebit.core.errors import ConfigError
 
 KEYS = {
     "run": "a run directory (with record.json), or the Hydra job folder of a run (with job.json)",
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
         print(HELP)
         return 0
     try:
-        from onebit.runs import find_record, parse_args
+        from onebit.cli.runs import find_record, parse_args
 
         args = parse_args(argv, KEYS)
         threads = args.get("threads", "1")
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
         if not 0.0 <= min_agreement <= 1.0:
             raise ConfigError(f"min_agreement={agreement!r} is invalid: must be a number in [0, 1]")
         record = find_record(args["run"])
-        from onebit.export import export_run, exportable_stage, require_extra, result_lines
+        from onebit.deploy.export import export_run, exportable_stage, require_extra, result_lines
 
         exportable_stage(record)
         require_extra()
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
         return 2
     print("\n".join(result_lines(record, result)))
     if "out" in args:
-        from onebit.files import atomic_write_json
+        from onebit.core.files import atomic_write_json
 
         atomic_write_json(args["out"], result)
     return 0

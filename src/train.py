@@ -18,19 +18,23 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from onebit import config as C
-from onebit import preflight as P
+from onebit.cli import preflight as P
+from onebit.cli.resolvers import register_resolvers
+from onebit.core.errors import ConfigError, error_line
 
-C.register_resolvers()
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="train")
 def main(cfg: DictConfig):
-    from onebit import jobs, progress  # after Hydra set up logging: Lightning then logs through its handlers
+    # after Hydra set up logging: Lightning then logs through its handlers
+    from onebit.core.dist import global_rank
+    from onebit.tracking import progress
+    from onebit.training import jobs
 
     progress.quiet()
     hc = HydraConfig.get()
-    if cfg.get("print_config") and jobs.global_rank() == 0:
+    if cfg.get("print_config") and global_rank() == 0:
         text = progress.config_yaml(cfg, dict(hc.runtime.choices))
         print(text, flush=True)
         progress.info_to_file("composed config:\n%s", text)
@@ -38,10 +42,10 @@ def main(cfg: DictConfig):
     try:
         outcome = jobs.run(cfg, Path(hc.runtime.output_dir), explicit)
     except Exception as e:
-        print(C.error_line(e), file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         if jobs.is_multirun():
             return None  # recorded as failed; the sweep goes on and SweepSummary reports it
-        sys.exit(2 if isinstance(e, C.ConfigError) else 1)
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
     if outcome is None:  # a DDP helper rank: rank zero reports
         return None
     record, action = outcome
@@ -58,7 +62,7 @@ if __name__ == "__main__":
     os.environ.pop("WANDB_SERVICE", None)
     try:  # bad input: one line before Hydra; valid Trainer arguments the config lacks become ++trainer.X=v
         sys.argv[1:] = P.preflight(sys.argv[1:])
-    except C.ConfigError as e:
-        print(C.error_line(e), file=sys.stderr)
+    except ConfigError as e:
+        print(error_line(e), file=sys.stderr)
         sys.exit(2)
     main()

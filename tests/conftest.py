@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from onebit.config import register_resolvers
+from onebit.cli.resolvers import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -50,7 +50,7 @@ def run_train(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeou
 
 def only_record(root: Path):
     """The record of the one run under ``root`` (fails if there is not exactly one)."""
-    from onebit.records import read_record
+    from onebit.records.record import read_record
 
     (path,) = root.rglob("record.json")
     return read_record(path)

@@ -11,12 +11,12 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import FAST, ROOT, run_train
+from test_results import make_record
+
 from onebit.results import bireal, cells
 from onebit.results.load import load_records
 from onebit.results.select import select
-from test_results import make_record
 
 TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 

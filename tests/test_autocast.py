@@ -28,10 +28,10 @@ import pytest
 import torch
 from conftest import FAST, run_train
 
-from onebit import quantizers as q
-from onebit.layers import BinaryConv2d
-from onebit.models import BiRealResNet
-from onebit.records import read_record
+from onebit.nn import quantizers as q
+from onebit.nn.layers import BinaryConv2d
+from onebit.nn.models import BiRealResNet
+from onebit.records.record import read_record
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 NARROW = [torch.bfloat16, torch.float16]

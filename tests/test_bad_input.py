@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CONF, FAST, ROOT, compose_cfg, run_train
 from PIL import Image
 
-from conftest import CONF, FAST, ROOT, compose_cfg, run_train
-from onebit import config as C
-from onebit import preflight as P
-from onebit import jobs
-from onebit.identity import job_key
-from onebit.records import read_record
+from onebit.cli import preflight as P
+from onebit.core.errors import ConfigError, cause_line
+from onebit.records.identity import job_key
+from onebit.records.record import read_record
+from onebit.training import jobs
+from onebit.training.checks import check
 
 # (overrides, expected message) for jobs that compose but must not train
 JOB_CASES = [
@@ -58,7 +59,7 @@ JOB_CASES = [
 
 def _expect_config_error(tmp_path, overrides, explicit=frozenset(), fast=FAST):
     cfg = compose_cfg([*fast, *overrides], tmp_path)
-    with pytest.raises(C.ConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         jobs.run(cfg, tmp_path / "run", set(explicit))
     message = str(e.value)
     assert "\n" not in message
@@ -74,13 +75,13 @@ def test_bad_values(tmp_path, overrides, message):
 
 def test_sign_option_on_a_real_valued_model(tmp_path):
     cfg = compose_cfg([*FAST[1:], "model=resnet18", "sign=ste"], tmp_path)  # no model.width: torchvision's
-    with pytest.raises(C.ConfigError, match=r"sign=.* does not apply to model=resnet18, a real-valued model"):
+    with pytest.raises(ConfigError, match=r"sign=.* does not apply to model=resnet18, a real-valued model"):
         jobs.run(cfg, tmp_path / "run", {"model", "sign"})
 
 
 def test_bn_retrain_on_a_real_valued_model(tmp_path):
     cfg = compose_cfg([*FAST[1:], "model=resnet18", "bn_retrain=true"], tmp_path)
-    with pytest.raises(C.ConfigError, match="bn_retrain=true does not apply to model=resnet18"):
+    with pytest.raises(ConfigError, match="bn_retrain=true does not apply to model=resnet18"):
         jobs.run(cfg, tmp_path / "run", {"model"})
 
 
@@ -107,7 +108,7 @@ def test_corrupt_checkpoint_on_resume(tmp_path):
     data["stages"]["binary"]["status"] = "running"
     (run_dir / "record.json").write_text(json.dumps(data))
     (run_dir / "checkpoints" / "binary" / "last.ckpt").write_bytes(b"PK\x03\x04 torn")
-    with pytest.raises(C.ConfigError, match=r"checkpoint .*last.ckpt is corrupt .*resume=false"):
+    with pytest.raises(ConfigError, match=r"checkpoint .*last.ckpt is corrupt .*resume=false"):
         jobs.run(compose_cfg([*FAST, "pretrain=none"], tmp_path), tmp_path / "run2", set())
     assert read_record(run_dir / "record.json").status == "failed"
 
@@ -116,7 +117,7 @@ def test_job_already_running_elsewhere(tmp_path):
     cfg = compose_cfg([*FAST, "pretrain=none"], tmp_path)
     lock = jobs.JobIndex(tmp_path).hold(job_key(cfg))
     try:
-        with pytest.raises(C.ConfigError, match="this job is already running"):
+        with pytest.raises(ConfigError, match="this job is already running"):
             jobs.run(cfg, tmp_path / "run", set())
     finally:
         lock.release()
@@ -133,7 +134,7 @@ PREFLIGHT_CASES = [
 
 @pytest.mark.parametrize("argv,message", PREFLIGHT_CASES, ids=[" ".join(c[0]) for c in PREFLIGHT_CASES])
 def test_preflight(argv, message):
-    with pytest.raises(C.ConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         P.preflight(argv, CONF)
     assert message in str(e.value) and "\n" not in str(e.value)
 
@@ -141,7 +142,7 @@ def test_preflight(argv, message):
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(C.ConfigError, match=r"output_root='.*file/sub' is not writable"):
+    with pytest.raises(ConfigError, match=r"output_root='.*file/sub' is not writable"):
         P.preflight([f"output_root={blocker / 'sub'}"], CONF)
 
 
@@ -198,7 +199,7 @@ def test_cause_line_unwraps_hydra_and_dataloader_workers(tmp_path):
 
     with pytest.raises(Exception) as e:
         instantiate({"_target_": "torch.optim.SGD", "params": [torch.zeros(1)], "lr": -1})
-    assert C.cause_line(e.value) == "ValueError: Invalid learning rate: -1"
+    assert cause_line(e.value) == "ValueError: Invalid learning rate: -1"
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
     from onebit.data import read_image
@@ -212,7 +213,7 @@ def test_cause_line_unwraps_hydra_and_dataloader_workers(tmp_path):
 
     with pytest.raises(Exception) as e:  # a worker process: torch wraps the exception in a multi-line message
         next(iter(torch.utils.data.DataLoader(Files(), num_workers=1)))
-    assert C.cause_line(e.value).startswith(f"CorruptImageError: cannot read image {bad} (UnidentifiedImageError: ")
+    assert cause_line(e.value).startswith(f"CorruptImageError: cannot read image {bad} (UnidentifiedImageError: ")
 
 
 PREFLIGHT_KEY_CASES = [
@@ -240,7 +241,7 @@ PREFLIGHT_KEY_CASES = [
 
 @pytest.mark.parametrize("argv,message", PREFLIGHT_KEY_CASES, ids=[" ".join(c[0]) for c in PREFLIGHT_KEY_CASES])
 def test_preflight_names_the_option_that_has_the_key(argv, message):
-    with pytest.raises(C.ConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         P.preflight(argv, CONF)
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
 
@@ -403,8 +404,8 @@ def test_explicit_shortcut_contradicting_the_model(tmp_path):
                                fast=FAST[1:])
     assert msg == "shortcut=false does not apply to model=resnet18 (it has no model.shortcut option); drop shortcut"
     # agreeing with the model, or not given explicitly (a sweep over models), is fine
-    C.check(compose_cfg([*FAST, "model=plain18", "shortcut=false"], tmp_path), {"model", "shortcut"})
-    C.check(compose_cfg([*FAST, "model=plain18"], tmp_path), {"model"})
+    check(compose_cfg([*FAST, "model=plain18", "shortcut=false"], tmp_path), {"model", "shortcut"})
+    check(compose_cfg([*FAST, "model=plain18"], tmp_path), {"model"})
 
 
 def test_explicit_shortcut_contradicting_the_model_from_the_shell(tmp_path):

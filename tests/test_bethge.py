@@ -15,23 +15,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import FAST, ROOT, run_train
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from test_results import make_record
 from torch import nn
 
-from conftest import FAST, ROOT, run_train
-from onebit import quantizers as q
-from onebit.layers import BinaryConv2d
-from onebit.models import BiRealResNet
-from onebit.optim import parameter_roles
-from onebit.build import transfer
+from onebit.nn import quantizers as q
+from onebit.nn.layers import BinaryConv2d
+from onebit.nn.models import BiRealResNet
+from onebit.nn.optim import parameter_roles
+from onebit.nn.summary import summarize
 from onebit.results import bethge as B
 from onebit.results import paired
 from onebit.results.load import NoRunsError, load_records
 from onebit.results.select import select
-from onebit.summary import summarize
-from test_results import make_record
+from onebit.training.build import transfer
 
 TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 AXES = {"weight": "plain,xnor", "model.downsample": "binary,full_precision", "sign": "ste,approx", "seed": "0,1,2"}
@@ -321,32 +321,32 @@ def test_sweep_composes(compose_fn):
     assert cfg.sign.t == 1.0 and cfg.model._target_.endswith("BiRealResNet") and cfg.model.depth == 18
     # one job of the sweep
     cfg = compose_fn(["sweeps=bethge2018_resnete18", "weight=xnor", "model.downsample=binary", "sign=approx"])
-    assert cfg.weight._target_ == "onebit.quantizers.XnorScaling" and cfg.model.downsample == "binary"
-    assert cfg.sign._target_ == "onebit.quantizers.ApproxSign" and cfg.sign.t == 1.0  # their Eq. 4's mask
+    assert cfg.weight._target_ == "onebit.nn.quantizers.XnorScaling" and cfg.model.downsample == "binary"
+    assert cfg.sign._target_ == "onebit.nn.quantizers.ApproxSign" and cfg.sign.t == 1.0  # their Eq. 4's mask
     model = instantiate(cfg.model, _partial_=True)(sign=instantiate(cfg.sign), weight=instantiate(cfg.weight),
                                                    in_channels=1, num_classes=10, width=4)
     assert len(downsample_convs(model)) == 3
 
 
 def test_experiments_and_their_combination_with_the_sweep(compose_fn):
-    from onebit import config as C
+    from onebit.training.checks import check
 
     cfg = compose_fn(["sweeps=bethge2018_resnete18", "experiment=bethge2018_cifar10"])
-    C.check(cfg)
+    check(cfg)
     assert cfg.study == "bethge2018_resnete18"  # the sweep's keys come after the experiment's
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.epochs) == (0.01, 0.0, 120)
-    assert cfg.scheduler._target_ == "onebit.optim.cosine" and cfg.data.variant == "cifar10"
+    assert cfg.scheduler._target_ == "onebit.nn.optim.cosine" and cfg.data.variant == "cifar10"
     assert (cfg.model.init, cfg.pretrain.name, cfg.sign.t) == ("glorot", "none", 1.0)
     assert dict(HydraConfig.get().sweeper.params) == AXES
     cfg = compose_fn(["sweeps=bethge2018_resnete18", "experiment=bethge2018_imagenet"])
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.binary_weight_decay, cfg.epochs) == (
         0.001, 0.0, 0.0, 40)
-    assert cfg.scheduler._target_ == "onebit.optim.step" and list(cfg.scheduler.milestones) == [34, 37]
+    assert cfg.scheduler._target_ == "onebit.nn.optim.step" and list(cfg.scheduler.milestones) == [34, 37]
     assert cfg.scheduler.gamma == 0.1 and cfg.data._target_ == "onebit.data.ImageNetData"
     assert (cfg.model.init, cfg.pretrain.name, cfg.model.depth) == ("glorot", "none", 18)
     cfg = compose_fn(["experiment=bethge2018_imagenet"])
-    assert cfg.study == "bethge2018_imagenet" and cfg.weight._target_ == "onebit.quantizers.PlainSign"
-    assert cfg.sign._target_ == "onebit.quantizers.SteSign" and cfg.sign.t == 1.0
+    assert cfg.study == "bethge2018_imagenet" and cfg.weight._target_ == "onebit.nn.quantizers.PlainSign"
+    assert cfg.sign._target_ == "onebit.nn.quantizers.SteSign" and cfg.sign.t == 1.0
 
 
 def test_wandb_sweep_file_matches_the_hydra_sweep():

@@ -17,7 +17,7 @@ import torch
 from conftest import FAST, ROOT, only_record, run_train
 from omegaconf import OmegaConf
 
-from onebit.records import read_record
+from onebit.records.record import read_record
 
 # a full (non-smoke) run whose validation top-1 peaks before its last epoch: deterministic, full digits epochs,
 # a constant learning rate high enough to overshoot (val top-1 per epoch here: ~0.37, 0.65, 0.76, 0.73)
@@ -86,9 +86,9 @@ def test_last_and_best_checkpoints(run):
 
 
 def test_load_from_checkpoint_needs_no_arguments(run):
-    from onebit.build import make_data, make_model
-    from onebit.checkpoints import model_weights, stage_module
-    from onebit.module import Classifier
+    from onebit.training.build import make_data, make_model
+    from onebit.training.checkpoints import model_weights, stage_module
+    from onebit.training.module import Classifier
 
     best_path = Path(run.run_dir, "checkpoints", "binary", "best.ckpt")
     loaded = Classifier.load_from_checkpoint(best_path).eval()
@@ -111,9 +111,9 @@ def test_older_records_and_checkpoints_still_read(run, tmp_path):
     """A record with the stage ``checkpoints`` summary of earlier onebits reads as today's; a checkpoint with their
     hyperparameters (epochs, decays, label smoothing, clip) and ``best_val_top1`` loads with no arguments, and one
     without hyperparameters (older still) evaluates from the record."""
-    from onebit.build import make_data
-    from onebit.checkpoints import stage_module
-    from onebit.module import Classifier
+    from onebit.training.build import make_data
+    from onebit.training.checkpoints import stage_module
+    from onebit.training.module import Classifier
 
     old = shutil.copytree(run.run_dir, tmp_path / "old")
     data = json.loads((old / "record.json").read_text())

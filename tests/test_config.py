@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import CONF, FAST, run_train
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF, FAST, run_train
-from onebit import config as C
-from onebit import preflight as P
-from onebit.build import make_model
-from onebit.records import RunRecord
-from onebit.quantizers import Quantizer
+from onebit.cli import preflight as P
+from onebit.core.errors import ConfigError
+from onebit.core.registry import GROUPS, is_real_model
+from onebit.nn.quantizers import Quantizer
+from onebit.records.record import RunRecord
+from onebit.training.build import make_model
+from onebit.training.checks import check
 
 
 def opts(group):
@@ -21,7 +23,7 @@ def opts(group):
 
 
 def test_every_group_has_options():
-    for group in C.GROUPS:
+    for group in GROUPS:
         assert opts(group), group
     assert {"ste", "approx", "swish"} <= set(opts("sign"))
     assert {"plain", "magnitude_aware", "magnitude_aware_official"} <= set(opts("weight"))
@@ -52,7 +54,7 @@ class _Data:  # the two attributes a model needs from the data module
 @pytest.mark.parametrize("model", opts("model"))
 def test_model_options_build(compose_fn, model):
     cfg = compose_fn([f"model={model}", "model.width=8"] if not model.startswith("resnet") else [f"model={model}"])
-    real = C.is_real_model(cfg)
+    real = is_real_model(cfg)
     binary = make_model(cfg, _Data(), "real" if real else "binary")
     x = torch.randn(2, 1, 8, 8) if not model.startswith("resnet") else torch.randn(2, 1, 32, 32)
     assert binary(x).shape == (2, 10)
@@ -75,7 +77,7 @@ def test_optimizer_and_scheduler_options_instantiate(compose_fn):
 
 
 def test_step_schedule_fractions_and_epochs():
-    from onebit.optim import step
+    from onebit.nn.optim import step
 
     p = [torch.nn.Parameter(torch.zeros(1))]
     lrs = []
@@ -100,7 +102,7 @@ def test_trainer_options_instantiate(compose_fn):
 
 
 def test_logger_options(compose_fn, tmp_path):
-    from onebit.loggers import finish_logger, make_logger
+    from onebit.tracking.loggers import finish_logger, make_logger
 
     record = RunRecord(job_key="0" * 16, run_id="abc123def456", study="default", run_dir=str(tmp_path),
                        options={"sign": "approx"}, config={})
@@ -128,7 +130,7 @@ def test_launcher_options_select_hydra_launchers(compose_fn):
 def test_experiment_overlays_compose(compose_fn, experiment):
     cfg = compose_fn([f"experiment={experiment}"])
     assert cfg.study == experiment
-    C.check(cfg)
+    check(cfg)
     assert cfg.epochs >= 1
 
 
@@ -147,13 +149,13 @@ def test_paper_recipe_values(compose_fn):
 
 def test_sign_option_on_real_model(compose_fn):
     cfg = compose_fn(["model=resnet18", "sign=ste"])
-    with pytest.raises(C.ConfigError, match=r"sign=.* does not apply to model=resnet18, a real-valued model"):
-        C.check(cfg, {"model", "sign"})
-    C.check(compose_fn(["model=resnet18"]), {"model"})  # the defaults alone are fine
+    with pytest.raises(ConfigError, match=r"sign=.* does not apply to model=resnet18, a real-valued model"):
+        check(cfg, {"model", "sign"})
+    check(compose_fn(["model=resnet18"]), {"model"})  # the defaults alone are fine
 
 
 def test_preflight_unknown_option():
-    with pytest.raises(C.ConfigError, match=r"unknown option sign='aprox'; valid choices: approx, ste, swish"):
+    with pytest.raises(ConfigError, match=r"unknown option sign='aprox'; valid choices: approx, ste, swish"):
         P.preflight(["-m", "sign=approx,aprox"], CONF)
     P.preflight(["sign=approx,ste", "model.width=4", "experiment=bireal18_imagenet", "+foo=1"], CONF)
 

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from onebit import data as D
 from onebit.data import MNISTData, read_idx
-from onebit.records import read_record
+from onebit.records.record import read_record
 
 N_TRAIN, N_TEST = 200, 50
 

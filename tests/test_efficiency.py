@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from onebit import quantizers as q
-from onebit.efficiency import efficiency_counts, table3
-from onebit.models import BinaryDenseNet, BiRealResNet
-from onebit.summary import summarize
+from onebit.nn import quantizers as q
+from onebit.nn.efficiency import efficiency_counts, table3
+from onebit.nn.models import BinaryDenseNet, BiRealResNet
+from onebit.nn.summary import summarize
 
 ROOT = Path(__file__).parents[1]
 

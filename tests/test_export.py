@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from conftest import ROOT, only_record, run_train
 from torch import nn
 
-from onebit import export as ex
-from onebit.layers import BinaryConv2d
-from onebit.models import BinaryDenseNet, BiRealResNet, TorchvisionResNet
-from onebit.quantizers import (
+from onebit.deploy import export as ex
+from onebit.nn.layers import BinaryConv2d
+from onebit.nn.models import BinaryDenseNet, BiRealResNet, TorchvisionResNet
+from onebit.nn.quantizers import (
     ApproxSign,
     Clip,
     LeakyClip,
@@ -36,7 +36,7 @@ from onebit.quantizers import (
     SwishSign,
     XnorScaling,
 )
-from onebit.records import read_record
+from onebit.records.record import read_record
 
 MISSING = ex.missing_modules()
 needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"needs the export extra: pip install -e '.[export]' "

@@ -17,10 +17,11 @@ from conftest import CONF, FAST, ROOT, compose_cfg, run_train
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from onebit import config as C
-from onebit import preflight as P
-from onebit.identity import smoke_reasons
-from onebit.records import read_record
+from onebit.cli import preflight as P
+from onebit.core.errors import ConfigError
+from onebit.core.registry import GROUPS
+from onebit.records.identity import smoke_reasons
+from onebit.records.record import read_record
 
 TINY = ["model.width=4", "epochs=1", "threads=1"]
 DEBUG_OPTIONS = ["default", "fast_dev_run", "limit", "overfit", "profiler"]
@@ -68,8 +69,8 @@ def test_help_lists_every_group_with_its_description_and_options():
     assert "python src/train.py -m sweeps=bireal_table1" in out and "python analysis/tables.py" in out
     assert "README.md" in out
     entries = help_entries(out)
-    assert list(entries) == list(C.GROUPS)   # every group, including sweeps, debug and hparams_search
-    for group, description in C.GROUPS.items():
+    assert list(entries) == list(GROUPS)   # every group, including sweeps, debug and hparams_search
+    for group, description in GROUPS.items():
         text = entries[group]
         assert text.startswith(" ".join(description.split())), (group, text)
         listed = text[len(" ".join(description.split())):].replace("[", "").replace("]", "").split(", ")
@@ -140,7 +141,7 @@ def test_preflight_knows_the_new_groups():
          "scheduler.gamma is a key of scheduler=step, not of scheduler=linear; choose scheduler=step, or drop "
          + "scheduler.gamma (scheduler=linear has no keys to set)"),
     ]:
-        with pytest.raises(C.ConfigError) as e:
+        with pytest.raises(ConfigError) as e:
             P.preflight(argv)
         assert str(e.value).startswith(line) and "\n" not in str(e.value), (argv, str(e.value))
     for argv in (["-m", "debug=limit,overfit", "epochs=2"], ["~debug"], ["debug=fast_dev_run", "logger=wandb",

@@ -6,11 +6,11 @@ from __future__ import annotations
 import copy
 import inspect
 
-import pytorch_lightning as pl
 import pytest
+import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
-from onebit import identity as I
+from onebit.records import identity as I
 
 
 @pytest.fixture

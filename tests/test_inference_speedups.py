@@ -10,9 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from onebit import quantizers as q
-from onebit.layers import BinaryConv2d
-from onebit.models import BiRealResNet
+from onebit.nn import quantizers as q
+from onebit.nn.layers import BinaryConv2d
+from onebit.nn.models import BiRealResNet
 
 
 def _bireal(weight=None):
@@ -118,8 +118,8 @@ def _module_and_loader(tmp_path, nan_batch: int, batches: int = 8):
     from conftest import compose_cfg
     from omegaconf import OmegaConf
 
-    from onebit.module import Classifier
-    from onebit.stages import stages_for
+    from onebit.records.recipe import stages_for
+    from onebit.training.module import Classifier
 
     cfg = compose_cfg(["pretrain=none", "model.width=8"], tmp_path)
     stage = stages_for(cfg)[0]
@@ -132,7 +132,7 @@ def _module_and_loader(tmp_path, nan_batch: int, batches: int = 8):
 
 
 def _fit(module, loader):
-    from onebit.module import NonFiniteLossError
+    from onebit.training.module import NonFiniteLossError
 
     seen = []
 

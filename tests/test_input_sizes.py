@@ -2,7 +2,7 @@
 
 The official Bi-Real code's downsampling shortcut ``AvgPool2d(2)`` floors an odd size while the strided 3x3 conv
 beside it ceils it, so a 28x28 input crashed Bi-Real-18 with the small stem (28 -> 14 -> 7 -> 3 vs 4). onebit
-pools with ``ceil_mode=True`` (``onebit.models.resnet.shortcut_pool``), which equals ``AvgPool2d(2)`` at even
+pools with ``ceil_mode=True`` (``onebit.nn.models.resnet.shortcut_pool``), which equals ``AvgPool2d(2)`` at even
 sizes; BinaryDenseNet's transition max-pool likewise.
 """
 
@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from conftest import CONF, compose_cfg
 from torch import nn
 
-from onebit import quantizers as q
-from onebit.build import make_model
-from onebit.models import BinaryDenseNet, BiRealResNet, TorchvisionResNet
-from onebit.models.resnet import shortcut_pool
+from onebit.nn import quantizers as q
+from onebit.nn.models import BinaryDenseNet, BiRealResNet, TorchvisionResNet
+from onebit.nn.models.resnet import shortcut_pool
+from onebit.training.build import make_model
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 REAL = {"resnet18", "resnet34"}

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onebit import quantizers as q
-from onebit.layers import BinaryConv2d, FPReLU, RPReLU
-from onebit.models import BinaryDenseNet, BiRealResNet
+from onebit.nn import quantizers as q
+from onebit.nn.layers import BinaryConv2d, FPReLU, RPReLU
+from onebit.nn.models import BinaryDenseNet, BiRealResNet
 
 SIGNS = [q.SteSign, q.ApproxSign, q.SwishSign]
 WEIGHTS = [q.PlainSign, q.MagnitudeAware, q.MagnitudeAwareOfficial]

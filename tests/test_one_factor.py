@@ -14,20 +14,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import ROOT, compose_cfg, run_train
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from test_results import make_record
 
-from conftest import ROOT, compose_cfg, run_train
 # the module, not its classes: Hydra's plugin scan re-executes plugin modules (and hydra's own BasicSweeper) in
 # place, so a class bound at import time can be a stale copy whose super() no longer matches
 from hydra_plugins.onebit_sweeper import one_factor_sweeper as ofs
-from onebit.identity import cell_key
-from onebit.records import read_record
+from onebit.records.identity import cell_key
+from onebit.records.record import read_record
 from onebit.results import bireal
 from onebit.results.load import load_records
 from onebit.results.select import select
-from test_results import make_record
 
 TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 SWEEP = OmegaConf.load(ROOT / "sweeps" / "bireal_conclusions.yaml").hydra.sweeper

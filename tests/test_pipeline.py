@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FAST, ROOT, compose_cfg, run_train
-from onebit import jobs
-from onebit.build import make_model, transfer
-from onebit.cache import PretrainCache
-from onebit.records import read_record
-from onebit.stages import Stage, stages_for, validate
+
+from onebit.records.recipe import Stage, stages_for, validate
+from onebit.records.record import read_record
+from onebit.training import jobs
+from onebit.training.build import make_model, transfer
+from onebit.training.cache import PretrainCache
 
 
 def run_inprocess(tmp_path: Path, overrides: list[str], name: str = "run"):
@@ -56,10 +56,9 @@ def _digits():
 
 
 def test_bn_retrain_fixes_weights_and_trains_only_bn(tmp_path):
-    from onebit.layers import BinaryConv2d
-
-    from onebit.records import RunRecord
-    from onebit.stages import _prepare, train_stage
+    from onebit.nn.layers import BinaryConv2d
+    from onebit.records.record import RunRecord
+    from onebit.training.loop import train_stage
 
     cfg = compose_cfg([*FAST, "pretrain=none", "weight=magnitude_aware", "bn_retrain=true"], tmp_path)
     data = _digits()
@@ -70,7 +69,7 @@ def test_bn_retrain_fixes_weights_and_trains_only_bn(tmp_path):
     model = make_model(cfg, data)
     bn_prefixes = tuple(f"{n}." for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    _prepare(stage, model)
+    prepare_stage(stage, model)
     train_stage(job, record, data, stage, model, None)
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -127,7 +126,7 @@ def test_model_families_train(tmp_path, model):
 
 
 def test_non_finite_loss_stops_the_job_and_is_recorded(tmp_path):
-    from onebit.module import NonFiniteLossError
+    from onebit.training.module import NonFiniteLossError
 
     cfg = compose_cfg([*FAST, "pretrain=none", "optimizer=sgd", "optimizer.lr=1e30", "logger=wandb",
                        "logger.mode=offline"], tmp_path)
@@ -203,8 +202,8 @@ def test_recipes_are_data(compose_fn):
 def test_a_new_recipe_runs_through_the_same_loop(tmp_path):
     """A recipe the loop has never seen (twin -> binary -> a second binary stage initialised from the first,
     BN-only) runs, resumes and records through ``run_recipe`` unchanged."""
-    from onebit.records import RunRecord
-    from onebit.stages import run_recipe
+    from onebit.records.record import RunRecord
+    from onebit.training.loop import run_recipe
 
     cfg = compose_cfg([*FAST, "epochs=1"], tmp_path)
     recipe = validate((Stage("warmup", "twin", 1, cached=True), Stage("main", "binary", 1, init="warmup"),
@@ -235,7 +234,7 @@ def test_smoke_run_then_full_run_trains_the_full_run(tmp_path):
 
 def test_model_from_record_of_every_stage_including_a_cache_hit(tmp_path):
     """The twin of a job that reused a cached twin has no checkpoint of its own: it comes from the cache."""
-    from onebit.build import model_from_record
+    from onebit.training.checkpoints import model_from_record
 
     first = run_inprocess(tmp_path, ["pretrain=clip"], "a")
     second = run_inprocess(tmp_path, ["pretrain=clip", "sign=ste"], "b")

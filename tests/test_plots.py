@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_results import make_config, make_record
 
-from onebit.files import atomic_write_json
+from onebit.core.files import atomic_write_json
 from onebit.results.cells import group_cells, label_items
 from onebit.results.figures import UsageError, ablation_data, curve_data, shortcut_pair
 from onebit.results.load import load_records
 from onebit.results.select import select
-from test_results import make_config, make_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "analysis" / "plots.py"
@@ -168,7 +168,7 @@ def test_ablation_of_a_loss_is_in_its_own_units_as_its_cell_says(root):
 
 
 def test_sign_derivatives_are_the_components(tmp_path):
-    from onebit.quantizers import ApproxSign, SteSign, SwishSign
+    from onebit.nn.quantizers import ApproxSign, SteSign, SwishSign
 
     x = np.array([-1.5, -1.0, -0.75, -0.25, 0.0, 0.3, 0.5, 0.99, 1.0, 2.0])
     c = P.sign_curves(x)
@@ -271,8 +271,8 @@ def test_activations_fallback_stats_come_from_the_hooked_tensor(tmp_path):
 
 def test_activations_trained_pair_from_checkpoints(tmp_path):
     from onebit.data import DigitsData
-    from onebit.models import BiRealResNet
-    from onebit.quantizers import ApproxSign, MagnitudeAware
+    from onebit.nn.models import BiRealResNet
+    from onebit.nn.quantizers import ApproxSign, MagnitudeAware
 
     models = {}
     for structure in ("bireal", "plain"):  # the same config but model.shortcut (width 4, batches of 32)

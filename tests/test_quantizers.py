@@ -6,7 +6,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from onebit import quantizers as q
+from onebit.nn import quantizers as q
 
 T_VALUES = (0.5, 1.0, 1.3, 2.0)
 
@@ -163,7 +163,7 @@ def test_yaml_instantiates_component(group, name, cls, precision):
 
 
 def test_ste_threshold_is_a_config_field():
-    module = instantiate({"_target_": "onebit.quantizers.SteSign", "t": 1.3})
+    module = instantiate({"_target_": "onebit.nn.quantizers.SteSign", "t": 1.3})
     assert module.t == 1.3
 
 

@@ -8,12 +8,12 @@ import torch
 from conftest import compose_cfg, run_train
 from omegaconf import OmegaConf, open_dict
 
-from onebit.build import make_data, make_model
-from onebit.checkpoints import last_checkpoint, read_checkpoint, stage_weights
-from onebit.identity import job_key, pretrain_key
-from onebit.records import read_record
-from onebit.stages import stages_for
-from onebit.summary import precision, summarize
+from onebit.nn.summary import precision, summarize
+from onebit.records.identity import job_key, pretrain_key
+from onebit.records.recipe import stages_for
+from onebit.records.record import read_record
+from onebit.training.build import make_data, make_model
+from onebit.training.checkpoints import last_checkpoint, read_checkpoint, stage_weights
 
 TINY = ["model.width=4", "epochs=1", "pretrain.epochs=1", "logger=none"]
 
@@ -133,11 +133,11 @@ def test_table1_sweep_declares_the_papers_protocol(tmp_path):
     assert cfg.protocol == "paper_sgd"
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.momentum == 0.9
     assert cfg.optimizer.weight_decay == 0 and cfg.optimizer.lr == 0.01
-    assert cfg.scheduler._target_ == "onebit.optim.step" and list(cfg.scheduler.milestones) == [0.5, 0.75]
+    assert cfg.scheduler._target_ == "onebit.nn.optim.step" and list(cfg.scheduler.milestones) == [0.5, 0.75]
     assert cfg.bn_retrain is True
     adam = compose_cfg(["sweeps=bireal_table1", "protocol=official_adam"], tmp_path)
     assert adam.protocol == "official_adam" and adam.optimizer._target_ == "torch.optim.Adam"
-    assert adam.optimizer.lr == 0.001 and adam.scheduler._target_ == "onebit.optim.linear"
+    assert adam.optimizer.lr == 0.001 and adam.scheduler._target_ == "onebit.nn.optim.linear"
     assert adam.label_smoothing == 0.1 and adam.bn_retrain is False
     assert job_key(cfg) != job_key(adam)
     # a user's own value still wins over the protocol's

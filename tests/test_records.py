@@ -9,10 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
-from onebit.files import atomic_write_json
-from onebit.records import SCHEMA, CorruptRecordError, RunRecord, StageRecord, read_record
+
+from onebit.core.files import atomic_write_json
+from onebit.records.record import SCHEMA, CorruptRecordError, RunRecord, StageRecord, read_record
 
 EXAMPLE = ROOT / "tests" / "data" / "digits_schema1"  # the founding session's bireal_table1 sweep on digits
 
@@ -96,7 +96,7 @@ def test_files_respect_the_umask(tmp_path):
     old = os.umask(0o002)
     try:
         rec = _record(tmp_path)
-        from onebit.jobs import JobIndex
+        from onebit.training.jobs import JobIndex
 
         JobIndex(tmp_path).set("k" * 16, tmp_path)
     finally:

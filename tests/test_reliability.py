@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from conftest import FAST, ROOT, compose_cfg, run_train
-from onebit import jobs
-from onebit.identity import job_key
-from onebit.records import read_record
+
+from onebit.records.identity import job_key
+from onebit.records.record import read_record
+from onebit.training import jobs
 
 # small but long enough to be killed mid-training: full digits epochs, 8-wide Bi-Real-18, deterministic
 STEADY = ["model.width=8", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1"]

@@ -15,22 +15,22 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from onebit.identity import cell_key, smoke_reasons
-from onebit.loggers import wandb_config
-from onebit.records import RunRecord, StageRecord
+from onebit.records.identity import cell_key, smoke_reasons
+from onebit.records.record import SCHEMA, RunRecord, StageRecord
 from onebit.results import bireal, cells, study
 from onebit.results.load import NoRunsError, load_records, records_from_wandb
 from onebit.results.select import select
+from onebit.tracking.loggers import wandb_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
-SIGNS = {"approx": {"_target_": "onebit.quantizers.ApproxSign", "t": None},
-         "ste": {"_target_": "onebit.quantizers.SteSign", "t": 1.0},
-         "swish": {"_target_": "onebit.quantizers.SwishSign", "beta": 5.0}}
-WEIGHTS = {"plain": {"_target_": "onebit.quantizers.PlainSign", "t": 1.0},
-           "magnitude_aware": {"_target_": "onebit.quantizers.MagnitudeAware"},
-           "xnor": {"_target_": "onebit.quantizers.XnorScaling", "t": 1.0}}
-ACTIVATIONS = {"clip": {"_target_": "onebit.quantizers.Clip"}, "relu": {"_target_": "onebit.quantizers.ReLU"},
+SIGNS = {"approx": {"_target_": "onebit.nn.quantizers.ApproxSign", "t": None},
+         "ste": {"_target_": "onebit.nn.quantizers.SteSign", "t": 1.0},
+         "swish": {"_target_": "onebit.nn.quantizers.SwishSign", "beta": 5.0}}
+WEIGHTS = {"plain": {"_target_": "onebit.nn.quantizers.PlainSign", "t": 1.0},
+           "magnitude_aware": {"_target_": "onebit.nn.quantizers.MagnitudeAware"},
+           "xnor": {"_target_": "onebit.nn.quantizers.XnorScaling", "t": 1.0}}
+ACTIVATIONS = {"clip": {"_target_": "onebit.nn.quantizers.Clip"}, "relu": {"_target_": "onebit.nn.quantizers.ReLU"},
                "none": None}
 
 
@@ -41,7 +41,7 @@ def make_config(*, sign="approx", weight="magnitude_aware", pretrain="clip", str
     config = {
         "data": {"_target_": "onebit.data.DigitsData", "batch_size": 64, "seed": seed, "num_workers": 0}
         if data == "digits" else {"_target_": "onebit.data.CifarData", "variant": data, "seed": seed},
-        "model": {"_target_": "onebit.models.BiRealResNet", "depth": depth,
+        "model": {"_target_": "onebit.nn.models.BiRealResNet", "depth": depth,
                   "structure": "bireal" if structure == "plain" else structure, "shortcut": structure != "plain",
                   "width": width, "stem": "small", "downsample": downsample, "nonlinearity": "none",
                   "init": "kaiming" if pretrain != "none" else "glorot"},
@@ -292,7 +292,7 @@ def _markdown_frame(path: Path) -> pd.DataFrame:
 def test_schema1_example_loads_and_reproduces_the_committed_tables(tmp_path):
     example = ROOT / "tests" / "data" / "digits_schema1"  # the founding session's bireal_table1 sweep on digits
     records, problems = load_records(example)
-    assert problems == [] and len(records) == 72 and {r.schema for r in records} == {2}
+    assert problems == [] and len(records) == 72 and {r.schema for r in records} == {SCHEMA}
     assert len(cells.group_cells(records)) == 24  # relu|clip x 4 weight/sign x 3 structures, 3 seeds each
     r = tables("table1", "--root", example, "--format", "markdown", "--out", tmp_path)
     assert r.returncode == 0, r.stderr

@@ -11,9 +11,9 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from conftest import only_record, run_train
-from onebit.records import read_record
+
+from onebit.records.record import read_record
 
 # deterministic, full digits epochs, every stage kind: pretrain (cached) -> binary -> bn_retrain
 ARGS = ["model.width=4", "logger=none", "trainer.deterministic=true", "threads=1", "epochs=2", "bn_retrain=true"]

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import FAST, ROOT
 
-from onebit import jobs, progress
-from onebit.records import RunRecord, StageRecord, read_record
+from onebit.records.record import RunRecord, StageRecord, read_record
+from onebit.tracking import progress
+from onebit.training import jobs
 
 EPOCH = re.compile(r"\[onebit\]\[INFO\] - (\w+) epoch (\d+)/(\d+): train loss (\S+) top-1 (\S+), val loss (\S+) "
                    r"top-1 (\S+), ([\d.]+)s$")
@@ -104,7 +105,7 @@ def test_print_config_prints_the_composed_config_and_logs_it(piped):
     out, rec, second, _ = piped
     head = out.stdout.split("\n[", 1)[0]  # printed before the first log line
     assert head.startswith("# onebit config (resolved)\n")
-    for text in ("print_config: true", "# model: bireal18\nmodel:\n  _target_: onebit.models.BiRealResNet",
+    for text in ("print_config: true", "# model: bireal18\nmodel:\n  _target_: onebit.nn.models.BiRealResNet",
                  "# trainer: cpu\ntrainer:", "  accelerator: cpu", "epochs: 2"):
         assert text in head, text
     assert f"output_root: {Path(rec.run_dir).parents[2]}" in head  # resolved

@@ -22,16 +22,16 @@ import copy
 import pytest
 import torch
 
-from onebit import quantizers as q
-from onebit.layers import BinaryConv2d
-from onebit.models import BinaryDenseNet, BiRealResNet, TorchvisionResNet
-from onebit.speed import apply_speed_options, compile_modes
+from onebit.nn import quantizers as q
+from onebit.nn.layers import BinaryConv2d
+from onebit.nn.models import BinaryDenseNet, BiRealResNet, TorchvisionResNet
+from onebit.nn.speed import apply_speed_options, compile_modes
 
 TOL = 1e-10
 
 
 def mixed_bireal18(dtype=torch.float64) -> torch.nn.Module:
-    """Bi-Real-18 (small stem, width 16) with every autograd Function of onebit.quantizers: ApproxSign +
+    """Bi-Real-18 (small stem, width 16) with every autograd Function of onebit.nn.quantizers: ApproxSign +
     MagnitudeAware in layer1, SteSign(1.3) + XnorScaling in layer2, SwishSign + PlainSign in layer3, ApproxSign(0.5)
     + MagnitudeAwareOfficial in layer4."""
     torch.manual_seed(0)

@@ -373,7 +373,7 @@ def test_to_wandb_one_offline_run_per_study_with_its_tables(tmp_path):
     logged = wandb_runs(tmp_path)
     check_logged(logged, printed, pairs)
     assert {run.project for run, _, _ in logged.values()} == {"papers"}
-    assert f"upload with: python -m onebit.sync {tmp_path}" in r.stderr
+    assert f"upload with: python -m onebit.cli.sync {tmp_path}" in r.stderr
     assert "logged offline to " + str(tmp_path / "tables_wandb") in r.stderr
     first = logged["first"][2]["bireal_table1-first"]
     cols = first["columns"]

@@ -14,9 +14,10 @@ from types import SimpleNamespace
 import pytest
 from conftest import FAST, ROOT, compose_cfg, wandb_records
 
-from onebit import jobs
-from onebit.config import ConfigError, check
-from onebit.records import read_record
+from onebit.core.errors import ConfigError
+from onebit.records.record import read_record
+from onebit.training import jobs
+from onebit.training.checks import check
 
 # the default logger (W&B offline), tiny and fast; a smoke run (limit_*_batches)
 TINY = [a for a in FAST if not a.startswith("logger=")]
@@ -185,7 +186,7 @@ def test_sync_lists_every_offline_run_of_runs_and_sweeps(runs):
     root = runs.root
     offline = sorted(p for p in root.rglob("offline-run-*") if p.is_dir())
     assert len(offline) == 5  # first: pretrain + binary; second: binary; the sweep: 2 x binary
-    r = subprocess.run([sys.executable, "-m", "onebit.sync", str(root), "--dry-run"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root), "--dry-run"], capture_output=True, text=True,
                        env=default_env(), check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == f"onebit sync: 5 offline W&B run(s) under {root}"
@@ -196,18 +197,18 @@ def test_sync_lists_every_offline_run_of_runs_and_sweeps(runs):
     marker = log.with_suffix(".wandb.synced")
     marker.touch()
     try:
-        r = subprocess.run([sys.executable, "-m", "onebit.sync", str(root), "--dry-run"], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root), "--dry-run"], capture_output=True,
                            text=True, env=default_env(), check=False)
         out = r.stdout + r.stderr
         assert "Skipped 1 synced run(s)" in out and "Would sync 4 run(s)" in out and offline[0].name not in out
     finally:
         marker.unlink()
     # uploading needs a key; without one: one line, never a prompt (the upload itself needs a network)
-    r = subprocess.run([sys.executable, "-m", "onebit.sync", str(root)], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root)], capture_output=True, text=True,
                        env=default_env(HOME=str(root), WANDB_API_KEY=""), stdin=subprocess.DEVNULL, check=False)
     assert r.returncode == 1 and r.stderr.strip() == ("onebit: error: no W&B API key: set WANDB_API_KEY or run "
                                                       "`wandb login`, then run this again")
-    r = subprocess.run([sys.executable, "-m", "onebit.sync", str(root / "nope")], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root / "nope")], capture_output=True, text=True,
                        check=False)
     assert r.returncode == 2 and "is not a directory" in r.stderr
 
@@ -237,7 +238,7 @@ def test_bad_logger_options_are_one_line(tmp_path, overrides, message):
 
 
 def test_no_logger(tmp_path):
-    from onebit.loggers import make_logger
+    from onebit.tracking.loggers import make_logger
 
     for overrides in (["logger=none"], ["~logger"]):
         cfg = compose_cfg(overrides, tmp_path)
@@ -266,7 +267,7 @@ def test_tensorboard_extra_named_when_missing():
     the report; here tensorboard is installed)."""
     import tomllib
 
-    from onebit.loggers import EXTRAS
+    from onebit.tracking.loggers import EXTRAS
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert EXTRAS["pytorch_lightning.loggers.TensorBoardLogger"] in extras
@@ -276,7 +277,7 @@ def test_tensorboard_extra_named_when_missing():
 def test_old_records_with_logger_name_stay_readable(tmp_path):
     """Records from before `_target_` loggers hold config.logger = {"name": ...}: the loader reads them (the
     committed examples), and `logger` is not in a job's identity, so their job keys are unchanged."""
-    from onebit.identity import job_key
+    from onebit.records.identity import job_key
     from onebit.results.load import load_records
 
     recs, problems = load_records(ROOT / "analysis" / "example" / "records")

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 from onebit import paper
-from onebit.identity import LATER_STAGE_KEYS, cell_items
-from onebit.records import RunRecord
+from onebit.records.identity import LATER_STAGE_KEYS, cell_items
+from onebit.records.record import RunRecord
 from onebit.results import paired
 from onebit.results.cells import CellSummary, format_cell, recipe_name, seed, summarize
 from onebit.results.load import NoRunsError

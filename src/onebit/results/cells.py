@@ -19,8 +19,8 @@ from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
-from onebit.identity import SEED_KEYS, cell_items, cell_key, digest, flatten
-from onebit.records import RunRecord
+from onebit.records.identity import SEED_KEYS, cell_items, cell_key, digest, flatten
+from onebit.records.record import RunRecord
 
 ABSENT = "<absent>"
 # the accuracies: a cell, a table and a figure show them in percent (x 100), every other metric as recorded

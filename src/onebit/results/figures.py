@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from onebit.checkpoints import LAST, stage_dir
-from onebit.identity import cell_items
-from onebit.records import RunRecord
+from onebit.records.identity import cell_items
+from onebit.records.layout import LAST, stage_dir
+from onebit.records.record import RunRecord
 from onebit.results import bireal
 from onebit.results.cells import describe, group_cells, label_items, label_keys, seed, seed_label, summarize
 from onebit.results.select import Part, Selection, split_parts

@@ -13,8 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
-from onebit.loggers import NOT_OPTIONS, metrics_from_summary
-from onebit.records import RECORD_NAME, SCHEMA, CorruptRecordError, RunRecord, read_record
+from omegaconf import OmegaConf
+
+from onebit.records.layout import RECORD_NAME
+from onebit.records.recipe import stages_for
+from onebit.records.record import SCHEMA, CorruptRecordError, RunRecord, read_record
+from onebit.tracking.loggers import NOT_OPTIONS, metrics_from_summary
 
 WANDB_STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
 METRIC_PREFIXES = ("train/", "val/", "test/")
@@ -69,10 +73,6 @@ def _started(run) -> float | None:
 
 def _recipe(config: dict) -> list[tuple[str, str]]:
     """(stage name, model kind) of the config's recipe, in order (``onebit.stages.stages_for``)."""
-    from omegaconf import OmegaConf
-
-    from onebit.stages import stages_for
-
     return [(s.name, s.model) for s in stages_for(OmegaConf.create(config))]
 
 

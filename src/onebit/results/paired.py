@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from onebit.identity import cell_items
-from onebit.records import RunRecord
+from onebit.records.identity import cell_items
+from onebit.records.record import RunRecord
 from onebit.results.cells import metric, option_value, seed
 
 # the config keys (dotted prefixes) that an option compared by a conclusion sets

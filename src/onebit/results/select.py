@@ -13,7 +13,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from onebit.records import RunRecord
+from onebit.records.record import RunRecord
 from onebit.results.cells import Placements, dedupe, describe, split_mixed
 from onebit.results.load import NoRunsError
 

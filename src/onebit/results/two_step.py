@@ -17,10 +17,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from onebit.identity import cell_items
-from onebit.records import RunRecord
+from onebit.records.identity import cell_items
+from onebit.records.record import RunRecord
 from onebit.results import paired
-from onebit.results.cells import format_cell, recipe_name as recipe, summarize
+from onebit.results.cells import format_cell, summarize
+from onebit.results.cells import recipe_name as recipe
 from onebit.results.load import NoRunsError
 from onebit.results.select import Selection, Table, paper_tables
 

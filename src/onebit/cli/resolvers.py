@@ -1,0 +1,22 @@
+"""Hydra resolvers onebit's config uses, registered once before composing."""
+
+from __future__ import annotations
+
+import uuid
+
+from omegaconf import OmegaConf
+
+from onebit.cli import usage
+from onebit.core.paths import ROOT
+
+
+def register_resolvers() -> None:
+    """``${onebit_uid:}``: a random 6-hex suffix, resolved once per config, for collision-free output dirs;
+    ``${onebit_root:}``: the repository; ``${onebit_help:part}``: the generated parts of ``--help``
+    (conf/hydra/help/onebit.yaml, ``onebit.cli.usage``)."""
+    if not OmegaConf.has_resolver("onebit_uid"):
+        OmegaConf.register_new_resolver("onebit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("onebit_root"):
+        OmegaConf.register_new_resolver("onebit_root", lambda: str(ROOT))
+    if not OmegaConf.has_resolver("onebit_help"):
+        OmegaConf.register_new_resolver("onebit_help", lambda part, *, _root_: usage.text(part, _root_))

@@ -1,0 +1,128 @@
+"""The facts that the command line, the checks, the record, the loggers, the tables and the plots all read,
+each written once here.
+
+- **Option groups** (:data:`GROUPS`): every config group (a folder of ``conf/``; ``sweeps/`` for ``sweeps``),
+  its one-line description (``--help``), and its role: whether the chosen option is recorded as a table axis
+  (``recorded``), applies only to binary models (``binary_only``: refused for, and recorded as ``None`` on, a
+  real-valued model), overlays other groups' values (``overlay``: ``experiment=``, ``sweeps=``...; a global
+  package) or becomes a W&B tag (``tag``). The options of a group are its YAML files (:func:`options`).
+- **Stage names** (:data:`STAGES`) and the model kinds a stage trains (:data:`MODEL_KINDS`).
+- **Metric names** (:data:`TEST_TOP1` ...; :data:`METRICS`, the accuracies tables and figures show in percent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from onebit.core.paths import CONF_DIR, SWEEPS_DIR
+
+
+@dataclass(frozen=True)
+class Group:
+    """One config group and its role (see the module docstring)."""
+
+    description: str
+    recorded: bool = False
+    binary_only: bool = False
+    overlay: bool = False
+    tag: bool = False
+    global_package: bool = False  # its files are ``# @package _global_`` (every overlay is)
+
+    def __post_init__(self):
+        if self.overlay:
+            object.__setattr__(self, "global_package", True)
+
+
+GROUPS: dict[str, Group] = {
+    "data": Group("the data set (digits is built in and offline; the others read data.root)", recorded=True, tag=True),
+    "model": Group("the network: Bi-Real / Res / Plain ResNets, BinaryDenseNet, FTBNN, or a real-valued torchvision "
+                   "ResNet", recorded=True, tag=True),
+    "sign": Group("the activation binarizer: forward sign(x), and the backward approximation that names it",
+                  recorded=True, binary_only=True, tag=True),
+    "weight": Group("the weight binarizer and its scaling (plain sign, XNOR, Bi-Real's magnitude-aware)",
+                    recorded=True, binary_only=True, tag=True),
+    "pretrain": Group("the activation of the real-valued twin pretrained first and handed to the binary net, or none",
+                      recorded=True, binary_only=True, tag=True),
+    "recipe": Group("the binary steps between pretraining and bn_retrain: one_step, or two_step (activations first)",
+                    recorded=True, binary_only=True, tag=True),
+    "protocol": Group("a paper's optimizer, schedule and loss, over the chosen model and data (Bi-Real Table 1)",
+                      recorded=True, overlay=True, tag=True),
+    "optimizer": Group("the optimizer, with weight decay per parameter role", recorded=True),
+    "scheduler": Group("the learning-rate schedule of each stage", recorded=True),
+    "trainer": Group("the Lightning Trainer; any Trainer argument is accepted as trainer.<argument>=value",
+                     recorded=True),
+    "logger": Group("where metrics go besides the local record: W&B (offline by default), CSV, or none"),
+    "launcher": Group("how a multirun (-m) starts its jobs: in turn, in parallel (joblib), or through submitit / SLURM",
+                      global_package=True),
+    "experiment": Group("a paper's whole recipe (model, data, optimizer, schedule, epochs)", recorded=True,
+                        overlay=True, tag=True),
+    "sweeps": Group("the axes of one paper table, run with -m: python src/train.py -m sweeps=<name>", overlay=True),
+    "hparams_search": Group("an Optuna search over hyperparameters, run with -m (pip install -e '.[optuna]')",
+                            overlay=True),
+    "debug": Group("short smoke runs that check the code runs; marked as smoke and never counted in tables",
+                   overlay=True),
+}
+# groups that set values of other groups: a global package, applied after the groups they override
+OVERLAYS = tuple(g for g, spec in GROUPS.items() if spec.overlay)
+# groups whose files are a global package (keys under them are not the group's own)
+GLOBAL_GROUPS = tuple(g for g, spec in GROUPS.items() if spec.global_package)
+# the options recorded for every run (the axes of the papers' tables)
+OPTION_GROUPS = tuple(g for g, spec in GROUPS.items() if spec.recorded)
+# groups that do not apply to a real-valued model (refused when chosen, recorded as None)
+BINARY_ONLY = tuple(g for g, spec in GROUPS.items() if spec.binary_only)
+# the options that become W&B tags ``<option>=<value>`` when set (with two derived ablation keys)
+TAG_OPTIONS = (*(g for g, spec in GROUPS.items() if spec.tag), "shortcut", "sign_t")
+# the model classes that are real-valued (one stage, ``real``; no sign / weight / pretrain / recipe)
+REAL_MODELS = ("onebit.nn.models.TorchvisionResNet",)
+
+
+def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """The options of a config group: its YAML files (``sweeps`` lives in ``sweeps/``, next to ``conf/``)."""
+    folder = SWEEPS_DIR if group == "sweeps" else conf_dir / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def parent_option(group: str, option: str, conf_dir: Path = CONF_DIR) -> str | None:
+    """The same-group option that ``conf/<group>/<option>.yaml`` extends (plain18 -> bireal18), if any: the
+    first plain entry of its defaults list."""
+    path = conf_dir / group / f"{option}.yaml"
+    if not path.is_file():
+        return None
+    defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []
+    parents = [d for d in defaults if isinstance(d, str) and d != "_self_"]
+    return parents[0] if parents else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Stages: the names a recipe's stages have (records, checkpoints, W&B job_type) and the models they train
+# ----------------------------------------------------------------------------------------------------------
+
+PRETRAIN, BINARY, BINARY_ACTIVATIONS, BN_RETRAIN, REAL = "pretrain", "binary", "binary_activations", "bn_retrain", "real"
+STAGES = (PRETRAIN, BINARY_ACTIVATIONS, BINARY, BN_RETRAIN, REAL)
+# kind -> (activation component, weight component), as config paths (None: a real-valued component)
+MODEL_KINDS = {
+    "twin": ("pretrain.activation", None),  # Bi-Real 4.1: the real-valued net that initialises the binary one
+    "binary_activations": ("sign", None),   # binary activations, real weights (step 1 of the two-step scheme)
+    "binary": ("sign", "weight"),           # binary activations and weights
+    "real": (None, None),                   # a real-valued model (torchvision's ResNets)
+}
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics: the names a stage logs and records
+# ----------------------------------------------------------------------------------------------------------
+
+TEST_TOP1, TEST_TOP5 = "test/top1", "test/top5"
+VAL_TOP1, VAL_TOP5, VAL_LOSS, VAL_TOP1_BEST = "val/top1", "val/top5", "val/loss", "val/top1_best"
+TRAIN_TOP1, TRAIN_LOSS = "train/top1", "train/loss"
+# the metric tables report by default: top-1 of the final weights on the held-out test split
+DEFAULT_METRIC = TEST_TOP1
+# the accuracies: a cell, a table and a figure show them in percent (x 100), every other metric as recorded
+METRICS = (TEST_TOP1, TEST_TOP5, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5, TRAIN_TOP1)
+
+
+def is_real_model(cfg) -> bool:
+    """Whether a config's model is real-valued (:data:`REAL_MODELS`): one ``real`` stage, no binary-only group."""
+    return cfg.model.get("_target_") in REAL_MODELS

@@ -1,0 +1,168 @@
+"""Checks of the composed config: every bad value stops the job before any training, with one line that names the
+value and the valid choices.
+
+- ``onebit.cli.preflight`` checks the command line before Hydra composes anything.
+- :func:`check` validates the composed config's values; :func:`check_training` builds the optimizer, the schedule
+  and the Trainer once, so that what they refuse stops the job before any record, with its real cause.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from onebit.core.errors import ConfigError, cause_line
+from onebit.core.registry import BINARY_ONLY, is_real_model, options, parent_option
+from onebit.nn.optim import ROLE_DECAY_KEYS
+from onebit.nn.speed import check_speed_options
+from onebit.tracking.loggers import check_logger
+
+
+def _positive_int(key: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key}={value!r} is invalid: must be a positive integer")
+
+
+def _nonneg_float(key: str, value, positive: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > 0 if positive else value >= 0)
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: must be a {'positive' if positive else 'non-negative'} "
+                          "finite number")
+
+
+def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
+    """Validate values of the composed config. ``explicit_groups``: groups the user chose on the command line."""
+    _positive_int("epochs", cfg.epochs)
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be a non-negative integer")
+    if not isinstance(cfg.shortcut, bool):
+        raise ConfigError(f"shortcut={cfg.shortcut!r} is invalid: choose one of true, false")
+    if not isinstance(cfg.bn_retrain, bool):
+        raise ConfigError(f"bn_retrain={cfg.bn_retrain!r} is invalid: choose one of true, false")
+    if not isinstance(cfg.study, str) or not re.fullmatch(r"[\w.-]+", cfg.study):
+        raise ConfigError(f"study={cfg.study!r} is invalid: use letters, digits, '_', '-', '.'")
+    if cfg.get("threads") is not None:
+        _positive_int("threads", cfg.threads)
+    if not isinstance(cfg.get("resume", True), bool):
+        raise ConfigError(f"resume={cfg.resume!r} is invalid: choose one of true, false")
+    try:
+        check_speed_options(cfg.get("channels_last", False), cfg.get("compile", False))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    opt = cfg.optimizer
+    _nonneg_float("optimizer.lr", opt.lr, positive=True)
+    for key in ("weight_decay", "binary_weight_decay", "bn_weight_decay"):
+        _nonneg_float(f"optimizer.{key}", opt[key])
+    if opt.latent_weight_clip is not None:
+        _nonneg_float("optimizer.latent_weight_clip", opt.latent_weight_clip, positive=True)
+    _check_lists(cfg)
+    _nonneg_float("label_smoothing", cfg.label_smoothing)
+    if cfg.label_smoothing >= 1:
+        raise ConfigError(f"label_smoothing={cfg.label_smoothing!r} is invalid: must be in [0, 1)")
+    check_logger(cfg)  # the `_target_` logger class, its arguments and package, W&B's mode
+    _check_shortcut(cfg, explicit_groups)
+    if is_real_model(cfg):
+        chosen = sorted(explicit_groups & set(BINARY_ONLY))
+        if chosen:
+            raise ConfigError(
+                f"{chosen[0]}={_choice_name(cfg, chosen[0])} does not apply to model={_model_name(cfg)}, a real-valued "
+                f"model; drop the {'/'.join(chosen)} option or choose a binary model: "
+                + ", ".join(o for o in options('model') if not o.startswith('resnet')))
+        if cfg.bn_retrain:
+            raise ConfigError(f"bn_retrain=true does not apply to model={_model_name(cfg)}, a real-valued model")
+    elif cfg.pretrain.name != "none":
+        _positive_int("pretrain.epochs", cfg.pretrain.epochs)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_lists(cfg: DictConfig) -> None:
+    """List values: Adam's ``betas`` (two numbers in [0, 1)) and the step schedule's ``milestones`` (numbers)."""
+    betas = cfg.optimizer.get("betas")
+    if "betas" in cfg.optimizer:
+        value = OmegaConf.to_object(betas) if OmegaConf.is_config(betas) else betas
+        if not (isinstance(value, list) and len(value) == 2 and all(_number(b) and 0 <= b < 1 for b in value)):
+            raise ConfigError(f"optimizer.betas={value!r} is invalid: {_target_name(cfg.optimizer)} needs two "
+                              "numbers in [0, 1), e.g. [0.9, 0.999]")
+    if "milestones" in cfg.scheduler:
+        m = cfg.scheduler.milestones
+        value = OmegaConf.to_object(m) if OmegaConf.is_config(m) else m
+        if not (isinstance(value, list) and all(_number(x) and x > 0 for x in value)):
+            raise ConfigError(f"scheduler.milestones={value!r} is invalid: the step schedule needs a list of "
+                              "positive numbers (epochs, or fractions of the stage if < 1), e.g. [0.5, 0.75]")
+
+
+def _target_name(node: DictConfig) -> str:
+    return str(node.get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+def _check_shortcut(cfg: DictConfig, explicit: set[str]) -> None:
+    """An explicit ``shortcut=`` must reach the model: refused for a model that pins ``model.shortcut`` to
+    another value (``model=plain18 shortcut=true``) or has no ``shortcut`` at all (torchvision's ResNets)."""
+    if "shortcut" not in explicit:
+        return
+    given = str(cfg.shortcut).lower()
+    if "shortcut" not in cfg.model:
+        raise ConfigError(f"shortcut={given} does not apply to model={_model_name(cfg)} (it has no "
+                          "model.shortcut option); drop shortcut")
+    if cfg.model._get_node("shortcut")._is_interpolation() or cfg.model.shortcut == cfg.shortcut:
+        return
+    pinned = str(cfg.model.shortcut).lower()
+    name = _model_name(cfg)
+    what = "it has no shortcuts" if cfg.model.shortcut is False else f"its model.shortcut is {pinned}"
+    parent = parent_option("model", name)
+    use = f"use model={parent} shortcut={given}, or " if parent else ""
+    raise ConfigError(f"shortcut={given} contradicts model={name} ({what}); {use}drop shortcut")
+
+
+def check_training(cfg: DictConfig) -> None:
+    """The optimizer, the schedule and the Lightning Trainer, built once from the config before any record
+    exists (cheap: one dummy parameter, a Trainer that never fits), so that a value they refuse stops the job
+    with its real cause in one line instead of failing inside training."""
+    opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    for key in (*ROLE_DECAY_KEYS.values(), "latent_weight_clip"):
+        opt.pop(key, None)
+    try:
+        optimizer = instantiate(opt)([torch.nn.Parameter(torch.zeros(1))])
+    except Exception as e:
+        raise ConfigError(f"optimizer={_choice_name(cfg, 'optimizer')} is refused by "
+                          f"{opt.get('_target_')}: {cause_line(e)}") from e
+    try:
+        instantiate(cfg.scheduler)(optimizer, cfg.epochs)
+    except Exception as e:
+        raise ConfigError(f"scheduler={_choice_name(cfg, 'scheduler')} is refused by "
+                          f"{cfg.scheduler.get('_target_')}: {cause_line(e)}") from e
+    try:
+        instantiate(cfg.trainer, max_epochs=1, logger=False)
+    except Exception as e:
+        accelerator = cfg.trainer.get("accelerator")
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator!r} needs a GPU, but torch sees none ({cause_line(e)}; "
+                f"torch.cuda.is_available() is False, torch {torch.__version__} built for CUDA {torch.version.cuda}"
+                f", CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
+                "use trainer=cpu") from e
+        raise ConfigError(f"trainer={_choice_name(cfg, 'trainer')} is refused by pytorch_lightning.Trainer: "
+                          f"{cause_line(e)}") from e
+
+
+def _choice_name(cfg: DictConfig, group: str) -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().runtime.choices.get(group))
+    except Exception:  # not under Hydra
+        return "<set>"
+
+
+def _model_name(cfg: DictConfig) -> str:
+    name = _choice_name(cfg, "model")
+    return name if name != "<set>" else f"depth-{cfg.model.get('depth')} {cfg.model._target_}"
