@@ -41,9 +41,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from onebit.core.registry import DEFAULT_METRIC, METRICS  # noqa: E402
 from onebit.records.record import RunRecord  # noqa: E402
 from onebit.results.bireal import CONCLUSIONS  # noqa: E402
-from onebit.results.cells import METRICS, common_options, group_cells, label_items, label_keys  # noqa: E402
+from onebit.results.cells import common_options, group_cells, label_items, label_keys  # noqa: E402
 from onebit.results.figures import (  # noqa: E402,F401
     BANDS,
     CURVE_METRICS,
@@ -263,7 +264,7 @@ def plot_ablation(records: Sequence[RunRecord], path: Path | str, stage: str = F
     return save_figure(ablation_figure(records, stage, **kw), path)
 
 
-def ablation_figure(records: Sequence[RunRecord], stage: str = FINAL, metric: str = "test/top1",
+def ablation_figure(records: Sequence[RunRecord], stage: str = FINAL, metric: str = DEFAULT_METRIC,
                     by: str = "structure", color: str = "sign", scope: str | None = None, notes: Sequence[str] = ()):
     """Bar chart of a final metric per cell (default: ``test/top1`` of each run's final stage, the tables' cell),
     the mean over seeds with ±1 std error bars (ddof=1): the tables' numbers, from the same
@@ -580,7 +581,7 @@ def plot_conclusion(name: str, parts, path: Path | str, **kw) -> Path:
     return save_figure(conclusion_figure(name, parts, **kw), path)
 
 
-def conclusion_figure(name: str, parts, metric: str = "test/top1", scope: str | None = None,
+def conclusion_figure(name: str, parts, metric: str = DEFAULT_METRIC, scope: str | None = None,
                       notes: Sequence[str] = ()):
     """One of Bi-Real Table 1's conclusions (section 4.2, e.g. "shortcut > none") in our runs: per part of the runs
     (one row per protocol, split as the tables), each paired difference d_i = 100 (m_better - m_worse) of two runs
@@ -760,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     curves = _Parser(add_help=False)
     curves.add_argument("--band", default="minmax", choices=BANDS, help="shaded band: min-max or ±1 std")
     met = _Parser(add_help=False)
-    met.add_argument("--metric", default="test/top1", help="metric of the bars and of the paired differences")
+    met.add_argument("--metric", default=DEFAULT_METRIC, help="metric of the bars and of the paired differences")
     abl = _Parser(add_help=False)
     abl.add_argument("--by", default="structure", help="option whose values group the bars")
     abl.add_argument("--color", default="sign", help="option whose values colour the bars")

@@ -1,3 +1,4 @@
+
 """Print the papers' tables filled with your own numbers.
 
     python analysis/tables.py                            # every table the records under outputs/ have data for
@@ -46,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from onebit.core.registry import DEFAULT_METRIC, METRICS
 
 FORMATS = ("text", "markdown", "csv", "latex")
 SUFFIX = {"text": "txt", "markdown": "md", "csv": "csv", "latex": "tex"}
@@ -422,7 +425,6 @@ TABLES = {"all": cmd_all, "table1": cmd_table1, "two_step": cmd_two_step, "bethg
 
 
 def main(argv=None) -> int:
-    from onebit.results.cells import METRICS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("table", nargs="?", default="all", choices=list(TABLES), help="which table(s) to build")
@@ -436,7 +438,7 @@ def main(argv=None) -> int:
     parser.add_argument("--all-studies", action="store_true", help="mix every study in one table (the title says so)")
     parser.add_argument("--include-smoke", action="store_true",
                         help="include smoke runs (cut short by a Trainer limit; the title says so)")
-    parser.add_argument("--metric", default="test/top1", choices=list(METRICS))
+    parser.add_argument("--metric", default=DEFAULT_METRIC, choices=list(METRICS))
     parser.add_argument("--format", default="text", choices=FORMATS)
     parser.add_argument("--out", type=Path, default=None, help="write files into this directory")
     parser.add_argument("--measured", nargs="+", metavar="RUN",

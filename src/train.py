@@ -1,68 +1,13 @@
-"""onebit's entry point.
+"""onebit's entry point: ``python src/train.py [overrides]`` (the same as ``onebit-train``; see
+``onebit.cli.train``).
 
     python src/train.py                                        # Bi-Real-18 on digits: clip pretraining -> binary
     python src/train.py -m sign=approx,ste shortcut=true,false # a Hydra multirun: 4 jobs, one record each
-
-Compose the config (conf/train.yaml), run the job (onebit.jobs: its recipe of stages, onebit.stages), print a short
-summary. A bad option or value stops the job before any training with one line naming it; in a multirun a failed job is
-recorded and the sweep goes on, ending with a summary and a non-zero exit if any job failed.
 """
 
-from __future__ import annotations
-
-import os
 import sys
-from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from onebit.cli import preflight as P
-from onebit.cli.resolvers import register_resolvers
-from onebit.core.errors import ConfigError, error_line
-
-register_resolvers()
-
-
-@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="train")
-def main(cfg: DictConfig):
-    # after Hydra set up logging: Lightning then logs through its handlers
-    from onebit.core.dist import global_rank
-    from onebit.tracking import progress
-    from onebit.training import jobs
-
-    progress.quiet()
-    hc = HydraConfig.get()
-    if cfg.get("print_config") and global_rank() == 0:
-        text = progress.config_yaml(cfg, dict(hc.runtime.choices))
-        print(text, flush=True)
-        progress.info_to_file("composed config:\n%s", text)
-    explicit = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
-    try:
-        outcome = jobs.run(cfg, Path(hc.runtime.output_dir), explicit)
-    except Exception as e:
-        print(error_line(e), file=sys.stderr)
-        if jobs.is_multirun():
-            return None  # recorded as failed; the sweep goes on and SweepSummary reports it
-        sys.exit(2 if isinstance(e, ConfigError) else 1)
-    if outcome is None:  # a DDP helper rank: rank zero reports
-        return None
-    record, action = outcome
-    if action == "skipped":
-        print("onebit: skipped: this job finished before (set resume=false to run it again)")
-    print("\n".join(jobs.summary_lines(record)))
-    # a sweeper's objective (hydra/sweeper=optuna, conf/hparams_search/): the final stage's best val top-1, never a
-    # test metric; None for a failed job (Optuna marks the trial failed and goes on)
-    return record.final_stage.metrics.get("val/top1_best")
+from onebit.cli.train import main
 
 if __name__ == "__main__":
-    # a onebit process owns its W&B service: one inherited from a parent process (WANDB_SERVICE) would outlive a
-    # killed job and keep its W&B run ids "in use", so that the resumed job could not log to them
-    os.environ.pop("WANDB_SERVICE", None)
-    try:  # bad input: one line before Hydra; valid Trainer arguments the config lacks become ++trainer.X=v
-        sys.argv[1:] = P.preflight(sys.argv[1:])
-    except ConfigError as e:
-        print(error_line(e), file=sys.stderr)
-        sys.exit(2)
-    main()
+    sys.exit(main())

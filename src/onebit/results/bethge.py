@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from onebit import paper
+from onebit.core.registry import DEFAULT_METRIC
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
 from onebit.results import paired
@@ -59,7 +60,7 @@ def _paper_column(metric: str) -> str:
     return "top5" if metric.endswith("top5") else "top1"
 
 
-def cells(records: Sequence[RunRecord], metric: str = "test/top1") -> dict[tuple, CellSummary]:
+def cells(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> dict[tuple, CellSummary]:
     """{position: cell} over seeds, from each run's final stage."""
     at: dict[tuple, list] = {}
     for rec in records:
@@ -68,7 +69,7 @@ def cells(records: Sequence[RunRecord], metric: str = "test/top1") -> dict[tuple
     return {pos: summarize(recs, metric) for pos, recs in at.items()}
 
 
-def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Tables 2-3 in the paper's layout (all 8 rows; a position without runs says ``missing``)."""
     found = cells(records, metric)
     if not found:
@@ -96,7 +97,7 @@ def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Per dataset and finding: the mean paired difference (points) between runs identical except for one
     option (same seed; ``onebit.results.paired``), its SE over pairs and the verdict ("scaling hurts" and
     "full-precision downsample helps" hold when the mean is > 0; "ApproxSign ~ STE" when |mean| <= 2 SE);
@@ -133,7 +134,7 @@ def placements(rec: RunRecord):
         yield pos, cell_items(rec.config)
 
 
-def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
+def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     """The table and its findings for one selection, split so that no position mixes cells; [] when the
     selection has no runs of the ablation. The findings table is left out while no run has finished."""
     return paper_tables(sel, [r for r in sel.records if position(r) is not None], placements, NAME, (TITLE, CONCLUSIONS_TITLE),

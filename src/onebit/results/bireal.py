@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from onebit import paper
+from onebit.core.registry import DEFAULT_METRIC
 from onebit.records.identity import LATER_STAGE_KEYS, cell_items
 from onebit.records.record import RunRecord
 from onebit.results import paired
@@ -93,7 +94,7 @@ def in_table(rec: RunRecord) -> bool:
     return position(rec) is not None or real_position(rec) is not None
 
 
-def cells(records: Sequence[RunRecord], metric: str = "test/top1") -> dict[tuple, CellSummary]:
+def cells(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> dict[tuple, CellSummary]:
     """{position: cell}: binary cells from each run's final stage, real-valued cells from the ``pretrain``
     stages, one per pretrained twin (runs that share a ``cache.key`` count once, its finished copy first)."""
     binary: dict[tuple, list] = {}
@@ -112,7 +113,7 @@ def cells(records: Sequence[RunRecord], metric: str = "test/top1") -> dict[tuple
     return out
 
 
-def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Table 1 in the paper's layout (rows without any run are not printed; a position without runs in a
     printed row says ``missing``, or ``not in design`` when the runs are a one-factor-at-a-time design), with the
     paper's top-1 beside each of our columns."""
@@ -138,7 +139,7 @@ def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def conclusion_rows(records: Sequence[RunRecord], metric: str = "test/top1") -> list[tuple[dict, list[paired.Pair]]]:
+def conclusion_rows(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> list[tuple[dict, list[paired.Pair]]]:
     """Per conclusion of the paper: its row of :func:`conclusions` and the pairs behind it (binary Table 1 runs
     identical except for that option, same seed: ``onebit.results.paired.pairs``), for the table and its figures.
     The row: the mean paired difference (points), its SE over pairs (``onebit.results.paired.mean_se``), the
@@ -167,7 +168,7 @@ def conclusion_rows(records: Sequence[RunRecord], metric: str = "test/top1") -> 
     return out
 
 
-def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """The conclusions table: one row per conclusion of the paper (:func:`conclusion_rows`)."""
     return pd.DataFrame([row for row, _ in conclusion_rows(records, metric)])
 
@@ -231,7 +232,7 @@ def about(records: Sequence[RunRecord]) -> tuple[str, list[str]]:
     return "; " + "; ".join(parts), notes
 
 
-def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
+def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     """Table 1 and its conclusions for one selection, split so that no position mixes cells; [] when the
     selection has no Table 1 runs. Each part's titles name its protocol and, for a one-factor-at-a-time design,
     its base."""

@@ -19,12 +19,11 @@ from typing import Any, Callable, Hashable, Iterable, Sequence
 
 import numpy as np
 
+from onebit.core.registry import METRICS
 from onebit.records.identity import SEED_KEYS, cell_items, cell_key, digest, flatten
 from onebit.records.record import RunRecord
 
 ABSENT = "<absent>"
-# the accuracies: a cell, a table and a figure show them in percent (x 100), every other metric as recorded
-METRICS = ("test/top1", "test/top5", "val/top1", "val/top1_best", "val/top5", "train/top1")
 # the order in which keys are tried when naming cells (first ones that tell cells apart win)
 LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "shortcut", "sign_t", "data",
                "optimizer", "scheduler", "epochs", "bn_retrain", "experiment", "trainer", "study")

@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from onebit.core.registry import DEFAULT_METRIC
 from onebit.records.identity import cell_items
 from onebit.records.layout import LAST, stage_dir
 from onebit.records.record import RunRecord
@@ -169,7 +170,7 @@ def curve_data(records: Sequence[RunRecord], stage: str = "binary", metrics: Seq
 # ----------------------------------------------------------------------------------------------------------
 
 
-def ablation_data(records: Sequence[RunRecord], stage: str = FINAL, metric: str = "test/top1",
+def ablation_data(records: Sequence[RunRecord], stage: str = FINAL, metric: str = DEFAULT_METRIC,
                   by: str = "structure", color: str = "sign") -> pd.DataFrame:
     """One row per cell: the ``by`` and ``color`` option values, ``label`` (the other keys that tell cells
     apart) and ``cell``, the tables' :class:`onebit.results.cells.CellSummary` of the cell's runs
@@ -216,7 +217,7 @@ def part_label(part: Part) -> str:
                                    bireal.protocol_label(part.records)]))
 
 
-def conclusion_data(sel: Selection, metric: str = "test/top1") -> dict[str, list[ConclusionPart]]:
+def conclusion_data(sel: Selection, metric: str = DEFAULT_METRIC) -> dict[str, list[ConclusionPart]]:
     """Per conclusion of Bi-Real Table 1 (``bireal.CONCLUSIONS``), per part of the selection's Table 1 runs (split
     as the tables are: ``onebit.results.select.split_parts``), the pairs and the conclusions table's row
     (``bireal.conclusion_rows``); conclusions without a single pair are left out, {} without Table 1 runs."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from onebit.core.registry import DEFAULT_METRIC
 from onebit.results.cells import group_cells, label_items, label_keys, summarize
 from onebit.results.select import Selection, Table, table_name
 
 TITLE = "{label}: one row per cell ({metric}, %; mean ± std over seeds (n))"
 
 
-def table(records, metric: str = "test/top1") -> pd.DataFrame:
+def table(records, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """One row per cell: the label keys (:func:`onebit.results.cells.label_keys`; ``model`` when a single cell)
     and the cell's text; rows sorted by their labels."""
     cells = group_cells(records)
@@ -23,7 +24,7 @@ def table(records, metric: str = "test/top1") -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(keys, key=lambda s: s.map(str)).reset_index(drop=True)
 
 
-def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
+def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     if not sel.records:
         return []
     return [Table(table_name("study", sel, home=()) if sel.study is None else f"study_{sel.study}",

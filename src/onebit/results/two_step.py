@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from onebit.core.registry import DEFAULT_METRIC
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
 from onebit.results import paired
@@ -46,7 +47,7 @@ def placements(rec: RunRecord):
         yield pos, cell_items(rec.config)
 
 
-def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     found: dict[tuple, list] = {}
     for rec in records:
         if (pos := position(rec)) is not None:
@@ -64,7 +65,7 @@ def table(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.DataFrame:
+def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Per model: the paired difference two-step - one-step (``onebit.results.paired``)."""
     by_model: dict = {}
     for rec in records:
@@ -79,7 +80,7 @@ def conclusions(records: Sequence[RunRecord], metric: str = "test/top1") -> pd.D
     return pd.DataFrame(rows)
 
 
-def tables(sel: Selection, metric: str = "test/top1") -> list[Table]:
+def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     """The two-step table and its paired differences, when the selection has two-step runs; else []."""
     records = [r for r in sel.records if position(r) is not None]
     if not any(recipe(r) == "two_step" for r in records):
