@@ -1,6 +1,6 @@
 """The generated parts of ``python src/train.py --help`` (Hydra's app help, conf/hydra/help/onebit.yaml).
 
-Nothing here is a second copy of a fact: the groups and their one-line descriptions are :data:`onebit.config.GROUPS`,
+Nothing here is a second copy of a fact: the groups and their one-line descriptions are :data:`onebit.core.registry.GROUPS`,
 each group's options are the files of its folder (conf/<group>/, sweeps/ for ``sweeps``), the plain settings and
 their descriptions are the top-level keys of conf/train.yaml with their comments, Hydra's launchers and sweepers
 are what its ConfigStore holds (the installed plugins and onebit's own). The help template calls
@@ -53,7 +53,8 @@ def _entry(name: str, description: str, rest: str = "", width: int = NAME_WIDTH)
 def groups(root: DictConfig, chosen: dict) -> str:
     """Every group of :data:`GROUPS`, its description and its options; the current choice in brackets."""
     lines = ["== Configuration groups ==  choose one option per group: group=option  ([option]: the current choice)"]
-    for group, description in GROUPS.items():
+    for group, spec in GROUPS.items():
+        description = spec.description
         names = [f"[{o}]" if o == chosen.get(group) else o for o in options(group)]
         lines += _entry(group, description, ", ".join(names))
     return "\n".join(lines)

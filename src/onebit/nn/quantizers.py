@@ -22,7 +22,10 @@ weight used in the forward pass: ``PlainSign`` (Bi-Real Eq. 4), ``MagnitudeAware
 Real-valued activations for pretraining the real-valued twin: ``ReLU``, ``Clip`` (hardtanh), ``LeakyClip``.
 
 To add a sign approximation, subclass :class:`SignApproximation`, implement ``derivative(x)`` and add a
-YAML file ``conf/sign/<name>.yaml`` with its ``_target_`` (see the README).
+YAML file ``conf/sign/<name>.yaml`` with its ``_target_`` (docs/ablations.md; tests/test_architecture.py adds one).
+
+Over 400 lines on purpose: the file is the catalogue of components (larq's quantizers.py), one small class per
+paper idea, each with its equation; splitting it would separate the shared autograd helpers from their users.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from onebit import __version__
 from onebit.core.files import atomic_write_json
 from onebit.records.identity import smoke_reasons
 
@@ -69,6 +70,23 @@ def _cache(v) -> bool:
 
 _is_str, _is_int = (lambda v: isinstance(v, str)), (lambda v: isinstance(v, int) and not isinstance(v, bool))
 _is_dict = lambda v: isinstance(v, dict)  # noqa: E731
+# a field's annotation -> the check of its JSON value (the dataclass is the one list of a record's fields)
+ANNOTATION_CHECKS = {"str": _is_str, "int": _is_int, "float": _number, "dict": _is_dict,
+                     "list": lambda v: isinstance(v, list)}
+
+
+def _types(cls) -> dict[str, Callable[[Any], bool]]:
+    """Every field of a record dataclass -> the check of its value: ``cls.CHECKS`` where a field has one, else
+    its annotation's (``X | None`` accepts null)."""
+    out = {}
+    for f in fields(cls):
+        if f.name in cls.CHECKS:
+            out[f.name] = cls.CHECKS[f.name]
+            continue
+        base, _, none = str(f.type).partition(" | ")
+        check = ANNOTATION_CHECKS[base]
+        out[f.name] = _opt(check) if none == "None" else check
+    return out
 
 
 @dataclass
@@ -93,11 +111,8 @@ class StageRecord:
     wandb: dict | None = None      # {"id", "mode", "project"}
     efficiency: dict | None = None  # the stage model's precision (activations / weights bits) and counts
 
-    TYPES = {"name": _is_str, "model": _is_str, "init": _opt(_is_str), "epochs": _is_int,
-             "status": lambda v: v in STAGE_STATUSES, "metrics": _metrics, "history": _history,
-             "seconds": _opt(_number), "fit_seconds": _opt(_number), "test_seconds": _opt(_number),
-             "resumed_from": _opt(_is_str), "transfer": _opt(_is_dict), "cache": _cache,
-             "wandb": _opt(_is_dict), "efficiency": _opt(_is_dict)}
+    # checks beyond the annotation's type (every other field is checked by its annotation: :func:`_types`)
+    CHECKS = {"status": lambda v: v in STAGE_STATUSES, "metrics": _metrics, "history": _history, "cache": _cache}
 
     @property
     def finished(self) -> bool:
@@ -128,12 +143,8 @@ class RunRecord:
     schema: int = SCHEMA
     export: dict | None = None   # src/export.py's result (onebit.export.export_run): model.tflite, checks, timings
 
-    TYPES = {"job_key": _is_str, "run_id": _is_str, "study": _is_str, "run_dir": _is_str, "options": _is_dict,
-             "config": _is_dict, "smoke": lambda v: isinstance(v, list) and all(map(_is_str, v)),
-             "status": lambda v: v in RUN_STATUSES, "error": _opt(_is_str), "traceback": _opt(_is_str),
-             "stages": _is_dict, "efficiency": _opt(_is_dict), "timings": _timings, "attempts": _is_int,
-             "versions": _is_dict, "git_commit": _opt(_is_str), "host": _opt(_is_str),
-             "schema": lambda v: v == SCHEMA, "export": _opt(_is_dict)}
+    CHECKS = {"smoke": lambda v: isinstance(v, list) and all(map(_is_str, v)),
+              "status": lambda v: v in RUN_STATUSES, "timings": _timings, "schema": lambda v: v == SCHEMA}
 
     # -- creation and persistence --------------------------------------------------------------------------
     @classmethod
@@ -166,7 +177,7 @@ class RunRecord:
     def update_stage(self, name: str, **values) -> StageRecord:
         st = self.stages[name]
         for k, v in values.items():
-            if k not in StageRecord.TYPES:
+            if k not in STAGE_TYPES:
                 raise AttributeError(f"StageRecord has no field {k!r}")
             setattr(st, k, v)
         self.save()
@@ -206,9 +217,12 @@ class RunRecord:
                 raise CorruptRecordError(f"{source}: stages.{name} is not an object")
             _check(StageRecord, st, f"{source}: stages.{name}")
             # fields older records had and these no longer keep (a stage's ``checkpoints`` summary) are ignored
-            stages[name] = StageRecord(**{k: st[k] for k in StageRecord.TYPES if k in st})
+            stages[name] = StageRecord(**{k: st[k] for k in STAGE_TYPES if k in st})
         known = {f.name for f in fields(cls)}
         return cls(**{**{k: v for k, v in data.items() if k in known}, "stages": stages})
+
+
+STAGE_TYPES = _types(StageRecord)
 
 
 def _check(cls, data: dict, source: str) -> None:
@@ -216,7 +230,7 @@ def _check(cls, data: dict, source: str) -> None:
     for name in required:
         if name not in data:
             raise CorruptRecordError(f"{source}: missing field {name!r}")
-    for name, ok in cls.TYPES.items():
+    for name, ok in _types(cls).items():
         if name in data and not ok(data[name]):
             raise CorruptRecordError(f"{source}: field {name!r} has an invalid value "
                                      f"{_short(data[name])} ({type(data[name]).__name__})")
@@ -355,10 +369,8 @@ def versions() -> dict:
     import pytorch_lightning
     import torch
 
-    import onebit
-
     v = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
-         "pytorch_lightning": pytorch_lightning.__version__, "hydra": hydra.__version__, "onebit": onebit.__version__}
+         "pytorch_lightning": pytorch_lightning.__version__, "hydra": hydra.__version__, "onebit": __version__}
     try:
         import wandb
 

@@ -22,14 +22,17 @@ from onebit.records.record import RunRecord
 from onebit.results import paired
 from onebit.results.cells import CellSummary, format_cell, option_value, summarize
 from onebit.results.load import NoRunsError
+from onebit.results.registry import PaperTable, register
 from onebit.results.select import Selection, Table, paper_tables
 
 NAME = "bethge2018_resnete18"
 # the sweep's study, and the studies of single runs of the two experiment overlays (same recipe, same cells)
 STUDIES = (NAME, "bethge2018_cifar10", "bethge2018_imagenet")
-SCALING = {"plain": "no", "xnor": "yes"}      # weight option -> the paper's "scaling"
-APPROXSIGN = {"approx": "yes", "ste": "no"}   # sign option -> the paper's "ApproxSign"
-DOWNSAMPLES = ("binary", "full_precision")
+# the grid of sweeps/bethge2018_resnete18.yaml (${onebit_axis:bethge,<option>})
+AXES = {"weight": ("plain", "xnor"), "model.downsample": ("binary", "full_precision"), "sign": ("ste", "approx")}
+SCALING = dict(zip(AXES["weight"], ("no", "yes")))      # weight option -> the paper's "scaling"
+APPROXSIGN = dict(zip(AXES["sign"], ("no", "yes")))     # sign option -> the paper's "ApproxSign"
+DOWNSAMPLES = AXES["model.downsample"]
 PAPER_DATA = ("cifar10", "imagenet")          # the datasets of the paper's tables
 DATA_ORDER = ("digits", "cifar10", "cifar100", "imagenet")
 CONCLUSIONS = (
@@ -139,3 +142,11 @@ def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     selection has no runs of the ablation. The findings table is left out while no run has finished."""
     return paper_tables(sel, [r for r in sel.records if position(r) is not None], placements, NAME, (TITLE, CONCLUSIONS_TITLE),
                         table, conclusions, metric, skip_empty_conclusions=True)
+
+
+def in_table(rec: RunRecord) -> bool:
+    return position(rec) is not None
+
+
+TABLE = register(PaperTable("bethge", "Bethge et al. 2018 Tables 2-3", NAME, AXES, tables, in_table, CONCLUSIONS,
+                            studies=STUDIES, order=3))

@@ -31,13 +31,18 @@ from onebit.records.record import RunRecord
 from onebit.results import paired
 from onebit.results.cells import CellSummary, format_cell, recipe_name, seed, summarize
 from onebit.results.load import NoRunsError
+from onebit.results.registry import PaperTable, register
 from onebit.results.select import Selection, Table, paper_tables
 
 NAME = "bireal_table1"
-INITS = ("relu", "clip")
+# the grid of sweeps/bireal_table1.yaml (which reads it: ${onebit_axis:table1,<option>}); each pair is the paper's
+# (original, proposed); the models give the structures (Bi-Real / Res / Plain) at one depth
+AXES = {"pretrain": ("relu", "clip"), "weight": ("plain", "magnitude_aware"), "sign": ("ste", "approx"),
+        "model": ("bireal18", "res18", "plain18")}
+INITS = AXES["pretrain"]
 STRUCTURE_LABEL = {"bireal": "Bi-Real", "res": "Res", "plain": "Plain"}
-WEIGHT_TO_PAPER = {"plain": "original", "magnitude_aware": "proposed"}
-SIGN_TO_PAPER = {"ste": "original", "approx": "proposed"}
+WEIGHT_TO_PAPER = dict(zip(AXES["weight"], ("original", "proposed")))
+SIGN_TO_PAPER = dict(zip(AXES["sign"], ("original", "proposed")))
 ROWS = (("original", "original"), ("original", "proposed"), ("proposed", "original"), ("proposed", "proposed"),
         ("real", "real"))
 CONCLUSIONS = (
@@ -238,3 +243,6 @@ def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     its base."""
     return paper_tables(sel, [r for r in sel.records if in_table(r)], placements, NAME, (TITLE, CONCLUSIONS_TITLE),
                         table, conclusions, metric, about=about)
+
+
+TABLE = register(PaperTable("table1", "Bi-Real Table 1", NAME, AXES, tables, in_table, CONCLUSIONS, order=1))

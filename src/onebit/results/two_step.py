@@ -24,10 +24,12 @@ from onebit.results import paired
 from onebit.results.cells import format_cell, summarize
 from onebit.results.cells import recipe_name as recipe
 from onebit.results.load import NoRunsError
+from onebit.results.registry import PaperTable, register
 from onebit.results.select import Selection, Table, paper_tables
 
 NAME = "bireal_two_step"
-RECIPES = ("one_step", "two_step")
+AXES = {"recipe": ("one_step", "two_step"), "model": ("bireal18", "bireal34", "bireal50")}  # sweeps/bireal_two_step
+RECIPES = AXES["recipe"]
 TITLE = ("Bi-Real two-step scheme vs one-step training, {label} ({metric}, %): mean ± std over seeds (n); two-step "
          "= binary activations with real weights, then fully binary from those weights (ReActNet's step1/step2), "
          "each step its own epochs")
@@ -90,3 +92,7 @@ def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
 
 def in_table(rec: RunRecord) -> bool:
     return position(rec) is not None and recipe(rec) == "two_step"
+
+
+TABLE = register(PaperTable("two_step", "the two-step table", NAME, AXES, tables, in_table,
+                            (("two-step > one-step", "recipe", "two_step", "one_step"),), order=2))

@@ -1,0 +1,116 @@
+"""The house rules, checked: packages import only downward (import-linter's contracts in pyproject.toml), no onebit
+import hidden inside a function to dodge a circle, no module over ~400 lines without a reason at its top, and the
+extension points a newcomer uses (a sign approximation = one class + one YAML file) work from outside the tree."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "onebit"
+MAX_LINES = 400
+# entry points may import the layers below lazily: `--help` and one-line errors must not wait for torch
+LAZY_IMPORTS_ALLOWED = ("cli",)
+
+
+def _modules():
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_import_linter_contracts_hold():
+    from importlinter.cli import lint_imports
+
+    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+
+
+def test_import_linter_would_catch_an_upward_import(tmp_path):
+    """The contract can fail: the same configuration over a copy of the package with one upward import."""
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "src"
+    shutil.copytree(PACKAGE, copy / "onebit", ignore=shutil.ignore_patterns("__pycache__"))
+    files = copy / "onebit" / "core" / "files.py"
+    files.write_text(files.read_text() + "\nfrom onebit.training import jobs  # upward\n")
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
+    r = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+                        "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True))"],
+                       cwd=tmp_path, env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "onebit.core.files -> onebit.training.jobs" in r.stdout, r.stdout[-2000:]
+
+
+def test_no_onebit_import_inside_a_function():
+    """An import placed inside a function to dodge a circle is a sign the code is in the wrong layer."""
+    found = []
+    for path in _modules():
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in LAZY_IMPORTS_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    names = ([a.name for a in inner.names] if isinstance(inner, ast.Import)
+                             else [inner.module or ""] if isinstance(inner, ast.ImportFrom) else [])
+                    if any(n == "onebit" or n.startswith("onebit.") for n in names):
+                        found.append(f"{rel}:{inner.lineno}")
+    assert found == []
+
+
+def test_modules_stay_small_or_say_why():
+    too_long = []
+    for path in _modules():
+        text = path.read_text()
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if text.count("\n") > MAX_LINES and "Over 400 lines" not in doc:
+            too_long.append(f"{path.relative_to(PACKAGE)} ({text.count(chr(10))} lines)")
+    assert too_long == []
+
+
+def test_every_package_says_what_it_is():
+    for init in PACKAGE.rglob("__init__.py"):
+        assert ast.get_docstring(ast.parse(init.read_text())), init
+
+
+SIGN = '''
+"""A sign approximation added from outside the tree: the piecewise-quadratic ApproxSign at half width."""
+import torch
+from onebit.nn.quantizers import SignApproximation
+
+
+class HalfApproxSign(SignApproximation):
+    """g(x) = 4 - 8|x| on |x| < 1/2, else 0 (ApproxSign, Bi-Real Eq. 3, squeezed to [-1/2, 1/2])."""
+
+    def derivative(self, x):
+        return torch.clamp(4 - 8 * x.abs(), min=0)
+'''
+
+
+def test_a_sign_approximation_is_one_class_and_one_yaml_file(tmp_path, monkeypatch):
+    """One class (a module on sys.path) + one YAML file (a config dir on Hydra's search path) = a new option of
+    the ``sign`` group: composed, trained, recorded by name, its gradient the one its class states."""
+    import torch
+
+    from conftest import only_record, run_train
+
+    (tmp_path / "mysigns.py").write_text(textwrap.dedent(SIGN))
+    (tmp_path / "conf" / "sign").mkdir(parents=True)
+    (tmp_path / "conf" / "sign" / "half_approx.yaml").write_text("_target_: mysigns.HalfApproxSign\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mysigns
+
+    x = torch.tensor([-0.6, -0.25, 0.0, 0.25, 0.6], requires_grad=True)
+    mysigns.HalfApproxSign()(x).sum().backward()
+    assert x.grad.tolist() == pytest.approx([0.0, 2.0, 4.0, 2.0, 0.0])
+    r = run_train(["sign=half_approx", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "model.width=4", "epochs=1",
+                   "pretrain=none", "logger=none", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+                   "+trainer.limit_test_batches=1", f"output_root={tmp_path / 'out'}"], env={"PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = only_record(tmp_path / "out")
+    assert rec.options["sign"] == "half_approx" and rec.config["sign"]["_target_"] == "mysigns.HalfApproxSign"
+    assert rec.status == "finished"
