@@ -69,7 +69,7 @@ def bench_decode(repeats: int = 3, n_images: int = 64) -> dict:
     from PIL import features
     from torchvision import datasets
 
-    from onebit import data as D
+    from onebit.data import images as D
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +23,8 @@ register_resolvers()
 # tiny and fast: width-4 models, 1 epoch, 3 train / 2 val / 2 test batches, no W&B
 FAST = ["model.width=4", "epochs=1", "logger=none", "+trainer.limit_train_batches=3",
         "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2"]
+# tiny but not a smoke run (no Trainer limits: full digits epochs), for tests of tables, which leave smoke runs out
+TINY_FULL = ["model.width=4", "epochs=1", "logger=none", "threads=1"]
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -41,11 +43,127 @@ def compose_cfg(overrides: list[str], tmp_path: Path):
     return cfg
 
 
-def run_train(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 600):
-    """Run `python src/train.py args` as a user would; returns the CompletedProcess."""
+class TrainResult:
+    """What a test reads of a run: like subprocess.CompletedProcess (returncode, stdout, stderr, args)."""
+
+    def __init__(self, args, returncode, stdout, stderr):
+        self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
+
+    def __repr__(self):
+        return f"TrainResult(returncode={self.returncode!r}, args={self.args!r})"
+
+
+# what needs a real process: a kill point SIGKILLs the process; a parallel launcher's workers and DDP's ranks are
+# processes of their own (and, in-process, would inherit the test session's state)
+PROCESS_ENV = ("ONEBIT_KILL_AT",)
+PROCESS_ARGS = re.compile(r"^trainer=ddp|^[+~]*trainer\.strategy=ddp")
+LAUNCHER_ARGS = re.compile(r"^(hydra/)?launcher=(?!basic)")  # in a multirun (-m): a launcher's workers
+PROCESSES: list[str] = []  # node ids of tests that started a real process of an entry point (see the hooks below)
+
+
+def needs_process(args: list[str], env: dict | None = None) -> bool:
+    """Whether ``python src/train.py args`` must run as a real process (see PROCESS_ENV, PROCESS_ARGS)."""
+    multirun = "-m" in args or "--multirun" in args
+    return (any(k in (env or {}) for k in PROCESS_ENV) or any(PROCESS_ARGS.search(a) for a in args)
+            or (multirun and any(LAUNCHER_ARGS.search(a) for a in args)))
+
+
+def run_train(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 600,
+              subprocess: bool | None = None):
+    """Run ``python src/train.py args`` as a user would: in this process (``onebit.cli.train.main``, ~1 s instead
+    of the ~10 s a new process spends importing torch and Lightning), or as a real process where a test needs one
+    (:func:`needs_process`, or ``subprocess=True``). Returns an object with returncode, stdout and stderr; ``env``
+    is added to this process's environment for the run (a value of None unsets the variable); Python's warnings
+    are off, as ``PYTHONWARNINGS=ignore`` turns them off in the process."""
+    if subprocess is None:
+        subprocess = needs_process(args, env)
+    if subprocess:
+        return run_process([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=cwd, env=env,
+                           timeout=timeout)
+    return _run_in_process(args, cwd, env)
+
+
+def run_process(cmd: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 600):
+    """A real process (``PYTHONWARNINGS=ignore``, env added; a value of None unsets a variable)."""
+    import subprocess as sp
+
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    if test and test not in PROCESSES:
+        PROCESSES.append(test)
     e = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=cwd, env=e,
-                          capture_output=True, text=True, timeout=timeout)
+    return sp.run(cmd, cwd=cwd, env={k: v for k, v in e.items() if v is not None}, capture_output=True, text=True,
+                  timeout=timeout)
+
+
+def _run_in_process(args: list[str], cwd: Path, env: dict | None):
+    import contextlib
+    import io
+    import logging
+    import random
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from onebit.cli.train import main
+
+    environ, old_cwd, argv = dict(os.environ), os.getcwd(), list(sys.argv)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    root = logging.getLogger()
+    loggers = {name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
+               for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    root_state = (root.level, list(root.handlers))
+    out, err = io.StringIO(), io.StringIO()
+    GlobalHydra.instance().clear()
+    try:
+        for k, v in (env or {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = str(v)
+        os.chdir(cwd)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("ignore")
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # as the process would exit
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()  # to the captured stderr, as a crashing process would
+                code = 1
+    finally:
+        GlobalHydra.instance().clear()
+        os.chdir(old_cwd)
+        sys.argv[:] = argv
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        # logging as before: Hydra configured the root logger (handlers onto the captured stdout, a train.log)
+        for h in root.handlers:
+            if h not in root_state[1]:
+                h.close()
+        root.setLevel(root_state[0])
+        root.handlers[:] = root_state[1]
+        for name, lg in logging.Logger.manager.loggerDict.items():
+            if not isinstance(lg, logging.Logger):
+                continue
+            level, handlers, propagate, disabled = loggers.get(name, (lg.level, [], lg.propagate, lg.disabled))
+            for h in lg.handlers:
+                if h not in handlers and isinstance(h, logging.FileHandler):
+                    h.close()
+            if name in loggers:
+                lg.level, lg.handlers[:], lg.propagate, lg.disabled = level, handlers, propagate, disabled
+            else:
+                lg.handlers[:] = [h for h in lg.handlers if getattr(h, "stream", None) not in (out, err)
+                                  and not isinstance(h, logging.FileHandler)]
+    return TrainResult(list(args), code, out.getvalue(), err.getvalue())
 
 
 def only_record(root: Path):
@@ -54,6 +172,74 @@ def only_record(root: Path):
 
     (path,) = root.rglob("record.json")
     return read_record(path)
+
+
+def image_folder(root: Path, splits=("train", "val"), classes=("cat", "dog"), n: int = 3, size=(30, 40),
+                 ext: str = "png", seed: int = 0) -> Path:
+    """An image tree ``root/<split>/<class>/<i>.<ext>`` (data=folder, data=imagenet) of ``n`` random RGB images per
+    class, each ``size`` = (height, width)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / split / c / f"{i}.{ext}")
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Trained runs, shared by the session: tests that only read a run share one; a test that changes it (trains
+# again into its outputs root, edits its files) works on a copy (copy_run), never on the shared one
+# ----------------------------------------------------------------------------------------------------------
+
+# a full (non-smoke) run whose validation top-1 peaks before its last epoch: deterministic, full digits epochs,
+# a constant learning rate high enough to overshoot (val top-1 per epoch here: ~0.37, 0.65, 0.76, 0.73)
+TRAINED = ["model.width=4", "epochs=4", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1",
+           "optimizer.lr=0.02", "scheduler=constant"]
+
+
+@pytest.fixture(scope="session")
+def train_once(tmp_path_factory):
+    """``train_once(*overrides)``: the record of one run of ``python src/train.py overrides`` (in-process), trained
+    once per session for each distinct list of overrides, under its own outputs root in a session tmp dir."""
+    done: dict[tuple, object] = {}
+
+    def train(*overrides: str):
+        if overrides not in done:
+            root = tmp_path_factory.mktemp("trained")
+            r = run_train([*overrides, f"output_root={root}"])
+            assert r.returncode == 0, r.stderr[-3000:]
+            done[overrides] = only_record(root)
+        return done[overrides]
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def trained_run(train_once):
+    """The shared finished run of TRAINED (read it only; copy_run it to change it)."""
+    rec = train_once(*TRAINED)
+    assert rec.smoke == [] and rec.status == "finished"
+    return rec
+
+
+def copy_run(rec, dest: Path):
+    """A copy of a shared run's whole outputs root (``<output_root>/runs/<date>/<time-uid>``: record, checkpoints,
+    index, job folders) at ``dest``, its JSON files' absolute paths moved there; returns the copy's record."""
+    import shutil
+
+    from onebit.records.record import read_record
+
+    root = Path(rec.run_dir).parents[2]
+    shutil.copytree(root, dest)
+    for path in dest.rglob("*.json"):
+        text = path.read_text()
+        if str(root) in text:
+            path.write_text(text.replace(str(root), str(dest)))
+    return read_record(dest / Path(rec.run_dir).relative_to(root) / "record.json")
 
 
 @pytest.fixture
@@ -82,3 +268,142 @@ def wandb_records(path: Path) -> list:
             record.ParseFromString(buf)
             out.append(record)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tiers: `pytest -m "not slow"` (a few minutes) and `pytest` (everything, what CI runs)
+# ----------------------------------------------------------------------------------------------------------
+
+# a test is slow when it starts a real process (its source, a helper of its module it calls, or a fixture it uses
+# runs one: the import of torch + Lightning alone costs ~10 s per process), when it is marked slow, or when it is
+# one of these, each measured at over ~5 s (pytest --durations) on a 2-core machine
+PROCESS_SOURCE = re.compile(r"\bsubprocess\.(run|Popen|check_output|check_call|call)\b|\bPopen\(|ONEBIT_KILL_AT"
+                            r"|subprocess=True|\brun_process\(")
+DEF = re.compile(r"^\s*(async\s+)?def\s", re.MULTILINE)
+SLOW_TESTS = {
+    # launchers and DDP: real worker processes (run_train starts them as a real process, needs_process)
+    "test_reliability.py::test_joblib_launcher_matches_sequential", "test_reliability.py::test_submitit_local_launcher",
+    "test_reliability.py::test_ddp_two_cpu_processes_one_record",
+    "test_bad_input.py::test_valid_hydra_and_lightning_syntax_end_to_end",
+    # W&B online without a network: waits out W&B's init timeout
+    "test_reliability.py::test_wandb_online_without_network_goes_on_offline",
+    "test_reliability.py::test_wandb_online_without_credentials_never_prompts",
+    # multiruns of several jobs, full digits epochs, profiler, optuna studies
+    "test_reliability.py::test_sweep_is_idempotent_skips_finished_and_retries_failed",
+    "test_hydra_cli.py::test_hydra_flags_pass_through_preflight",
+    "test_hydra_cli.py::test_optuna_search_runs_trials_and_writes_the_best",
+    "test_hydra_cli.py::test_optuna_failed_trial_does_not_stop_the_study",
+    "test_hydra_cli.py::test_debug_runs_are_marked_smoke_and_left_out_of_tables",
+    "test_one_factor.py::test_multirun_runs_the_five_cells_base_first", "test_one_factor.py::test_tables_of_the_multirun",
+    "test_bethge.py::test_tiny_real_multirun_to_table", "test_bethge.py::test_sweep_runs_on_cifar10_files",
+    "test_recipes.py::test_two_step_sweep_and_table",
+    "test_analysis.py::test_tiny_real_multirun_to_table",
+}
+
+
+def _source_starts_process(func, module, seen: set, depth: int = 0) -> bool:
+    import inspect
+
+    func = inspect.unwrap(func)
+    if func in seen:
+        return False
+    seen.add(func)
+    try:
+        src = inspect.getsource(func)
+        m = DEF.search(src)  # the body, without decorators (parameters naming a launcher start nothing)
+        if PROCESS_SOURCE.search(src[m.start():] if m else src):
+            return True
+    except (OSError, TypeError):
+        return False
+    if depth >= 3 or module is None:
+        return False
+    code, names = getattr(func, "__code__", None), set()
+    stack = [code] if code else []
+    while stack:  # the names it uses, nested functions and comprehensions included
+        c = stack.pop()
+        names.update(c.co_names)
+        stack.extend(k for k in c.co_consts if hasattr(k, "co_names"))
+    for name in names:
+        obj = getattr(module, name, None)
+        if callable(obj) and getattr(obj, "__module__", None) == module.__name__ and hasattr(obj, "__code__"):
+            if _source_starts_process(obj, module, seen, depth + 1):
+                return True
+    return False
+
+
+def starts_process(item) -> bool:
+    """Whether the test (or a fixture it uses) starts a real process, read from the source."""
+    seen: set = set()
+    if _source_starts_process(item.function, item.module, seen):
+        return True
+    for name in item.fixturenames:
+        for fd in item._fixtureinfo.name2fixturedefs.get(name, ()):
+            mod = sys.modules.get(getattr(fd.func, "__module__", ""))
+            if mod is not None and mod.__name__ != __name__ and _source_starts_process(fd.func, mod, seen):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        base = item.nodeid.split("[", 1)[0].split("/")[-1]
+        if base in SLOW_TESTS or item.nodeid.split("/")[-1] in SLOW_TESTS or starts_process(item):
+            item.add_marker(pytest.mark.slow)
+    config._onebit_items = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name any test that ran a real process of an entry point through run_train/run_process without being
+    marked slow (it belongs to the slow tier: add @pytest.mark.slow or name it in SLOW_TESTS)."""
+    fast = {item.nodeid for item in getattr(config, "_onebit_items", [])}
+    missed = [t for t in PROCESSES if t in fast]
+    if missed:
+        terminalreporter.write_line("real processes in tests not marked slow: " + ", ".join(missed), yellow=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The other entry points in-process: onebit-eval, onebit-export, onebit-tables, onebit-sync (onebit.cli.*.main)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class CliResult:
+    """What a test reads of a command: like subprocess.CompletedProcess (args, returncode, stdout, stderr)."""
+
+    def __init__(self, args, returncode, stdout, stderr):
+        self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
+
+    def __repr__(self):
+        return f"CliResult(returncode={self.returncode!r}, args={self.args!r})"
+
+
+def run_cli(main, args, env: dict | None = None, cwd: Path | None = None) -> CliResult:
+    """Call a command's ``main(argv)`` (``onebit.cli.eval.main``, ...) in this process as a user's shell would run
+    it: ``args`` as strings, stdout and stderr captured, Python's warnings off (as ``PYTHONWARNINGS=ignore``).
+    ``env`` is added to the environment for the call (a value of None unsets the variable) and ``cwd`` is the
+    working directory during it; both are restored after. An exception escaping ``main`` is a failed test."""
+    import contextlib
+    import io
+    import warnings
+
+    argv = [str(a) for a in args]
+    environ, old_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for k, v in (env or {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = str(v)
+        if cwd is not None:
+            os.chdir(cwd)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("ignore")
+            code = main(argv)
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+    assert isinstance(code, int), f"main returned {code!r}, not an exit status"
+    return CliResult(argv, code, out.getvalue(), err.getvalue())

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import FAST, ROOT, run_train
+from conftest import FAST, ROOT, run_cli, run_process, run_train
 from test_results import make_record
 
+from onebit.cli.tables import main as tables
 from onebit.results import bireal, cells
 from onebit.results.load import load_records
 from onebit.results.select import select
-
-TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 
 
 def test_cells_exact_values_failed_and_missing(tmp_path):
@@ -66,7 +63,7 @@ def test_corrupt_record_reported_and_rest_loads(tmp_path):
     make_record(tmp_path, "good", top1=0.9)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "record.json").write_text('{"schema": 1, "status": "fin')
-    r = subprocess.run([*TABLES, "table1", "--root", str(tmp_path)], capture_output=True, text=True)
+    r = run_cli(tables, ["table1", "--root", tmp_path])
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith(f"onebit: skipped {tmp_path / 'bad' / 'record.json'}: corrupt or truncated record")
     assert "90.0 (n=1)" in r.stdout
@@ -77,8 +74,7 @@ def test_formats_and_out_dir(tmp_path):
     make_record(tmp_path / "runs", "b", seed=1, top1=0.1, trainer={"limit_train_batches": 2})
     out = tmp_path / "tables"
     for fmt, suffix in (("markdown", "md"), ("csv", "csv"), ("latex", "tex"), ("text", "txt")):
-        r = subprocess.run([*TABLES, "table1", "--root", str(tmp_path / "runs"), "--format", fmt, "--out", str(out)],
-                           capture_output=True, text=True)
+        r = run_cli(tables, ["table1", "--root", tmp_path / "runs", "--format", fmt, "--out", out])
         assert r.returncode == 0, r.stderr
         assert (out / f"bireal_table1.{suffix}").exists() and (out / f"bireal_table1_conclusions.{suffix}").exists()
     df = pd.read_csv(out / "bireal_table1.csv")
@@ -88,9 +84,11 @@ def test_formats_and_out_dir(tmp_path):
 
 
 def test_wandb_unreachable_project_one_line():
-    r = subprocess.run([*TABLES, "--source", "wandb", "--entity", "nobody-xyz", "--project", "missing-project"],
-                       capture_output=True, text=True, env={**os.environ, "WANDB_API_KEY": "x" * 40,
-                                                            "WANDB_BASE_URL": "http://127.0.0.1:9"}, timeout=600)
+    """The one real process of ``python analysis/tables.py`` (the other tests call onebit.cli.tables.main): after a
+    failed W&B read the process prints one line and leaves, without waiting on wandb's busy service."""
+    r = run_process([sys.executable, str(ROOT / "analysis" / "tables.py"), "--source", "wandb", "--entity",
+                     "nobody-xyz", "--project", "missing-project"],
+                    env={"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}, timeout=600)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("onebit: error: W&B project 'nobody-xyz/missing-project' could not be read")
@@ -100,11 +98,9 @@ def test_tiny_real_multirun_to_table(tmp_path):
     r = run_train(["-m", "sweeps=bireal_table1", "pretrain=clip", "weight=magnitude_aware", "model=bireal18,plain18",
                    "seed=0,1", *FAST, f"output_root={tmp_path}"])
     assert r.returncode == 0, r.stderr[-3000:]
-    out = subprocess.run([*TABLES, "table1", "--root", str(tmp_path), "--format", "csv"], capture_output=True,
-                         text=True)
+    out = run_cli(tables, ["table1", "--root", tmp_path, "--format", "csv"])
     assert out.returncode == 1 and "left out: 8 smoke runs (trainer.limit_test_batches=2, " in out.stderr
-    out = subprocess.run([*TABLES, "table1", "--root", str(tmp_path), "--format", "csv", "--include-smoke"],
-                         capture_output=True, text=True)
+    out = run_cli(tables, ["table1", "--root", tmp_path, "--format", "csv", "--include-smoke"])
     assert out.returncode == 0, out.stderr
     records, _ = load_records(tmp_path)
     (sel,) = select(records, include_smoke=True)

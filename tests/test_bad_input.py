@@ -4,17 +4,15 @@ valid choices), a non-zero exit, and nothing left that looks finished."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CONF, FAST, ROOT, compose_cfg, run_train
-from PIL import Image
+from conftest import CONF, FAST, compose_cfg, image_folder, run_cli, run_train
 
 from onebit.cli import preflight as P
+from onebit.cli.tables import main as tables
 from onebit.core.errors import ConfigError, cause_line
 from onebit.records.identity import job_key
 from onebit.records.record import read_record
@@ -158,11 +156,11 @@ def test_cli_one_line_and_exit_code(tmp_path, args, message):
 
 
 def test_analysis_bad_queries(tmp_path):
-    tables = [sys.executable, str(ROOT / "analysis" / "tables.py")]
-    r = subprocess.run([*tables, "table1", "--root", str(tmp_path / "none")], capture_output=True, text=True)
+    r = run_cli(tables, ["table1", "--root", tmp_path / "none"])
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
-    r = subprocess.run([*tables, "table1", "--metric", "acc"], capture_output=True, text=True)
-    assert r.returncode == 2 and "invalid choice: 'acc'" in r.stderr
+    r = run_cli(tables, ["table1", "--metric", "acc"])  # one line, as every bad argument
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stdout == ""
+    assert r.stderr.startswith("onebit: error: argument --metric: invalid choice: 'acc'") and "test/top1" in r.stderr
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -297,12 +295,7 @@ def test_valid_hydra_and_lightning_syntax_end_to_end(tmp_path):
 
 # ------------------------------------------------------------------------------------------- corrupt data files
 def _image_tree(root: Path, n: int = 2) -> None:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in ("cat", "dog"):
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    image_folder(root, n=n, size=(8, 8))
 
 
 def test_corrupt_image_from_the_shell(tmp_path):

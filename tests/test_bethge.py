@@ -5,8 +5,6 @@ the table and its conclusions from crafted records, the sweep's composition, and
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import FAST, ROOT, run_train
+from conftest import FAST, ROOT, run_cli, run_train
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from test_results import make_record
 from torch import nn
 
+from onebit.cli.tables import main as tables
 from onebit.nn import quantizers as q
 from onebit.nn.layers import BinaryConv2d
 from onebit.nn.models import BiRealResNet
@@ -33,7 +32,6 @@ from onebit.results.load import NoRunsError, load_records
 from onebit.results.select import select
 from onebit.training.build import transfer
 
-TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 AXES = {"weight": "plain,xnor", "model.downsample": "binary,full_precision", "sign": "ste,approx", "seed": "0,1,2"}
 
 
@@ -290,22 +288,21 @@ def test_paired_differences_need_everything_else_equal(tmp_path):
 
 def test_cli_bethge_and_all(tmp_path):
     crafted(tmp_path)
-    r = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path)], capture_output=True, text=True)
+    r = run_cli(tables, ["bethge", "--root", tmp_path])
     assert r.returncode == 0, r.stderr
     assert "Bethge et al. 2018 Tables 2-3" in r.stdout and "85.0 (n=1)" in r.stdout
     assert "scaling hurts from scratch" in r.stdout and "study other" not in r.stdout
-    r = subprocess.run([*TABLES, "--root", str(tmp_path)], capture_output=True, text=True)
+    r = run_cli(tables, ["--root", tmp_path])
     assert r.returncode == 0, r.stderr
     assert "Bethge et al. 2018 Tables 2-3, ResNetE-18 from scratch, study bethge2018_resnete18" in r.stdout
     assert "Study bethge2018_resnete18: one row per cell" not in r.stdout
     assert "== Study other: one row per cell" in r.stdout and "Bi-Real Table 1, study bireal_table1" in r.stdout
-    r = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path), "--format", "csv", "--out", str(tmp_path / "t")],
-                       capture_output=True, text=True)
+    r = run_cli(tables, ["bethge", "--root", tmp_path, "--format", "csv", "--out", tmp_path / "t"])
     assert r.returncode == 0 and (tmp_path / "t" / "bethge2018_resnete18.csv").exists()
     assert (tmp_path / "t" / "bethge2018_resnete18_conclusions.csv").exists()
     empty = tmp_path / "none"
     record(empty, "x", study="other", weight="magnitude_aware")
-    r = subprocess.run([*TABLES, "bethge", "--root", str(empty)], capture_output=True, text=True)
+    r = run_cli(tables, ["bethge", "--root", empty])
     assert r.returncode == 1 and r.stderr.strip().startswith("onebit: error: no runs for Bethge et al. 2018")
 
 # ----------------------------------------------------------------------------------------------------------
@@ -373,14 +370,13 @@ def test_tiny_real_multirun_to_table(tmp_path):
     assert problems == [] and {r.study for r in records} == {"bethge2018_resnete18"}
     assert {tuple(r.stages) for r in records} == {("binary",)} and all(r.smoke for r in records)
     assert {B.position(r)[2:] for r in records} == {(sc, "binary", ap) for sc in ("no", "yes") for ap in ("no", "yes")}
-    out = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path)], capture_output=True, text=True)
+    out = run_cli(tables, ["bethge", "--root", tmp_path])
     assert out.returncode == 1 and "left out: 4 smoke runs" in out.stderr  # FAST cuts training short
-    out = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path), "--include-smoke"], capture_output=True,
-                         text=True)
+    out = run_cli(tables, ["bethge", "--root", tmp_path, "--include-smoke"])
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("(n=1)") == 4 and out.stdout.count("missing") == 4
-    out = subprocess.run([*TABLES, "bethge", "--root", str(tmp_path), "--format", "csv", "--include-smoke", "--out",
-                          str(tmp_path / "tables")], capture_output=True, text=True)
+    out = run_cli(tables, ["bethge", "--root", tmp_path, "--format", "csv", "--include-smoke", "--out",
+                           tmp_path / "tables"])
     assert out.returncode == 0, out.stderr
     table = pd.read_csv(tmp_path / "tables" / "bethge2018_resnete18.csv")
     table = table.set_index(["scaling", "downsample", "approxsign"])
@@ -403,6 +399,5 @@ def test_sweep_runs_on_cifar10_files(tmp_path):
                    "data.num_workers=0", "data.batch_size=16", *FAST, f"output_root={tmp_path / 'out'}"])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "onebit sweep: 2 finished, 0 failed" in r.stdout
-    out = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "bethge", "--include-smoke",
-                          "--root", str(tmp_path / "out")], capture_output=True, text=True)
+    out = run_cli(tables, ["bethge", "--include-smoke", "--root", tmp_path / "out"])
     assert out.returncode == 0 and "cifar10" in out.stdout, out.stderr

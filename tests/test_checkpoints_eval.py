@@ -1,28 +1,27 @@
 """Checkpoints and evaluation, on real runs: ``last.ckpt`` / ``best.ckpt`` written by Lightning's ModelCheckpoint
 (best = best val/top1, weights only, overwritten in place, kept across a resume), ``Classifier.load_from_checkpoint``
-with no arguments (plain hyperparameters), and ``src/eval.py`` (its numbers equal the record's, nothing on stderr;
-bad input is one line)."""
+with no arguments (plain hyperparameters), and ``onebit-eval`` (its numbers equal the record's, nothing on stderr;
+bad input is one line), called in-process (``onebit.cli.eval.main``) except one real ``python src/eval.py``."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, ROOT, only_record, run_train
+from conftest import FAST, ROOT, TRAINED, copy_run, only_record, run_cli, run_process, run_train
 from omegaconf import OmegaConf
 
+from onebit.cli.eval import main as eval_main
 from onebit.records.record import read_record
 
-# a full (non-smoke) run whose validation top-1 peaks before its last epoch: deterministic, full digits epochs,
-# a constant learning rate high enough to overshoot (val top-1 per epoch here: ~0.37, 0.65, 0.76, 0.73)
-ARGS = ["model.width=4", "epochs=4", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1",
-        "optimizer.lr=0.02", "scheduler=constant"]
+# conftest.TRAINED: a full (non-smoke) run whose validation top-1 peaks before its last epoch (the session's
+# shared trained_run)
+ARGS = TRAINED
 
 
 def first_argmax(values: list[float]) -> int:
@@ -30,25 +29,21 @@ def first_argmax(values: list[float]) -> int:
     return values.index(max(values))
 
 
-def run_eval(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "src" / "eval.py"), *args], cwd=ROOT, check=False,
-                          capture_output=True, text=True, timeout=600)
+def run_eval(*args: str):
+    """``onebit-eval args`` in this process (conftest.run_cli)."""
+    return run_cli(eval_main, args, cwd=ROOT)
 
 
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+def ok(r):
     """A successful eval: exit 0 and a silent stderr (Lightning's start-up lines and warnings quietened)."""
     assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
     return r
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("full")
-    r = run_train([*ARGS, f"output_root={root}"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    rec = only_record(root)
-    assert rec.smoke == [] and rec.status == "finished"
-    return rec
+@pytest.fixture
+def run(trained_run):
+    """The session's shared run of ARGS (conftest.trained_run: read it, never change it)."""
+    return trained_run
 
 
 def val_curve(rec, stage: str = "binary") -> list[float]:
@@ -143,11 +138,15 @@ def test_older_records_and_checkpoints_still_read(run, tmp_path):
 
 def test_eval_last_on_test_equals_the_record(run, tmp_path):
     out = tmp_path / "eval.json"
-    r = ok(run_eval(f"run={run.run_dir}", "weights=last", "split=test", "--out", str(out)))
+    # the one real process of the wrapper `python src/eval.py` (the other tests call onebit.cli.eval.main)
+    r = ok(run_process([sys.executable, str(ROOT / "src" / "eval.py"), run.run_dir, "--weights", "last", "--split",
+                        "test", "--out", str(out)]))
     lines = r.stdout.strip().splitlines()
+    # the epoch is 1-based, as training logs it: the 4th of 4 (Lightning's epoch 3)
     assert len(lines) == 1 and lines[0].startswith(f"onebit eval: run {run.run_id}  stage binary  weights last "
-                                                   "(epoch 3)  split test  top-1 "), r.stdout
+                                                   "(epoch 4/4)  split test  top-1 "), r.stdout
     result = json.loads(out.read_text())
+    assert (result["epoch"], result["epochs"]) == (4, 4)
     metrics = run.stages["binary"].metrics
     assert result["top1"] == pytest.approx(metrics["test/top1"], abs=1e-6)
     assert result["top5"] == pytest.approx(metrics["test/top5"], abs=1e-6)
@@ -158,17 +157,20 @@ def test_eval_last_on_test_equals_the_record(run, tmp_path):
 
 
 def test_eval_best_on_val_from_a_hydra_job_folder(run, tmp_path):
-    """``run=`` may name the Hydra job folder of a later command that reused the run (job.json points to it)."""
-    again = run_train([*ARGS, f"output_root={Path(run.run_dir).parents[2]}"])
+    """RUN may name the Hydra job folder of a later command that reused the run (job.json points to it). The older
+    ``key=value`` spelling (``run=DIR weights=best split=val out=FILE``) still works."""
+    run = copy_run(run, tmp_path / "outputs")  # the shared run stays as it is
+    again = run_train([*ARGS, f"output_root={tmp_path / 'outputs'}"])
     assert again.returncode == 0 and "skipped" in again.stdout, again.stderr[-2000:]
-    (job_dir,) = [p.parent for p in Path(run.run_dir).parents[2].rglob("job.json")
+    (job_dir,) = [p.parent for p in (tmp_path / "outputs").rglob("job.json")
                   if not (p.parent / "record.json").exists()]
     out = tmp_path / "eval.json"
     ok(run_eval(f"run={job_dir}", "weights=best", "split=val", f"out={out}"))
     result = json.loads(out.read_text())
     curve = val_curve(run)
     assert result["top1"] == pytest.approx(max(curve), abs=1e-6)
-    assert (result["epoch"], result["n"], result["run_dir"]) == (first_argmax(curve), 270, run.run_dir)
+    # the JSON's epoch is 1-based, as training logs it (Lightning's 0-based epoch + 1)
+    assert (result["epoch"], result["n"], result["run_dir"]) == (first_argmax(curve) + 1, 270, run.run_dir)
 
 
 def test_best_survives_a_resume(run, tmp_path):
@@ -199,20 +201,20 @@ def test_smoke_run_without_validation(tmp_path):
     rec = only_record(tmp_path)
     assert rec.smoke and rec.status == "finished"
     assert sorted(p.name for p in Path(rec.run_dir, "checkpoints", "binary").iterdir()) == ["last.ckpt"]
-    best = run_eval(f"run={rec.run_dir}", "stage=binary", "weights=best")
+    best = run_eval(rec.run_dir, "--stage", "binary", "--weights", "best")
     assert _error(best) == ("onebit: error: weights=best: stage 'binary' never validated (no val/top1 in its "
                             "history, e.g. trainer.limit_val_batches=0), so it has no best.ckpt; use weights=last")
     out = tmp_path / "eval.json"
-    last = ok(run_eval(f"run={rec.run_dir}", f"out={out}"))
+    last = ok(run_eval(rec.run_dir, f"--out={out}"))
     lines = last.stdout.strip().splitlines()
-    assert "stage bn_retrain  weights last (epoch 0)  split test" in lines[0] and " n 270 " in lines[0]
+    assert "stage bn_retrain  weights last (epoch 1/1)  split test" in lines[0] and " n 270 " in lines[0]
     assert lines[1].startswith("onebit eval: note: SMOKE RUN (trainer.limit_train_batches=3")
     assert "the test split was evaluated in full" in lines[1]
     assert json.loads(out.read_text())["top1"] == pytest.approx(rec.stages["bn_retrain"].metrics["test/top1"],
                                                                 abs=1e-6)
 
 
-def _error(r: subprocess.CompletedProcess) -> str:
+def _error(r) -> str:
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr[-2000:])
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onebit: error: "), r.stderr[-2000:]
@@ -221,29 +223,39 @@ def _error(r: subprocess.CompletedProcess) -> str:
 
 def test_bad_input_is_one_line(run, tmp_path):
     d = run.run_dir
-    assert "run= is required" in _error(run_eval("weights=last"))
+    assert _error(run_eval("--weights", "last")) == ("onebit: error: RUN is required: a run directory (with "
+                                                     "record.json), or the Hydra job folder of a run (with job.json)")
+    assert "RUN is required" in _error(run_eval("weights=last"))  # the older key=value spelling: the same checks
     assert "unknown argument 'foo=1'; valid: run=, stage=, weights=, split=, out=" in _error(run_eval(f"run={d}",
                                                                                                      "foo=1"))
-    assert "weights='foo' is invalid; choose one of last, best" in _error(run_eval(f"run={d}", "weights=foo"))
-    assert "split='foo' is invalid; choose one of test, val" in _error(run_eval(f"run={d}", "split=foo"))
+    assert "weights= needs a value" in _error(run_eval(f"run={d}", "weights="))
+    assert "unknown argument '--foo'; valid: RUN, --stage, --weights, --split, --out" in _error(run_eval(d, "--foo"))
+    for args in ([d, "--weights", "foo"], [f"run={d}", "weights=foo"]):
+        line = _error(run_eval(*args))
+        assert "argument --weights: invalid choice: 'foo'" in line and "last" in line and "best" in line, line
+    for args in ([d, "--split=foo"], [f"run={d}", "split=foo"]):
+        line = _error(run_eval(*args))
+        assert "argument --split: invalid choice: 'foo'" in line and "test" in line and "val" in line, line
+    assert f"--out {str(tmp_path)!r} is a directory; give a file name" in _error(run_eval(d, "--out", tmp_path))
+    assert f"run='{tmp_path / 'nope'}': no such directory" in _error(run_eval(tmp_path / "nope"))
     assert f"run='{tmp_path / 'nope'}': no such directory" in _error(run_eval(f"run={tmp_path / 'nope'}"))
-    assert f"run='{tmp_path}' has no record.json" in _error(run_eval(f"run={tmp_path}"))
+    assert f"run='{tmp_path}' has no record.json" in _error(run_eval(tmp_path))
+    assert "stage='foo' is not a stage of this run; valid: binary" in _error(run_eval(d, "--stage", "foo"))
     assert "stage='foo' is not a stage of this run; valid: binary" in _error(run_eval(f"run={d}", "stage=foo"))
     # copies of the run, damaged by hand
     unfinished = shutil.copytree(d, tmp_path / "unfinished")
     data = json.loads((unfinished / "record.json").read_text())
     data["stages"]["binary"]["status"] = "running"
     (unfinished / "record.json").write_text(json.dumps(data))
-    assert "stage='binary' is running, not finished; finished stages: none yet" in _error(
-        run_eval(f"run={unfinished}"))
+    assert "stage='binary' is running, not finished; finished stages: none yet" in _error(run_eval(unfinished))
     missing = shutil.copytree(d, tmp_path / "missing")
     (missing / "checkpoints/binary/best.ckpt").unlink()
     assert (f"weights=best: {missing / 'checkpoints/binary/best.ckpt'} does not exist (deleted?); weights=last "
-            "exists") in _error(run_eval(f"run={missing}", "weights=best"))
+            "exists") in _error(run_eval(missing, "--weights", "best"))
     corrupt = shutil.copytree(d, tmp_path / "corrupt")
     ckpt = corrupt / "checkpoints/binary/last.ckpt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    assert (f"checkpoint {ckpt} is corrupt (" in (line := _error(run_eval(f"run={corrupt}")))
+    assert (f"checkpoint {ckpt} is corrupt (" in (line := _error(run_eval(corrupt)))
             and "evaluate weights=best instead" in line)
 
 
@@ -257,12 +269,12 @@ def test_eval_of_a_cached_twin(tmp_path):
                              key=lambda r: bool(r.stages["pretrain"].cache["hit"]))
     assert reuser.stages["pretrain"].cache["hit"] and not Path(reuser.run_dir, "checkpoints", "pretrain").exists()
     cached, own = tmp_path / "cached.json", tmp_path / "own.json"
-    r = ok(run_eval(f"run={reuser.run_dir}", "stage=pretrain", f"out={cached}"))
+    r = ok(run_eval(reuser.run_dir, "--stage", "pretrain", "--out", cached))
     assert f"stage pretrain reused a cached twin (trained by {trainer.run_dir})" in r.stdout
-    ok(run_eval(f"run={trainer.run_dir}", "stage=pretrain", f"out={own}"))
+    ok(run_eval(trainer.run_dir, "--stage", "pretrain", "--out", own))
     a, b = json.loads(cached.read_text()), json.loads(own.read_text())
     assert (a["source"], b["source"], a["n"]) == ("cache", "checkpoint", 270)
     assert a["top1"] == b["top1"] and a["loss"] == pytest.approx(b["loss"], abs=1e-6)
-    line = _error(run_eval(f"run={reuser.run_dir}", "stage=pretrain", "weights=best"))
+    line = _error(run_eval(reuser.run_dir, "--stage", "pretrain", "--weights", "best"))
     assert f"reused a cached twin trained by {trainer.run_dir}, so this run has no best.ckpt" in line
     assert f"(run={trainer.run_dir} stage=pretrain)" in line

@@ -157,7 +157,9 @@ def test_sign_option_on_real_model(compose_fn):
 def test_preflight_unknown_option():
     with pytest.raises(ConfigError, match=r"unknown option sign='aprox'; valid choices: approx, ste, swish"):
         P.preflight(["-m", "sign=approx,aprox"], CONF)
-    P.preflight(["sign=approx,ste", "model.width=4", "experiment=bireal18_imagenet", "+foo=1"], CONF)
+    P.preflight(["-m", "sign=approx,ste", "model.width=4", "experiment=bireal18_imagenet", "+foo=1"], CONF)
+    with pytest.raises(ConfigError, match=r"^Ambiguous value for argument 'sign=approx,ste'; .*add --multirun"):
+        P.preflight(["sign=approx,ste"], CONF)  # a sweep without -m: Hydra's words, in one line
 
 
 @pytest.mark.parametrize("args,message,code", [

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from onebit import data as D
-from onebit.data import CIFARData, DigitsData, FolderData, ImageNetData, TensorBatches, shard_indices
+from onebit.data import CIFARData, DigitsData, FolderData, ImageNetData, TensorBatches, common, shard_indices
+from onebit.data.images import _jpeg_decoder, _ToGray
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 
@@ -137,7 +138,7 @@ def test_tensor_batches_under_simulated_ddp(monkeypatch):
     seen = {}
     for shuffle in (True, False):
         for rank in range(3):
-            monkeypatch.setattr(D, "_dist_rank_world", lambda rank=rank: (rank, 3))
+            monkeypatch.setattr(common, "_dist_rank_world", lambda rank=rank: (rank, 3))
             loader = TensorBatches(x, y, batch_size=4, shuffle=shuffle, seed=9)
             ys = [b for _, b in loader]
             assert len(loader) == len(ys)
@@ -268,13 +269,9 @@ def test_cifar_validation_messages():
 
 # ---------------------------------------------------------------------------------------------- ImageFolder
 def _write_tree(root: Path, splits=("train", "val"), classes=("cat", "dog"), n=3, ext="png") -> None:
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for c in classes:
-            (root / split / c).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))  # 40 wide, 30 high
-                img.save(root / split / c / f"{i}.{ext}")
+    from conftest import image_folder
+
+    image_folder(root, splits, classes, n, size=(30, 40), ext=ext)  # 40 wide, 30 high
 
 
 def test_imagenet_tree(tmp_path):
@@ -390,7 +387,7 @@ def test_jpeg_tree_loads_through_decode_jpeg(tmp_path):
     """A JPEG tree gives float32, contiguous NCHW batches with the folders' labels, the same from a worker process."""
     from torchvision.io import decode_jpeg  # noqa: F401 (this torchvision can decode JPEGs: the path under test)
 
-    assert D._jpeg_decoder() is not None
+    assert _jpeg_decoder() is not None
     for split, n in (("train", 4), ("val", 3)):
         for k, c in enumerate(("ant", "bee")):
             (tmp_path / split / c).mkdir(parents=True)
@@ -457,7 +454,7 @@ def test_grayscale_cmyk_jpeg_and_other_formats_load_as_rgb(tmp_path):
     levels = np.arange(0, 256, 15, dtype=np.uint8)
     cube = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
     want = torch.from_numpy(np.array(Image.fromarray(cube).convert("L")))
-    assert torch.equal(D._ToGray()(torch.from_numpy(cube).permute(2, 0, 1))[0], want)
+    assert torch.equal(_ToGray()(torch.from_numpy(cube).permute(2, 0, 1))[0], want)
 
 
 def test_corrupt_jpeg_is_named_in_one_line(tmp_path):

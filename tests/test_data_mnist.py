@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from onebit import data as D
 from onebit.data import MNISTData, read_idx
+from onebit.data import mnist as mnist_module
 from onebit.records.record import read_record
 
 N_TRAIN, N_TEST = 200, 50
@@ -288,7 +289,7 @@ def test_download_uses_torchvision(tmp_path, monkeypatch):
             calls.append((root, download))
             write_mnist(Path(root) / "FashionMNIST" / "raw")
 
-    monkeypatch.setattr(D.datasets, "FashionMNIST", FakeFashion)
+    monkeypatch.setattr(mnist_module.datasets, "FashionMNIST", FakeFashion)
     dm = MNISTData(root=str(tmp_path / "dl"), download=True, val_size=10, system_dirs=[])
     dm.prepare_data()
     dm.setup()
@@ -300,7 +301,7 @@ def test_download_uses_torchvision(tmp_path, monkeypatch):
             raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://..., got:\n<urlopen "
                                "error [Errno -3] Temporary failure in name resolution>")
 
-    monkeypatch.setattr(D.datasets, "KMNIST", Offline)
+    monkeypatch.setattr(mnist_module.datasets, "KMNIST", Offline)
     with pytest.raises(RuntimeError, match=f"^could not download kmnist into {tmp_path / 'k'}: RuntimeError: "
                                            "Error downloading .* name resolution>$"):
         MNISTData(variant="kmnist", root=str(tmp_path / "k"), download=True).setup()

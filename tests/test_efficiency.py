@@ -1,12 +1,12 @@
 """Efficiency accounting: exact counts for Bi-Real Table 3's models, and the paper's values within rounding slack."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
+from onebit.cli.tables import main as tables
 from onebit.nn import quantizers as q
 from onebit.nn.efficiency import efficiency_counts, table3
 from onebit.nn.models import BinaryDenseNet, BiRealResNet
@@ -49,8 +49,9 @@ def test_paper_table3(counts):
 
 
 def test_cli_efficiency_csv():
-    out = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "efficiency", "--format", "csv"],
-                         check=True, capture_output=True, text=True).stdout
+    r = run_cli(tables, ["efficiency", "--format", "csv"])
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
     df = pd.read_csv(__import__("io").StringIO(out))
     assert list(df.columns) == ["table", "model", "binary_params", "real_params", "memory_mbit", "bops", "flops",
                                 "ops"] and set(df["table"]) == {"efficiency"}  # stdout: one CSV, rows named by table

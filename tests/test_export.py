@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -17,10 +16,12 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, only_record, run_train
+from conftest import ROOT, only_record, run_cli, run_process, run_train
 from torch import nn
 
-from onebit.deploy import export as ex
+import onebit.deploy as ex
+from onebit.cli.export import main as export_main
+from onebit.cli.tables import main as tables
 from onebit.nn.layers import BinaryConv2d
 from onebit.nn.models import BinaryDenseNet, BiRealResNet, TorchvisionResNet
 from onebit.nn.quantizers import (
@@ -230,29 +231,26 @@ def test_layers_without_a_1bit_equivalent_are_refused(model, message):
 ARGS = ["epochs=1", "logger=none", "threads=1", "trainer.deterministic=true"]
 
 
-def run_export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "src" / "export.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=1200, env={**__import__("os").environ, "PYTHONWARNINGS": "ignore"})
+def run_export(*args):
+    """``onebit-export args`` in this process (conftest.run_cli)."""
+    return run_cli(export_main, args, cwd=ROOT)
 
 
-def tables(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+def export_process(*args):
+    """``python src/export.py args``: the wrapper as a real process (one test with the extra, one without)."""
+    return run_process([sys.executable, str(ROOT / "src" / "export.py"), *map(str, args)], timeout=1200)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+@pytest.fixture
+def trained_run(train_once):
     """The default job (digits, Bi-Real-18 at width 32, pretrain -> binary), one epoch per stage."""
-    root = tmp_path_factory.mktemp("export_run")
-    r = run_train([*ARGS, f"output_root={root}"])
-    assert r.returncode == 0, r.stderr[-2000:]
-    return only_record(root)
+    return train_once(*ARGS)  # conftest: trained once per session (in-process), shared: read only
 
 
 @needs_extra
 def test_export_a_finished_run_verifies_measures_and_records(trained_run, tmp_path):
     run_dir = Path(trained_run.run_dir)
-    r = run_export(f"run={run_dir}", f"out={tmp_path / 'export.json'}")
+    r = export_process(run_dir, "--out", tmp_path / "export.json")
     assert r.returncode == 0, r.stderr[-3000:]
     rec = read_record(run_dir / "record.json")
     e = rec.export
@@ -274,7 +272,7 @@ def test_export_a_finished_run_verifies_measures_and_records(trained_run, tmp_pa
     out = r.stdout
     assert f"{run_dir / 'model.tflite'}" in out and "top-1 agreement with PyTorch" in out and "270 images" in out
     # Table 3 with the measured columns
-    t = tables("efficiency", "--measured", run_dir, "--format", "csv", "--out", tmp_path)
+    t = run_cli(tables, ["efficiency", "--measured", run_dir, "--format", "csv", "--out", tmp_path])
     assert t.returncode == 0, t.stderr
     (row,) = pd.read_csv(tmp_path / "bireal_table3_measured.csv").to_dict("records")
     assert row["run"] == rec.run_id and row["input"] == "8x8" and row["tflite_mb"] == round(e["bytes"] / 1e6, 3)
@@ -289,7 +287,7 @@ def test_a_run_without_a_finished_binary_stage_is_refused(tmp_path):
                        env={"ONEBIT_KILL_AT": "epoch_end:binary:0"})
     assert killed.returncode != 0
     rec = only_record(tmp_path)
-    r = run_export(f"run={rec.run_dir}")
+    r = run_export(rec.run_dir)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
         f"onebit: error: run {rec.run_dir} has no finished binary stage to export: its final stage 'binary' is "
@@ -303,7 +301,7 @@ def test_a_real_valued_model_is_refused(tmp_path):
                    "+trainer.limit_train_batches=2"])
     assert r.returncode == 0, r.stderr[-2000:]
     rec = only_record(tmp_path)
-    r = run_export(f"run={rec.run_dir}")
+    r = run_export(rec.run_dir, "--threads", "2")
     assert r.returncode == 2
     assert r.stderr.strip() == (f"onebit: error: run {rec.run_dir}: its final stage {rec.final_stage.name!r} trained "
                                 f"a real model (A32/W32), not a binary one (A1/W1): nothing 1-bit to export")
@@ -311,13 +309,23 @@ def test_a_real_valued_model_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    ([], "onebit: error: run= is required: a run directory (with record.json), or the Hydra job folder of a run "
+    ([], "onebit: error: RUN is required: a run directory (with record.json), or the Hydra job folder of a run "
          "(with job.json)"),
+    (["/nonexistent/run"], "onebit: error: run='/nonexistent/run': no such directory"),
+    ([".", "--threads", "0"], "onebit: error: argument --threads: '0' is invalid: must be a positive integer "
+                              "(see --help)"),
+    ([".", "--format", "onnx"], "onebit: error: unknown argument '--format'; valid: RUN, --threads, --min-agreement, "
+                                "--out (see --help)"),
+    ([".", "--min-agreement=2"], "onebit: error: argument --min-agreement: '2' is invalid: must be a number in "
+                                 "[0, 1] (see --help)"),
+    # the older key=value spelling: the same checks, an unknown key named with the older keys
     (["run=/nonexistent/run"], "onebit: error: run='/nonexistent/run': no such directory"),
-    (["run=.", "threads=0"], "onebit: error: threads='0' is invalid: must be a positive integer"),
+    (["run=.", "threads=0"], "onebit: error: argument --threads: '0' is invalid: must be a positive integer "
+                             "(see --help)"),
     (["run=.", "format=onnx"], "onebit: error: unknown argument 'format=onnx'; valid: run=, threads=, "
                                "min_agreement=, out= (see --help)"),
-    (["run=.", "min_agreement=2"], "onebit: error: min_agreement='2' is invalid: must be a number in [0, 1]"),
+    (["run=.", "min_agreement=2"], "onebit: error: argument --min-agreement: '2' is invalid: must be a number in "
+                                   "[0, 1] (see --help)"),
 ])
 def test_bad_arguments_are_one_line(args, message):
     r = run_export(*args)
@@ -326,7 +334,7 @@ def test_bad_arguments_are_one_line(args, message):
 
 @pytest.mark.skipif(not MISSING, reason="the export extra is installed here")
 def test_without_the_extra_export_says_what_to_install(trained_run):
-    r = run_export(f"run={trained_run.run_dir}")
+    r = export_process(trained_run.run_dir)  # the wrapper as a real process (without the extra)
     assert r.returncode == 2
     assert r.stderr.strip() == ("onebit: error: export needs the optional extra: pip install -e '.[export]' "
                                 f"(missing: {', '.join(MISSING)})")
@@ -337,8 +345,8 @@ def test_measured_table_of_a_run_that_was_not_exported_is_one_line(tmp_path):
     r = run_train([*ARGS, "model.width=4", "pretrain=none", f"output_root={run}", "+trainer.limit_train_batches=2"])
     assert r.returncode == 0, r.stderr[-2000:]
     rec = only_record(run)
-    t = tables("efficiency", "--measured", rec.run_dir)
+    t = run_cli(tables, ["efficiency", "--measured", rec.run_dir])
     assert t.returncode == 1
-    assert t.stderr.strip() == (f"onebit: error: run {rec.run_dir} has no exported model: python src/export.py "
-                                f"run={rec.run_dir}")
+    assert t.stderr.strip() == (f"onebit: error: run {rec.run_dir} has no exported model: onebit-export "
+                                f"{rec.run_dir}")
     shutil.rmtree(run)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF, FAST, ROOT, compose_cfg, run_train
+from conftest import CONF, FAST, ROOT, compose_cfg, run_cli, run_train
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from onebit.cli import preflight as P
+from onebit.cli.tables import main as tables_main
 from onebit.core.errors import ConfigError
 from onebit.core.registry import GROUPS
 from onebit.records.identity import smoke_reasons
@@ -70,7 +71,8 @@ def test_help_lists_every_group_with_its_description_and_options():
     assert "README.md" in out
     entries = help_entries(out)
     assert list(entries) == list(GROUPS)   # every group, including sweeps, debug and hparams_search
-    for group, description in GROUPS.items():
+    for group, spec in GROUPS.items():
+        description = spec.description
         text = entries[group]
         assert text.startswith(" ".join(description.split())), (group, text)
         listed = text[len(" ".join(description.split())):].replace("[", "").replace("]", "").split(", ")
@@ -287,9 +289,7 @@ def test_debug_runs_are_marked_smoke_and_left_out_of_tables(tmp_path):
     again = _ok(run_train(["debug=fast_dev_run", *args]))
     assert "SMOKE RUN (trainer.fast_dev_run=True, smoke=True): not counted in tables" in again
     assert "skipped" not in again and len(records_under(tmp_path)) == len(DEBUG_OPTIONS) + 1
-    tables = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "--root", str(tmp_path)],
-                            capture_output=True, text=True, cwd=ROOT, check=False,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    tables = run_cli(tables_main, ["--root", tmp_path], cwd=ROOT)
     assert tables.returncode == 0, tables.stderr
     assert "study debug" not in tables.stdout and "Table 1" not in tables.stdout
     assert f"left out: {len(DEBUG_OPTIONS) + 1} smoke runs" in tables.stderr

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, compose_cfg, run_train
+from conftest import ROOT, TINY_FULL, compose_cfg, run_cli, run_train
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
@@ -23,13 +21,13 @@ from test_results import make_record
 # the module, not its classes: Hydra's plugin scan re-executes plugin modules (and hydra's own BasicSweeper) in
 # place, so a class bound at import time can be a stale copy whose super() no longer matches
 from hydra_plugins.onebit_sweeper import one_factor_sweeper as ofs
+from onebit.cli.tables import main as tables_main
 from onebit.records.identity import cell_key
 from onebit.records.record import read_record
 from onebit.results import bireal
 from onebit.results.load import load_records
 from onebit.results.select import select
 
-TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 SWEEP = OmegaConf.load(ROOT / "sweeps" / "bireal_conclusions.yaml").hydra.sweeper
 BASE = ["model=bireal18", "pretrain=clip", "weight=magnitude_aware", "sign=approx", "shortcut=true"]
 # (pretrain, weight, sign, structure, depth): the base, then shortcut, sign, weight, pretrain changed
@@ -37,7 +35,7 @@ DESIGN = [("clip", "magnitude_aware", "approx", "bireal", 18), ("clip", "magnitu
           ("clip", "magnitude_aware", "ste", "bireal", 18), ("clip", "plain", "approx", "bireal", 18),
           ("relu", "magnitude_aware", "approx", "bireal", 18)]
 # tiny and not smoke runs (no Trainer limits: tables leave smoke runs out)
-TINY = ["model.width=4", "epochs=1", "logger=none", "threads=1"]
+TINY = TINY_FULL
 
 
 def sweeper(**kw) -> "ofs.OneFactorSweeper":
@@ -157,7 +155,7 @@ def test_multirun_runs_the_five_cells_base_first(conclusions_run, tmp_path):
 
 def test_tables_of_the_multirun(conclusions_run):
     root, _ = conclusions_run
-    out = subprocess.run([*TABLES, "table1", "--root", str(root), "--format", "csv"], capture_output=True, text=True)
+    out = run_cli(tables_main, ["table1", "--root", root, "--format", "csv"])
     assert out.returncode == 0, out.stderr
     stream = pd.read_csv(io.StringIO(out.stdout))  # one CSV: the `table` column names each row's table
     table_rows, conclusion_rows = [rows for _, rows in stream.groupby("table", sort=False)]

@@ -14,7 +14,7 @@ from conftest import FAST, ROOT, compose_cfg, run_train
 from onebit.records.recipe import Stage, stages_for, validate
 from onebit.records.record import read_record
 from onebit.training import jobs
-from onebit.training.build import make_model, transfer
+from onebit.training.build import make_model, prepare_stage, transfer
 from onebit.training.cache import PretrainCache
 
 

@@ -1,23 +1,27 @@
-"""analysis/plots.py on crafted records: the curve, bar and sign data equal hand-computed values, failed runs are
-counted but never averaged, a corrupt record is reported and skipped, the PNGs are real PNGs, the CLI's exit codes,
-and the activation figure's statistics come from the hooked block inputs (fresh and trained models). What a paper
-needs, read from the drawn artists (Agg, no pixels): bar axes around the data, error bars = the tables' std, labels
-and legends that overlap nothing, histograms on shared bins, one figure per Bi-Real conclusion with the table's
-numbers."""
+"""The figures (``onebit.figures``) and their command line (``onebit.cli.plots``, called in-process; one real
+process runs ``python analysis/plots.py``) on crafted records: the curve, bar and sign data equal hand-computed
+values, failed runs are counted but never averaged, a corrupt record is reported and skipped, the PNGs are real PNGs,
+the CLI's exit codes and default folders (no subcommand: all; ``<root>/figures``), and the activation figure's
+statistics come from the hooked block inputs (fresh and trained models). What a paper needs, read from the drawn
+artists (Agg, no pixels): bar axes around the data, error bars = the tables' std, labels and legends that overlap
+nothing, histograms on shared bins, one figure per Bi-Real conclusion with the table's numbers."""
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli, run_process
 from test_results import make_config, make_record
 
+from onebit.cli import plots as cli
 from onebit.core.files import atomic_write_json
+from onebit.figures import draw, probe
+from onebit.figures.common import value_limits
 from onebit.results.cells import group_cells, label_items
 from onebit.results.figures import UsageError, ablation_data, curve_data, shortcut_pair
 from onebit.results.load import load_records
@@ -26,11 +30,6 @@ from onebit.results.select import select
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "analysis" / "plots.py"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-_spec = importlib.util.spec_from_file_location("onebit_plots", SCRIPT)
-P = importlib.util.module_from_spec(_spec)
-sys.modules["onebit_plots"] = P
-_spec.loader.exec_module(P)
 
 
 def history(val, loss):
@@ -159,19 +158,19 @@ def test_ablation_of_a_loss_is_in_its_own_units_as_its_cell_says(root):
     a, s = ablation_data(load(root), metric="train/loss")["cell"]
     assert a.values == pytest.approx([0.2, 0.4, 0.3]) and a.text() == "0.3 ± 0.1 (n=3), 1 failed"
     assert s.text() == "0.7 ± 0.2 (n=3)"
-    fig = P.ablation_figure(load(root), metric="train/loss")
+    fig = draw.ablation_figure(load(root), metric="train/loss")
     ax = fig.axes[0]
     assert [b.get_height() for b in ax.containers[0]] == pytest.approx([0.3, 0.7])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.3 ± 0.1 (n=3)\n1 failed", "0.7 ± 0.2 (n=3)"]
     assert ax.get_ylabel().startswith("train/loss\naxis starts at 0.1")  # no "(%)"
-    P.plt.close(fig)
+    plt.close(fig)
 
 
 def test_sign_derivatives_are_the_components(tmp_path):
     from onebit.nn.quantizers import ApproxSign, SteSign, SwishSign
 
     x = np.array([-1.5, -1.0, -0.75, -0.25, 0.0, 0.3, 0.5, 0.99, 1.0, 2.0])
-    c = P.sign_curves(x)
+    c = probe.sign_curves(x)
     t = torch.as_tensor(x)
     np.testing.assert_array_equal(c["approx"]["df"], ApproxSign().derivative(t).numpy())
     np.testing.assert_allclose(c["approx"]["df"], [0, 0, 0.5, 1.5, 2, 1.4, 1, 0.02, 0, 0], atol=1e-12)
@@ -180,19 +179,19 @@ def test_sign_derivatives_are_the_components(tmp_path):
     np.testing.assert_allclose(c["approx"]["f"], [-1, -1, -0.9375, -0.4375, 0, 0.51, 0.75, 0.9999, 1, 1])
     # each component's derivative is the slope of the function drawn above it (away from the kinks)
     grid = np.linspace(-2, 2, 40001)
-    g = P.sign_curves(grid)
+    g = probe.sign_curves(grid)
     inner = (np.abs(np.abs(grid) - 1) > 1e-2) & (np.abs(grid) > 1e-2)
     for name in ("clip", "approx", "swish"):
         slope = np.gradient(g[name]["f"], grid)
         np.testing.assert_allclose(slope[inner], g[name]["df"][inner], atol=2e-3, err_msg=name)
-    path = P.plot_signs(tmp_path / "signs.png")
+    path = probe.plot_signs(tmp_path / "signs.png")
     assert path.read_bytes()[:8] == PNG and path.stat().st_size > 1000
 
 
 def test_pngs_are_written_atomically_and_valid(root, tmp_path):
     records = load(root)
     out = tmp_path / "figs"
-    paths = [P.plot_curves(records, out / "c.png", band="std"), P.plot_ablation(records, out / "a.png")]
+    paths = [draw.plot_curves(records, out / "c.png", band="std"), draw.plot_ablation(records, out / "a.png")]
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == PNG and len(data) > 1000
@@ -207,19 +206,32 @@ def test_many_cells_use_small_multiples(tmp_path):
                              seed=weight_seed)
     records = load(tmp_path)
     cells = [label_items(rs) for rs in group_cells(records).values()]
-    assert len(cells) == 9 and P.choose_facet(cells, max_lines=3) == "structure"
-    assert P.plot_curves(records, tmp_path / "c.png").read_bytes()[:8] == PNG
+    assert len(cells) == 9 and draw.choose_facet(cells, max_lines=3) == "structure"
+    assert draw.plot_curves(records, tmp_path / "c.png").read_bytes()[:8] == PNG
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+def test_script_runs_as_a_process(root, tmp_path):
+    """The one real process: ``python analysis/plots.py`` runs ``onebit.cli.plots.main`` and exits with its status
+    (1 with one line naming an empty root; 0 with the figure written and named on stdout)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_process([sys.executable, str(SCRIPT), "curves", "--root", str(empty), "--out", str(tmp_path / "o")],
+                    timeout=120)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(empty) in lines[0]
+    assert not (tmp_path / "o").exists()
+    r = run_process([sys.executable, str(SCRIPT), "ablation", "--root", str(root), "--out", str(tmp_path / "o")],
+                    timeout=120)
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / "o" / "ablation-final-test_top1-by-structure.png"
+    assert r.stdout.strip().splitlines() == [f"wrote {path}"] and path.read_bytes()[:8] == PNG
 
 
 def test_cli_empty_root_exits_1_naming_it(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = run_cli("curves", "--root", str(empty), "--out", str(tmp_path / "o"))
+    r = run_cli(cli.main, ["curves", "--root", str(empty), "--out", str(tmp_path / "o")])
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(empty) in lines[0]
@@ -227,35 +239,98 @@ def test_cli_empty_root_exits_1_naming_it(tmp_path):
 
 
 def test_cli_unknown_metric_exits_2_listing_valid(root, tmp_path):
-    r = run_cli("ablation", "--root", str(root), "--out", str(tmp_path / "o"), "--metric", "test/top7")
+    r = run_cli(cli.main, ["ablation", "--root", str(root), "--out", str(tmp_path / "o"), "--metric", "test/top7"])
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]  # preceded by the corrupt-record line
     assert "test/top7" in last and "test/top1" in last and "val/top1_best" in last
     assert len(r.stderr.strip().splitlines()) == 2
 
 
-def test_cli_unknown_stage_and_option_exit_2(root, tmp_path, capsys):
-    assert P.main(["curves", "--root", str(root), "--out", str(tmp_path), "--stage", "bogus"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+ALL = ["ablation-final-test_top1-by-structure.png", "activations-layer2.-1.png",
+       "conclusion-bireal-ApproxSign_vs_STE.png", "curves-binary.png", "signs.png"]
+
+
+def test_cli_unknown_stage_and_option_exit_2(root, tmp_path):
+    r = run_cli(cli.main, ["curves", "--root", str(root), "--out", str(tmp_path), "--stage", "bogus"])
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
     assert "bogus" in err and "binary, pretrain" in err and "final" not in err  # curves: recorded stages only
-    assert P.main(["ablation", "--root", str(root), "--out", str(tmp_path), "--stage", "bogus"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    r = run_cli(cli.main, ["ablation", "--root", str(root), "--out", str(tmp_path), "--stage", "bogus"])
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
     assert "bogus" in err and "binary, pretrain, final" in err
-    assert P.main(["ablation", "--root", str(root), "--out", str(tmp_path), "--by", "colour"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    r = run_cli(cli.main, ["ablation", "--root", str(root), "--out", str(tmp_path), "--by", "colour"])
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
     assert "colour" in err and "structure" in err and "sign" in err
-    assert P.main(["conclusions", "--root", str(root), "--out", str(tmp_path), "--metric", "test/top7"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    r = run_cli(cli.main, ["conclusions", "--root", str(root), "--out", str(tmp_path), "--metric", "test/top7"])
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
     assert "test/top7" in err and "test/top1" in err
-    assert P.main(["all", "--root", str(root), "--out", str(tmp_path / "all"), "--width", "4"]) == 0
+    r = run_cli(cli.main, ["all", "--root", str(root), "--out", str(tmp_path / "all"), "--width", "4"])
+    assert r.returncode == 0, r.stderr
     written = sorted(p.name for p in (tmp_path / "all").iterdir())
     # the fixture's runs pair on sign only (same seeds): one conclusion figure
-    assert written == ["ablation-final-test_top1-by-structure.png", "activations-layer2.-1.png",
-                       "conclusion-bireal-ApproxSign_vs_STE.png", "curves-binary.png", "signs.png"]
+    assert written == ALL
+    assert sorted(line for line in r.stdout.splitlines() if line.startswith("wrote ")) == [
+        f"wrote {tmp_path / 'all' / n}" for n in ALL]
+
+
+@pytest.mark.slow  # ~20 s on 2 busy cores: every figure twice, fresh width-32 models once
+def test_cli_without_subcommand_draws_all_under_the_output_root(root, tmp_path):
+    """As a new user: ``plots.py`` alone reads ``$ONEBIT_OUTPUTS`` and writes every figure to ``<root>/figures``,
+    nothing into the working directory (the source tree); options without a subcommand are ``all``'s."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = run_cli(cli.main, [], env={"ONEBIT_OUTPUTS": str(root)}, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (root / "figures").iterdir()) == ALL
+    assert [line for line in r.stdout.splitlines() if line.startswith("wrote ")] == [
+        f"wrote {root / 'figures' / n}" for n in ("curves-binary.png", "ablation-final-test_top1-by-structure.png",
+                                                  "signs.png", "activations-layer2.-1.png",
+                                                  "conclusion-bireal-ApproxSign_vs_STE.png")]
+    assert all((root / "figures" / n).read_bytes()[:8] == PNG for n in ALL)
+    # the figures under the root are not records: a second run reads the same runs (one corrupt record named)
+    other = tmp_path / "other"
+    r = run_cli(cli.main, ["--root", str(root), "--out", str(other), "--width", "4"], env={"ONEBIT_OUTPUTS": None},
+                cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in other.iterdir()) == ALL
+    assert list(cwd.iterdir()) == []
+
+
+def test_cli_default_root_and_out(root, tmp_path):
+    """``--root`` defaults to ``$ONEBIT_OUTPUTS``, else ``outputs`` (relative to the working directory); ``--out`` to
+    ``<root>/figures``, ``signs`` (no records) included."""
+    r = run_cli(cli.main, ["ablation"], env={"ONEBIT_OUTPUTS": str(root)}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"wrote {root / 'figures' / 'ablation-final-test_top1-by-structure.png'}"
+    r = run_cli(cli.main, ["signs"], env={"ONEBIT_OUTPUTS": str(tmp_path / "elsewhere")}, cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "elsewhere" / "figures" / "signs.png").read_bytes()[:8] == PNG
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    r = run_cli(cli.main, ["signs"], env={"ONEBIT_OUTPUTS": None}, cwd=cwd)
+    assert r.returncode == 0 and r.stdout.strip() == "wrote outputs/figures/signs.png"
+    assert (cwd / "outputs" / "figures" / "signs.png").read_bytes()[:8] == PNG
+    r = run_cli(cli.main, ["curves"], env={"ONEBIT_OUTPUTS": None}, cwd=cwd)  # outputs/ holds no record
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].endswith("outputs")
+
+
+def test_cli_help_and_bad_subcommand_return_instead_of_exiting(tmp_path):
+    r = run_cli(cli.main, ["--help"])
+    assert r.returncode == 0 and r.stdout.startswith("usage: plots.py") and "Without a subcommand" in r.stdout
+    r = run_cli(cli.main, ["signs", "--help"])
+    assert r.returncode == 0 and "--beta" in r.stdout and "<root>/figures" in r.stdout
+    r = run_cli(cli.main, ["bogus"])
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert "bogus" in line and all(c in line for c in cli.COMMANDS)
+    r = run_cli(cli.main, ["curves", "--band", "wide", "--root", str(tmp_path)])
+    assert r.returncode == 2 and "minmax" in r.stderr and "std" in r.stderr
 
 
 def test_activations_fallback_stats_come_from_the_hooked_tensor(tmp_path):
-    path, data = P.plot_activations(tmp_path / "act.png", records=[], block="layer2.-1", width=8, seed=0)
+    path, data = probe.plot_activations(tmp_path / "act.png", records=[], block="layer2.-1", width=8, seed=0)
     assert data["source"] == "init" and path.read_bytes()[:8] == PNG
     for name in ("bireal", "plain"):
         s, v = data[name]["stats"], data[name]["values"]
@@ -266,7 +341,7 @@ def test_activations_fallback_stats_come_from_the_hooked_tensor(tmp_path):
     # without a shortcut the block input is a BatchNorm output (batch statistics at init): std 1 per channel
     assert data["plain"]["stats"]["std"] == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(UsageError, match="layer2 has 4 blocks"):
-        P.activation_data([], block="layer2.9", width=4)
+        probe.activation_data([], block="layer2.9", width=4)
 
 
 def test_activations_trained_pair_from_checkpoints(tmp_path):
@@ -290,7 +365,7 @@ def test_activations_trained_pair_from_checkpoints(tmp_path):
         models[structure] = m.eval()
     records = load(tmp_path)
     assert [r.options["structure"] for r in shortcut_pair(records)] == ["bireal", "plain"]
-    data = P.activation_data(records, block="layer2.-1")
+    data = probe.activation_data(records, block="layer2.-1")
     assert data["source"] == "trained"
     d = DigitsData(batch_size=32)
     d.setup("fit")
@@ -337,7 +412,7 @@ def test_ablation_axis_spans_the_data_with_the_tables_std_as_error_bars(high_roo
     from onebit.results.cells import summarize
 
     records = load(high_root)
-    fig = P.ablation_figure(records, metric="test/top1")
+    fig = draw.ablation_figure(records, metric="test/top1")
     ax = fig.axes[0]
     lo, hi = ax.get_ylim()
     assert 90 < lo < 94 and 98 < hi < 100  # around 94-98 %, not from 0
@@ -355,32 +430,32 @@ def test_ablation_axis_spans_the_data_with_the_tables_std_as_error_bars(high_roo
     assert len(labels) == 6 and all("(n=3)" in t.get_text() for t in labels)
     assert _no_overlap([t.get_window_extent() for t in labels])
     assert _legend_off_axes(fig, ax, ax.get_legend())
-    P.plt.close(fig)
+    plt.close(fig)
 
 
 def test_ablation_axis_starts_at_0_only_when_the_data_reach_it(tmp_path):
     for s, (a, b) in enumerate([(0.05, 0.60), (0.10, 0.70), (0.08, 0.65)]):
         write_record(tmp_path, f"a{s}", sign="approx", seed=s, test=a)
         write_record(tmp_path, f"s{s}", sign="ste", seed=s, test=b)
-    fig = P.ablation_figure(load(tmp_path))
+    fig = draw.ablation_figure(load(tmp_path))
     ax = fig.axes[0]
     assert ax.get_ylim()[0] == 0.0 and "not 0" not in ax.get_ylabel()
-    P.plt.close(fig)
-    assert P.value_limits([95.0, 98.0, np.nan], percent=True) == pytest.approx((95 - 0.36, 98 + 0.36))
-    assert P.value_limits([0.5, 99.9], percent=True) == (0.0, 100.0)
-    assert P.value_limits([-2.0, 3.0], percent=True) == pytest.approx((-2.6, 3.6))  # a difference: not clipped
+    plt.close(fig)
+    assert value_limits([95.0, 98.0, np.nan], percent=True) == pytest.approx((95 - 0.36, 98 + 0.36))
+    assert value_limits([0.5, 99.9], percent=True) == (0.0, 100.0)
+    assert value_limits([-2.0, 3.0], percent=True) == pytest.approx((-2.6, 3.6))  # a difference: not clipped
 
 
 def test_curves_legend_is_off_the_data(root):
-    fig = P.curves_figure(load(root))
+    fig = draw.curves_figure(load(root))
     (legend,) = fig.legends
     for ax in fig.axes:
         assert _legend_off_axes(fig, ax, legend)
-    P.plt.close(fig)
+    plt.close(fig)
 
 
 def test_activation_histograms_share_x_range_and_bins():
-    fig, data = P.activations_figure([], block="layer2.-1", width=4, seed=0)
+    fig, data = probe.activations_figure([], block="layer2.-1", width=4, seed=0)
     a, b = fig.axes
     assert a.get_xlim() == b.get_xlim()
     edges_a = [p.get_x() for p in a.patches]
@@ -390,7 +465,7 @@ def test_activation_histograms_share_x_range_and_bins():
     assert a.get_xlim() == pytest.approx((lo, hi))
     assert sum(p.get_height() for p in a.patches) == data["bireal"]["stats"]["count"]  # every value in a bin
     assert sum(p.get_height() for p in b.patches) == data["plain"]["stats"]["count"]
-    P.plt.close(fig)
+    plt.close(fig)
 
 
 @pytest.fixture
@@ -420,7 +495,7 @@ def test_conclusion_figure_has_the_tables_numbers_and_the_papers_difference(pair
         row = table.loc[name]
         assert part.diffs == pytest.approx(diffs)
         assert "protocol: not declared" in part.label
-        fig = P.conclusion_figure(name, data[name])
+        fig = draw.conclusion_figure(name, data[name])
         ax = fig.axes[0]
         mean, se, paper = row["ours (points)"], row["SE"], row["paper (points)"]
         assert mean == pytest.approx(np.mean(diffs), abs=0.005)
@@ -440,7 +515,7 @@ def test_conclusion_figure_has_the_tables_numbers_and_the_papers_difference(pair
         assert _legend_off_axes(fig, ax, legend)
         lo, hi = ax.get_xlim()
         assert lo < min(0, *diffs) and hi > max(paper, *diffs)  # zero, every pair and the paper in view
-        P.plt.close(fig)
+        plt.close(fig)
 
 
 def test_conclusion_parts_are_named_by_the_keys_they_were_split_by(tmp_path):
@@ -461,12 +536,12 @@ def test_conclusion_parts_are_named_by_the_keys_they_were_split_by(tmp_path):
 
 def test_cli_conclusions_one_file_per_conclusion_or_exit_1(pairs_root, tmp_path):
     out = tmp_path / "o"
-    assert P.main(["conclusions", "--root", str(pairs_root), "--out", str(out)]) == 0
+    assert run_cli(cli.main, ["conclusions", "--root", str(pairs_root), "--out", str(out)]).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == ["conclusion-bireal-ApproxSign_vs_STE.png",
                                                      "conclusion-bireal-shortcut_vs_none.png"]
     assert all(p.read_bytes()[:8] == PNG for p in out.iterdir())
     lone = tmp_path / "lone"
     write_record(lone, "only", study="s")
-    r = run_cli("conclusions", "--root", str(lone), "--out", str(tmp_path / "none"))
+    r = run_cli(cli.main, ["conclusions", "--root", str(lone), "--out", str(tmp_path / "none")])
     assert r.returncode == 1 and "no paired Bi-Real Table 1 runs" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "none").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compose_cfg, run_train
+from conftest import TINY_FULL, compose_cfg, run_train
 from omegaconf import OmegaConf, open_dict
 
 from onebit.nn.summary import precision, summarize
@@ -15,7 +15,7 @@ from onebit.records.record import read_record
 from onebit.training.build import make_data, make_model
 from onebit.training.checkpoints import last_checkpoint, read_checkpoint, stage_weights
 
-TINY = ["model.width=4", "epochs=1", "pretrain.epochs=1", "logger=none"]
+TINY = [*TINY_FULL, "pretrain.epochs=1"]  # not smoke runs: the two_step table leaves them out
 
 
 def _chain(stages):
@@ -163,16 +163,14 @@ def test_protocol_is_recorded(tmp_path):
 def test_two_step_sweep_and_table(tmp_path):
     """A real multirun of both recipes (2 seeds), then `tables.py two_step`: one row per model with both cells,
     paired differences over the 2 seeds; Table 1 keeps only the paper's one-step runs."""
-    import subprocess
-    import sys
+    from conftest import run_cli
 
-    from conftest import ROOT
+    from onebit.cli.tables import main as tables
 
     r = run_train(["-m", "sweeps=bireal_two_step", "model=bireal18", "seed=0,1", *TINY, f"output_root={tmp_path}"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert "onebit sweep: 4 finished, 0 failed" in r.stdout
-    t = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "two_step", "--root", str(tmp_path),
-                        "--format", "csv"], capture_output=True, text=True)
+    t = run_cli(tables, ["two_step", "--root", tmp_path, "--format", "csv"])
     assert t.returncode == 0, t.stderr
     import io
 
@@ -185,7 +183,6 @@ def test_two_step_sweep_and_table(tmp_path):
     assert list(paired.columns)[:6] == ["table", "model", "two-step - one-step (points)", "SE", "pairs", "verdict"]
     assert paired.pairs.tolist() == [2]
     assert "each step its own epochs" in t.stderr
-    t1 = subprocess.run([sys.executable, str(ROOT / "analysis" / "tables.py"), "table1", "--root", str(tmp_path),
-                         "--format", "csv"], capture_output=True, text=True)
+    t1 = run_cli(tables, ["table1", "--root", tmp_path, "--format", "csv"])
     assert t1.returncode == 0 and "(n=2)" in t1.stdout
     assert "recipe" not in t1.stderr  # not split by recipe: the two-step runs are not Table 1 cells

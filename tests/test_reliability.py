@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import FAST, ROOT, compose_cfg, run_train
+from conftest import FAST, ROOT, compose_cfg, image_folder, run_train
 
 from onebit.records.identity import job_key
 from onebit.records.record import read_record
@@ -32,13 +32,7 @@ def metrics(rec, stage: str = "binary") -> dict:
 
 
 def _image_folder(root: Path) -> None:
-    from PIL import Image
-
-    for split in ("train", "val"):
-        for c in ("a", "b"):
-            (root / split / c).mkdir(parents=True)
-            for i in range(4):
-                Image.new("RGB", (40, 40), (i * 40, 80 if c == "a" else 200, 0)).save(root / split / c / f"{i}.png")
+    image_folder(root, classes=("a", "b"), n=4, size=(40, 40))
 
 
 def test_sweep_is_idempotent_skips_finished_and_retries_failed(tmp_path):

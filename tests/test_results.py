@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
+from onebit.cli.tables import main as tables
 from onebit.records.identity import cell_key, smoke_reasons
 from onebit.records.record import SCHEMA, RunRecord, StageRecord
 from onebit.results import bireal, cells, study
 from onebit.results.load import NoRunsError, load_records, records_from_wandb
 from onebit.results.select import select
-from onebit.tracking.loggers import wandb_config
+from onebit.tracking.wandb_record import wandb_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = [sys.executable, str(ROOT / "analysis" / "tables.py")]
 SIGNS = {"approx": {"_target_": "onebit.nn.quantizers.ApproxSign", "t": None},
          "ste": {"_target_": "onebit.nn.quantizers.SteSign", "t": 1.0},
          "swish": {"_target_": "onebit.nn.quantizers.SwishSign", "beta": 5.0}}
@@ -97,10 +96,6 @@ def make_record(root: Path, name: str, *, sign="approx", weight="magnitude_aware
     return rec
 
 
-def tables(*args, cwd=None):
-    return subprocess.run([*TABLES, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # 1. One validating loader
 # ----------------------------------------------------------------------------------------------------------
@@ -130,7 +125,7 @@ def test_bad_records_are_named_and_never_averaged(tmp_path, capsys):
         assert sum(line.startswith(f"onebit: skipped {path}: ") for line in err) == 1, (name, err)
     assert any("stages.binary: field 'metrics'" in line for line in err)
     assert any("field 'attempts'" in line for line in err) and any("field 'timings'" in line and 'yesterday' in line for line in err)
-    r = tables("table1", "--root", tmp_path)
+    r = run_cli(tables, ["table1", "--root", tmp_path])
     assert r.returncode == 0 and "90.0 (n=1)" in r.stdout and r.stderr.count("onebit: skipped") == 4
 
 
@@ -164,7 +159,7 @@ def test_a_config_key_outside_the_table_axes_splits_too(tmp_path):
     for seed in (0, 1):
         make_record(tmp_path, f"a{seed}", seed=seed, top1=0.8, optimizer__lr=0.002)
         make_record(tmp_path, f"b{seed}", seed=seed, top1=0.6, optimizer__lr=0.01, twin=f"lr-{seed}")
-    r = tables("table1", "--root", tmp_path)
+    r = run_cli(tables, ["table1", "--root", tmp_path])
     assert r.returncode == 0, r.stderr
     assert "[optimizer.lr=0.002]" in r.stdout and "[optimizer.lr=0.01]" in r.stdout
     assert "80.0 ± 0.0 (n=2)" in r.stdout and "60.0 ± 0.0 (n=2)" in r.stdout and "70.0" not in r.stdout
@@ -183,7 +178,7 @@ def test_duplicate_seed_keeps_the_latest_finished_run(tmp_path):
     records, _ = load_records(tmp_path)
     kept, dropped = cells.dedupe(records)
     assert dropped == 2 and sorted(r.run_id for r in kept) == ["id-new", "id-other_seed"]
-    r = tables("table1", "--root", tmp_path)
+    r = run_cli(tables, ["table1", "--root", tmp_path])
     assert "80.0 ± 14.1 (n=2)" in r.stdout and "failed" not in r.stdout.split("conclusions")[0]
     assert "dropped 2 older duplicate(s) of the same cell and seed" in r.stdout
 
@@ -207,11 +202,11 @@ def test_missing_final_stage_metric_is_missing_not_filled(tmp_path):
 def test_smoke_runs_are_left_out_and_named(tmp_path):
     make_record(tmp_path, "full", top1=0.9)
     make_record(tmp_path, "smoke", seed=1, top1=0.1, trainer={"limit_train_batches": 3})
-    r = tables("table1", "--root", tmp_path)
+    r = run_cli(tables, ["table1", "--root", tmp_path])
     assert r.returncode == 0, r.stderr
     assert "90.0 (n=1)" in r.stdout and "50.0" not in r.stdout
     assert "left out: 1 smoke run (trainer.limit_train_batches=3)" in r.stdout
-    r = tables("table1", "--root", tmp_path, "--include-smoke")
+    r = run_cli(tables, ["table1", "--root", tmp_path, "--include-smoke"])
     titles = [line for line in r.stdout.splitlines() if line.startswith("== Bi-Real Table 1,")]
     assert all("smoke runs included" in t for t in titles) and "includes 1 smoke run" in r.stdout
     # a smoke run is its own cell (the Trainer limit is in the identity): its own table, never averaged in
@@ -219,7 +214,7 @@ def test_smoke_runs_are_left_out_and_named(tmp_path):
     only = tmp_path / "only"
     make_record(only, "s", trainer={"limit_train_batches": 2})
     make_record(only, "t", seed=1, trainer={"fast_dev_run": True})
-    r = tables("table1", "--root", only)
+    r = run_cli(tables, ["table1", "--root", only])
     assert r.returncode == 1 and r.stderr.strip() == (
         "onebit: error: no runs to show: study bireal_table1: left out: 2 smoke runs (trainer.fast_dev_run=True, "
         "trainer.limit_train_batches=2); --include-smoke shows them")
@@ -228,17 +223,17 @@ def test_smoke_runs_are_left_out_and_named(tmp_path):
 def test_one_table_per_study_unless_all_studies(tmp_path):
     make_record(tmp_path, "a", study="first", top1=0.9)
     make_record(tmp_path, "b", study="second", top1=0.7, epochs=2)
-    r = tables("table1", "--root", tmp_path)
+    r = run_cli(tables, ["table1", "--root", tmp_path])
     titles = [line for line in r.stdout.splitlines() if line.startswith("== Bi-Real Table 1,")]
     assert titles[0].startswith("== Bi-Real Table 1, study first (") and "study second (" in titles[1]
     assert "90.0 (n=1)" in r.stdout and "70.0 (n=1)" in r.stdout and "80.0" not in r.stdout
-    r = tables("table1", "--root", tmp_path, "--all-studies")
+    r = run_cli(tables, ["table1", "--root", tmp_path, "--all-studies"])
     assert "all studies mixed (first, second) [epochs=1, pretrain.epochs=1]" in r.stdout
     make_record(tmp_path, "c", study="second", seed=1, top1=0.5)  # a's cell in another study: mixed on request
-    r = tables("study", "--root", tmp_path, "--all-studies", "--format", "csv")
+    r = run_cli(tables, ["study", "--root", tmp_path, "--all-studies", "--format", "csv"])
     assert r.returncode == 0 and "All studies mixed (first, second)" in r.stderr
     assert "70.0 ± 28.3 (n=2)" in r.stdout and "70.0 (n=1)" in r.stdout  # a (0.9) + c (0.5); b
-    r = tables("study", "--root", tmp_path, "--study", "nope")
+    r = run_cli(tables, ["study", "--root", tmp_path, "--study", "nope"])
     assert r.returncode == 1 and r.stderr.strip() == "onebit: error: no runs of study 'nope' (studies: first, second)"
 
 
@@ -294,7 +289,7 @@ def test_schema1_example_loads_and_reproduces_the_committed_tables(tmp_path):
     records, problems = load_records(example)
     assert problems == [] and len(records) == 72 and {r.schema for r in records} == {SCHEMA}
     assert len(cells.group_cells(records)) == 24  # relu|clip x 4 weight/sign x 3 structures, 3 seeds each
-    r = tables("table1", "--root", example, "--format", "markdown", "--out", tmp_path)
+    r = run_cli(tables, ["table1", "--root", example, "--format", "markdown", "--out", tmp_path])
     assert r.returncode == 0, r.stderr
     for name in ("bireal_table1", "bireal_table1_conclusions"):
         ours, committed = _markdown_frame(tmp_path / f"{name}.md"), _markdown_frame(example / f"{name}.md")
@@ -305,11 +300,11 @@ def test_schema1_example_loads_and_reproduces_the_committed_tables(tmp_path):
 
 
 def test_no_runs_is_one_line_and_exit_1(tmp_path):
-    r = tables("table1", "--root", tmp_path)
+    r = run_cli(tables, ["table1", "--root", tmp_path])
     assert r.returncode == 1 and r.stderr.strip() == f"onebit: error: no run records under {tmp_path}"
     with pytest.raises(NoRunsError, match="does not exist"):
         load_records(tmp_path / "nope")
-    r = tables("table1", "--root", tmp_path, "--metric", "test/top7")
+    r = run_cli(tables, ["table1", "--root", tmp_path, "--metric", "test/top7"])
     assert r.returncode == 2 and "invalid choice: 'test/top7'" in r.stderr
 
 
@@ -327,7 +322,7 @@ def test_fashion_mnist_example_reproduces_the_committed_tables(tmp_path):
     assert all(r.status == "finished" and not r.smoke and r.options["data"] == "fashion_mnist" for r in records)
     assert {r.config["protocol"] for r in records} == {"paper_sgd", "official_adam"}
     assert len(cells.group_cells(records)) == 10
-    r = tables("table1", "--root", example / "records", "--format", "markdown", "--out", tmp_path)
+    r = run_cli(tables, ["table1", "--root", example / "records", "--format", "markdown", "--out", tmp_path])
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in example.glob("bireal_table1*.md"))
     assert names == sorted(p.name for p in tmp_path.glob("*.md")) and len(names) == 4

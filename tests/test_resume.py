@@ -31,12 +31,9 @@ def essence(rec) -> dict:
         for n, s in rec.stages.items()}}
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reference")
-    r = run_train([*ARGS, f"output_root={root}"])
-    assert r.returncode == 0, r.stderr[-3000:]
-    return only_record(root)
+@pytest.fixture
+def uninterrupted(train_once):
+    return train_once(*ARGS)  # conftest: trained once per session (in-process), shared: read only
 
 
 @pytest.mark.parametrize("point", POINTS)

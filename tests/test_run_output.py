@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, ROOT
+from conftest import FAST, ROOT, run_train
 
 from onebit.records.record import RunRecord, StageRecord, read_record
 from onebit.tracking import progress
@@ -34,10 +34,10 @@ def env(**extra) -> dict:
     return {**e, **extra}
 
 
-def train(args: list[str], **extra_env) -> subprocess.CompletedProcess:
-    """``python src/train.py args`` with pipes (non-interactive) and warnings on."""
-    return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], check=False, cwd=ROOT,
-                          env=env(**extra_env), capture_output=True, text=True, timeout=1800)
+def train(args: list[str], **extra_env):
+    """``python src/train.py args``, a real process, with pipes (non-interactive) and warnings on."""
+    return run_train(args, env={"PYTHONWARNINGS": None, "WANDB_SILENT": None, **extra_env}, timeout=1800,
+                     subprocess=True)
 
 
 def noise(text: str) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import io
 import json
 import math
@@ -16,26 +15,18 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, wandb_records
+from conftest import ROOT, run_cli, wandb_records
 from test_results import make_record
 
+import onebit.cli.tables as T
+from onebit.cli.tables import main as tables
 from onebit.results.select import Table
 
-SCRIPT = ROOT / "analysis" / "tables.py"
-_spec = importlib.util.spec_from_file_location("onebit_tables", SCRIPT)
-T = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(T)
 EXAMPLE = ROOT / "analysis" / "example" / "records"
-
-
-def tables(*args, env=None):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env,
-                          check=False)
 
 
 @functools.cache
@@ -178,7 +169,7 @@ def check_section(sec: dict, table: Table) -> None:
 
 def test_markdown_every_table_titled_separated_valid(tmp_path):
     pairs = expected()
-    r = tables("--root", EXAMPLE, "--format", "markdown")
+    r = run_cli(tables, ["--root", EXAMPLE, "--format", "markdown"])
     assert r.returncode == 0, r.stderr
     sections = parse_markdown(r.stdout)
     assert len(sections) == len(pairs) == 5  # 2 protocols x (Table 1 + conclusions), Table 3
@@ -190,7 +181,7 @@ def test_markdown_every_table_titled_separated_valid(tmp_path):
     assert sgd["rows"][0] == ["shortcut > none", "17.46", "1.56", "3", "44.3", "holds, exceeds seed noise"]
     assert [row[1] for row in sections[1]["rows"]] == ["6.06", "-0.60", "0.00", "1.85"]  # one precision a column
     # --out: one file per table, each a titled section of its own
-    r = tables("table1", "--root", EXAMPLE, "--format", "markdown", "--out", tmp_path)
+    r = run_cli(tables, ["table1", "--root", EXAMPLE, "--format", "markdown", "--out", tmp_path])
     assert r.returncode == 0, r.stderr
     for _, table in pairs[:4]:
         (sec,) = parse_markdown((tmp_path / f"{table.name}.md").read_text())
@@ -221,7 +212,7 @@ def check_rows(read: pd.DataFrame, table: Table) -> None:
 
 def test_csv_one_stream_with_a_table_column_and_one_file_per_table(tmp_path):
     pairs = expected()
-    r = tables("--root", EXAMPLE, "--format", "csv")
+    r = run_cli(tables, ["--root", EXAMPLE, "--format", "csv"])
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(io.StringIO(r.stdout))
     union = list(dict.fromkeys(str(c) for _, t in pairs for c in t.frame.columns))
@@ -234,7 +225,7 @@ def test_csv_one_stream_with_a_table_column_and_one_file_per_table(tmp_path):
     assert adam.set_index("conclusion").loc["shortcut > none", "ours (points)"] == pytest.approx(6.06)
     assert df[df["table"] == "bireal_table3"].set_index("model").loc["Bi-Real-18", "memory_mbit"] == \
         pytest.approx(33.51)
-    r = tables("table1", "--root", EXAMPLE, "--format", "csv", "--out", tmp_path)
+    r = run_cli(tables, ["table1", "--root", EXAMPLE, "--format", "csv", "--out", tmp_path])
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{t.name}.csv" for _, t in pairs[:4])
     for _, table in pairs[:4]:
@@ -297,7 +288,7 @@ def test_latex_booktabs_escaped_fixed_precision_missing(tmp_path):
     assert "\\textless{}absent\\textgreater{} & -- & 2 & *bold* \\\\" in tex
     assert "-- & 2.25 & 3 &  \\\\" in tex and "56.4 $\\pm$ 0.3 (n=3)" in tex and "magnitude\\_aware" in tex
     pairs = expected("table1")
-    r = tables("table1", "--root", EXAMPLE, "--format", "latex", "--out", tmp_path)
+    r = run_cli(tables, ["table1", "--root", EXAMPLE, "--format", "latex", "--out", tmp_path])
     assert r.returncode == 0, r.stderr
     for _, t in pairs:
         tex = (tmp_path / f"{t.name}.tex").read_text()
@@ -361,11 +352,11 @@ def check_logged(logged: dict, printed: pd.DataFrame, pairs: list) -> None:
 
 
 def test_to_wandb_one_offline_run_per_study_with_its_tables(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env = {k: None for k in os.environ if k.startswith("WANDB_")}  # unset for the call: W&B's own defaults
     make_record(tmp_path, "a", study="first", top1=0.9)
     make_record(tmp_path, "b", study="first", seed=1, top1=0.8, sign="ste")
     make_record(tmp_path, "c", study="second", top1=0.7, epochs=2)
-    r = tables("table1", "--root", tmp_path, "--format", "csv", "--to-wandb", "--project", "papers", env=env)
+    r = run_cli(tables, ["table1", "--root", tmp_path, "--format", "csv", "--to-wandb", "--project", "papers"], env=env)
     assert r.returncode == 0, r.stderr
     printed = pd.read_csv(io.StringIO(r.stdout))  # stdout stays one parseable CSV
     pairs = expected("table1", tmp_path)
@@ -373,7 +364,7 @@ def test_to_wandb_one_offline_run_per_study_with_its_tables(tmp_path):
     logged = wandb_runs(tmp_path)
     check_logged(logged, printed, pairs)
     assert {run.project for run, _, _ in logged.values()} == {"papers"}
-    assert f"upload with: python -m onebit.cli.sync {tmp_path}" in r.stderr
+    assert f"upload with: onebit-sync --root {tmp_path}" in r.stderr
     assert "logged offline to " + str(tmp_path / "tables_wandb") in r.stderr
     first = logged["first"][2]["bireal_table1-first"]
     cols = first["columns"]
@@ -381,7 +372,7 @@ def test_to_wandb_one_offline_run_per_study_with_its_tables(tmp_path):
     assert cell == ["90.0 (n=1)"]
 
     shutil.rmtree(tmp_path / "tables_wandb")
-    r = tables("--root", tmp_path, "--all-studies", "--format", "csv", "--to-wandb", env=env)
+    r = run_cli(tables, ["--root", tmp_path, "--all-studies", "--format", "csv", "--to-wandb"], env=env)
     assert r.returncode == 0, r.stderr
     pairs = expected("all", tmp_path, all_studies=True)
     assert {g for g, _ in pairs} == {T.ALL_STUDIES, T.NO_STUDY}

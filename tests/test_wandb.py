@@ -12,8 +12,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import FAST, ROOT, compose_cfg, wandb_records
+from conftest import FAST, ROOT, compose_cfg, run_cli, run_train, wandb_records
 
+from onebit.cli import sync, tables
 from onebit.core.errors import ConfigError
 from onebit.records.record import read_record
 from onebit.training import jobs
@@ -64,9 +65,10 @@ def default_env(**extra) -> dict:
     return {**env, **extra}
 
 
-def train(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args], cwd=ROOT, env=env or default_env(),
-                       capture_output=True, text=True, timeout=900, check=False)
+def train(args: list[str]):
+    """A real process in a user's shell (default_env: W&B's own settings, warnings on): what W&B prints there."""
+    r = run_train(args, env={"WANDB_SILENT": None, "WANDB_MODE": None, "PYTHONWARNINGS": None}, timeout=900,
+                  subprocess=True)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -186,8 +188,9 @@ def test_sync_lists_every_offline_run_of_runs_and_sweeps(runs):
     root = runs.root
     offline = sorted(p for p in root.rglob("offline-run-*") if p.is_dir())
     assert len(offline) == 5  # first: pretrain + binary; second: binary; the sweep: 2 x binary
-    r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root), "--dry-run"], capture_output=True, text=True,
-                       env=default_env(), check=False)
+    # the one real process of `python -m onebit.cli.sync` (the calls below are onebit.cli.sync.main in-process)
+    r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", "--root", str(root), "--dry-run"],
+                       capture_output=True, text=True, env=default_env(), check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == f"onebit sync: 5 offline W&B run(s) under {root}"
     out = r.stdout + r.stderr  # the rest is `wandb sync --dry-run`'s own listing
@@ -197,20 +200,38 @@ def test_sync_lists_every_offline_run_of_runs_and_sweeps(runs):
     marker = log.with_suffix(".wandb.synced")
     marker.touch()
     try:
-        r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root), "--dry-run"], capture_output=True,
-                           text=True, env=default_env(), check=False)
+        r = run_cli(sync.main, [root, "--dry-run"])  # the older spelling: the root as a positional argument
         out = r.stdout + r.stderr
         assert "Skipped 1 synced run(s)" in out and "Would sync 4 run(s)" in out and offline[0].name not in out
     finally:
         marker.unlink()
     # uploading needs a key; without one: one line, never a prompt (the upload itself needs a network)
-    r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root)], capture_output=True, text=True,
-                       env=default_env(HOME=str(root), WANDB_API_KEY=""), stdin=subprocess.DEVNULL, check=False)
+    r = run_cli(sync.main, ["--root", root], env={"HOME": root, "WANDB_API_KEY": ""})
     assert r.returncode == 1 and r.stderr.strip() == ("onebit: error: no W&B API key: set WANDB_API_KEY or run "
                                                       "`wandb login`, then run this again")
-    r = subprocess.run([sys.executable, "-m", "onebit.cli.sync", str(root / "nope")], capture_output=True, text=True,
-                       check=False)
-    assert r.returncode == 2 and "is not a directory" in r.stderr
+    r = run_cli(sync.main, ["--root", root / "nope"])
+    assert r.returncode == 2 and r.stderr == f"onebit: error: {root / 'nope'} is not a directory (the outputs root; " \
+        "default: $ONEBIT_OUTPUTS, else outputs)\n"
+    r = run_cli(sync.main, ["--root", root, root / "nope"])
+    assert r.returncode == 2 and r.stderr.startswith("onebit: error: two roots: ") and r.stderr.count("\n") == 1
+
+
+def test_onebit_outputs_is_the_default_root_of_sync_and_tables(runs, tmp_path):
+    """Without --root, onebit-sync and onebit-tables look under $ONEBIT_OUTPUTS (onebit.core.paths.output_root),
+    as training writes there: from another working directory they find the same runs as with --root."""
+    root = runs.root
+    r = run_cli(sync.main, ["--dry-run"], env={"ONEBIT_OUTPUTS": root}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"onebit sync: 5 offline W&B run(s) under {root}"
+    assert "Would sync 5 run(s)" in r.stdout
+    args = ["study", "--study", "wbsweep", "--include-smoke", "--format", "csv"]
+    by_env = run_cli(tables.main, args, env={"ONEBIT_OUTPUTS": root}, cwd=tmp_path)
+    by_flag = run_cli(tables.main, [*args, "--root", root], cwd=tmp_path)
+    assert by_env.returncode == 0 and by_flag.returncode == 0, by_env.stderr
+    assert "wbsweep" in by_env.stdout + by_env.stderr and by_env.stdout == by_flag.stdout
+    assert "(n=2)" in by_env.stdout  # the sweep's two seeds: one cell
+    nothing = run_cli(tables.main, args, env={"ONEBIT_OUTPUTS": None}, cwd=tmp_path)  # ./outputs: none here
+    assert nothing.returncode == 1 and nothing.stderr.startswith("onebit: error: ") and "outputs" in nothing.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------

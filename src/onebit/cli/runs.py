@@ -1,48 +1,110 @@
-"""A finished run named on the command line (``src/eval.py``, ``src/export.py``): ``key=value`` arguments, the
-run's record found from its directory or its Hydra job folder, and a finished stage of it."""
+"""What the command-line tools share (``onebit-eval``, ``onebit-export``, ``onebit-tables``, ``onebit-sync``): an
+argparse parser that never exits the process (a bad argument is one ``onebit: error:`` line, exit 2; ``--help``
+returns 0), the older ``key=value`` spelling of eval and export translated to their flags, and a finished run named
+on the command line: its record found from its directory or its Hydra job folder, and a finished stage of it."""
 
 from __future__ import annotations
 
+import argparse
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from onebit.core.errors import ConfigError
 from onebit.records.layout import POINTER, RECORD_NAME, read_pointer
 from onebit.records.record import CorruptRecordError, read_record
 
+RUN_HELP = "a run directory (with record.json), or the Hydra job folder of a run (with job.json)"
 
-def parse_args(argv: list[str], keys: dict[str, str], choices: dict[str, tuple] | None = None,
-               required: tuple[str, ...] = ("run",)) -> dict:
-    """``key=value`` arguments (``--out FILE`` and ``--out=FILE`` too) into a dict; ConfigError for the rest.
-    ``keys`` maps each key to its help; ``choices`` gives a key's valid values, the first one its default."""
-    args: dict[str, str] = {}
-    it = iter(argv)
-    for arg in it:
-        if arg in ("--out", "-o") and "out" in keys:
-            value = next(it, None)
-            if value is None:
-                raise ConfigError(f"{arg} needs a file name")
-            arg = f"out={value}"
-        key, eq, value = arg.removeprefix("--").partition("=")
-        if not eq or key not in keys:
+
+class Exit(Exception):
+    """argparse finished the command itself (``--help``): the exit status, returned by :func:`run_main`."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` callable in-process: a bad argument raises :class:`ConfigError` (one line
+    naming the value and the valid choices) instead of printing the usage and exiting; ``--help`` prints to the
+    current ``sys.stdout`` and raises :class:`Exit`."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see --help)")
+
+    def exit(self, status: int = 0, message: str | None = None):
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise Exit(status)
+
+
+def run_main(body: Callable[[], int], prefix: str = "onebit: error: ") -> int:
+    """``body()``'s exit status; a :class:`ConfigError` is its one line on stderr (exit 2), ``--help`` exit 0."""
+    try:
+        return body()
+    except Exit as e:
+        return e.status
+    except ConfigError as e:
+        print(f"{prefix}{' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+
+
+_KEY = re.compile(r"[A-Za-z_]\w*")
+
+
+def legacy(argv: list[str], keys: dict[str, str], positional: str = "run") -> list[str]:
+    """The older ``key=value`` spelling of eval and export (``run=DIR stage=binary weights=best out=F``, also
+    ``--run=DIR``, ``--min_agreement=X``) as today's arguments (``DIR --stage binary --weights best --out F``);
+    everything else unchanged. ``keys`` maps each older key to its help; ``positional`` is the key that became the
+    positional argument. An unknown ``key=value`` (not an existing path) is one ConfigError line."""
+    out: list[str] = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        name = key.removeprefix("--")
+        if not eq or (key.startswith("-") and not key.startswith("--")):
+            out.append(arg)
+        elif key.startswith("--"):
+            out.append(value if name == positional else f"--{name.replace('_', '-')}={value}")
+        elif not _KEY.fullmatch(key) or (key not in keys and Path(arg).exists()):
+            out.append(arg)  # a path with "=" in it: the positional argument
+        elif key not in keys:
             raise ConfigError(f"unknown argument {arg!r}; valid: {', '.join(f'{k}=' for k in keys)} (see --help)")
-        if not value:
+        elif not value:
             raise ConfigError(f"{key}= needs a value: {keys[key]}")
-        args[key] = value
-    for key in required:
-        if key not in args:
-            raise ConfigError(f"{key}= is required: {keys[key]}")
-    for key, valid in (choices or {}).items():
-        args.setdefault(key, valid[0])
-        if args[key] not in valid:
-            raise ConfigError(f"{key}={args[key]!r} is invalid; choose one of {', '.join(valid)}")
-    if "out" in args and Path(args["out"]).is_dir():
-        raise ConfigError(f"out={args['out']!r} is a directory; give a file name")
+        else:
+            out.append(value if key == positional else f"--{key.replace('_', '-')}={value}")
+    return out
+
+
+def parse_known(parser: Parser, argv: list[str]) -> argparse.Namespace:
+    """``parser``'s arguments; anything it does not know is one ConfigError line naming it and the valid ones."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        valid = [a.option_strings[-1] if a.option_strings else (a.metavar or a.dest.upper())
+                 for a in parser._actions if a.help != argparse.SUPPRESS and "--help" not in a.option_strings]
+        raise ConfigError(f"unknown argument {unknown[0]!r}; valid: {', '.join(valid)} (see --help)")
     return args
 
 
-def find_record(path: str):
-    """The record of ``run=``: a run directory, or a Hydra job folder whose ``job.json`` points at one. Its
-    ``run_dir`` becomes where the record lies now (a moved or copied run finds its checkpoints)."""
+def out_file(out: str | None) -> str | None:
+    """``--out FILE``, refused when it names a directory."""
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"--out {out!r} is a directory; give a file name")
+    return out
+
+
+def find_record(path: str | None):
+    """The record of the run named on the command line: a run directory, or a Hydra job folder whose ``job.json``
+    points at one. Its ``run_dir`` becomes where the record lies now (a moved or copied run finds its
+    checkpoints)."""
+    if not path:
+        raise ConfigError(f"RUN is required: {RUN_HELP}")
     run = Path(path)
     if not run.is_dir():
         raise ConfigError(f"run={path!r}: no such directory")

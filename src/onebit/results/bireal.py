@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from onebit import paper
-from onebit.core.registry import DEFAULT_METRIC
+from onebit.core.registry import DEFAULT_METRIC, PRETRAIN
 from onebit.records.identity import LATER_STAGE_KEYS, cell_items
 from onebit.records.record import RunRecord
 from onebit.results import paired
@@ -76,7 +76,7 @@ def position(rec: RunRecord) -> tuple | None:
 def real_position(rec: RunRecord) -> tuple | None:
     """(init, "real", "real", structure, depth) of a run's pretrained twin, or None."""
     o = rec.options
-    if (recipe_name(rec) == "one_step" and "pretrain" in rec.stages and o.get("pretrain") in INITS
+    if (recipe_name(rec) == "one_step" and PRETRAIN in rec.stages and o.get("pretrain") in INITS
             and o.get("structure") in STRUCTURE_LABEL and isinstance(o.get("depth"), int)):
         return (o["pretrain"], "real", "real", o["structure"], o["depth"])
     return None
@@ -108,13 +108,13 @@ def cells(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> dict[tu
         if (pos := position(rec)) is not None:
             binary.setdefault(pos, []).append(rec)
         if (pos := real_position(rec)) is not None:
-            st = rec.stages["pretrain"]
+            st = rec.stages[PRETRAIN]
             key = (st.cache or {}).get("key") or rec.run_id
             same = twins.setdefault(pos, {})
-            if key not in same or (st.finished and not same[key].stages["pretrain"].finished):
+            if key not in same or (st.finished and not same[key].stages[PRETRAIN].finished):
                 same[key] = rec
     out = {pos: summarize(recs, metric) for pos, recs in binary.items()}
-    out.update({pos: summarize(list(t.values()), metric, stage="pretrain") for pos, t in twins.items()})
+    out.update({pos: summarize(list(t.values()), metric, stage=PRETRAIN) for pos, t in twins.items()})
     return out
 
 

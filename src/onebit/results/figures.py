@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from onebit.core.registry import DEFAULT_METRIC
+from onebit.core.registry import BINARY, DEFAULT_METRIC
 from onebit.records.identity import cell_items
 from onebit.records.layout import LAST, stage_dir
 from onebit.records.record import RunRecord
@@ -129,7 +129,7 @@ def history(rec: RunRecord, stage: str) -> pd.DataFrame:
     return pd.DataFrame(hist).drop_duplicates("epoch", keep="last").set_index("epoch").sort_index()
 
 
-def curve_data(records: Sequence[RunRecord], stage: str = "binary", metrics: Sequence[str] = CURVE_METRICS,
+def curve_data(records: Sequence[RunRecord], stage: str = BINARY, metrics: Sequence[str] = CURVE_METRICS,
                band: str = "minmax", exclude_label: Iterable[str] = ()) -> list[CellCurves]:
     """Per cell, per epoch: mean = (1/n) sum_i x_i over the n seeds, std with ddof=1, and a band (``minmax``:
     min..max over seeds, ``std``: mean ± 1 std). An epoch enters only when every used seed has it, so no point
@@ -239,7 +239,7 @@ def checkpoint(rec: RunRecord, stage: str) -> Path:
     return stage_dir(rec.run_dir, stage) / LAST
 
 
-def shortcut_pair(records: Sequence[RunRecord], stage: str = "binary") -> tuple[RunRecord, RunRecord] | None:
+def shortcut_pair(records: Sequence[RunRecord], stage: str = BINARY) -> tuple[RunRecord, RunRecord] | None:
     """(bireal, plain): finished runs with ``structure=bireal`` (shortcuts) and ``structure=plain`` (none),
     identical except for ``model.shortcut`` and the seed, each with a ``stage`` checkpoint; the first such pair
     (sorted), at the lowest seed both sides have (else each side's lowest seed)."""

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from onebit.records.layout import RECORD_NAME
 from onebit.records.recipe import stages_for
 from onebit.records.record import SCHEMA, CorruptRecordError, RunRecord, read_record
-from onebit.tracking.loggers import NOT_OPTIONS, metrics_from_summary
+from onebit.tracking.wandb_record import NOT_OPTIONS, metrics_from_summary
 
 WANDB_STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
 METRIC_PREFIXES = ("train/", "val/", "test/")

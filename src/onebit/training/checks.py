@@ -1,7 +1,12 @@
 """Checks of the composed config: every bad value stops the job before any training, with one line that names the
 value and the valid choices.
 
-- ``onebit.cli.preflight`` checks the command line before Hydra composes anything.
+- ``onebit.cli.preflight`` composes the command line with Hydra before the job and explains what Hydra refuses
+  (unknown options and keys); what Hydra composes but onebit cannot use is refused here.
+- The top-level settings' types are checked here, not by a structured config (a dataclass in Hydra's ConfigStore):
+  OmegaConf types cannot say "positive" or "non-negative", so these checks would stay; a schema must be registered
+  before every composition (tests, analysis); and its typed nodes convert values (``epochs=8.0`` -> 8), which would
+  change the resolved config that a job's identity hashes.
 - :func:`check` validates the composed config's values; :func:`check_training` builds the optimizer, the schedule
   and the Trainer once, so that what they refuse stops the job before any record, with its real cause.
 """
@@ -41,16 +46,13 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
     _positive_int("epochs", cfg.epochs)
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r} is invalid: must be a non-negative integer")
-    if not isinstance(cfg.shortcut, bool):
-        raise ConfigError(f"shortcut={cfg.shortcut!r} is invalid: choose one of true, false")
-    if not isinstance(cfg.bn_retrain, bool):
-        raise ConfigError(f"bn_retrain={cfg.bn_retrain!r} is invalid: choose one of true, false")
+    for key in ("shortcut", "bn_retrain", "resume"):
+        if not isinstance(cfg.get(key, True), bool):
+            raise ConfigError(f"{key}={cfg[key]!r} is invalid: choose one of true, false")
     if not isinstance(cfg.study, str) or not re.fullmatch(r"[\w.-]+", cfg.study):
         raise ConfigError(f"study={cfg.study!r} is invalid: use letters, digits, '_', '-', '.'")
     if cfg.get("threads") is not None:
         _positive_int("threads", cfg.threads)
-    if not isinstance(cfg.get("resume", True), bool):
-        raise ConfigError(f"resume={cfg.resume!r} is invalid: choose one of true, false")
     try:
         check_speed_options(cfg.get("channels_last", False), cfg.get("compile", False))
     except ValueError as e:

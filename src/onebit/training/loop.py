@@ -20,7 +20,8 @@ from onebit.nn.speed import apply_speed_options
 from onebit.records.identity import pretrain_key
 from onebit.records.recipe import Stage
 from onebit.tracking import progress
-from onebit.tracking.loggers import finish_logger, log_stage_end, log_twin, make_logger, wandb_info, wandb_run_path
+from onebit.tracking.loggers import finish_logger, make_logger
+from onebit.tracking.wandb_run import log_stage_end, log_twin, wandb_info, wandb_run_path
 from onebit.training.build import stage_model, transfer
 from onebit.training.cache import PretrainCache
 from onebit.training.checkpoints import (
