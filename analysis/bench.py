@@ -141,7 +141,7 @@ def bench_threads(repeats: int) -> dict:
 
 
 def bench_epoch(repeats: int) -> dict:
-    """One digits epoch through the pipeline (in-process: compose -> onebit.jobs.run, as src/train.py) vs a
+    """One digits epoch through the pipeline (in-process: compose -> onebit.training.jobs.run, as src/train.py) vs a
     hand-written loop (same model, data, batch size, Adam, train + validation each epoch)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -239,7 +239,7 @@ def bench_startup(repeats: int) -> dict:
 
 def bench_inference(repeats: int) -> dict:
     """Eval-mode latency at batch 1, 224x224, of Bi-Real-18 (ImageNet stem, 1000 classes) and its real-valued twin:
-    the binary model binarizes its weights once (``onebit.layers.BinaryConv2d.quantized_weight``)."""
+    the binary model binarizes its weights once (``onebit.nn.layers.BinaryConv2d.quantized_weight``)."""
     def model(sign, weight):
         torch.manual_seed(0)
         return BiRealResNet(sign, weight, depth=18, stem="imagenet", width=64, in_channels=3, num_classes=1000).eval()

@@ -1,4 +1,4 @@
-"""The speed options (onebit.speed: ``channels_last``, ``compile``) measured on Bi-Real-18.
+"""The speed options (onebit.nn.speed: ``channels_last``, ``compile``) measured on Bi-Real-18.
 
     python analysis/bench_speed.py                 # CPU, and CUDA (bf16 autocast) when a GPU is present
     python analysis/bench_speed.py --repeats 9 --out speed.json

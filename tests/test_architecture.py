@@ -95,7 +95,6 @@ def test_a_sign_approximation_is_one_class_and_one_yaml_file(tmp_path, monkeypat
     """One class (a module on sys.path) + one YAML file (a config dir on Hydra's search path) = a new option of
     the ``sign`` group: composed, trained, recorded by name, its gradient the one its class states."""
     import torch
-
     from conftest import only_record, run_train
 
     (tmp_path / "mysigns.py").write_text(textwrap.dedent(SIGN))

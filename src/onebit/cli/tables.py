@@ -16,7 +16,7 @@
     python analysis/tables.py --to-wandb                 # also log each table to W&B (a run per study, offline)
 
 Tables are built per study (``--all-studies`` mixes them, and says so). A cell is a set of runs identical
-except for their seed (``onebit.identity.cell_key``): mean ± std over seeds (n) of the final stage's metric;
+except for their seed (``onebit.records.identity.cell_key``): mean ± std over seeds (n) of the final stage's metric;
 failed, running and runs without the metric are counted in the cell, never averaged. Smoke runs are left out
 (``--include-smoke``), a damaged record is named on stderr and skipped, a seed run twice counts once (the
 latest finished run), and a table position that would mix cells is split into one table per combination.
@@ -65,6 +65,7 @@ from onebit.cli.runs import Parser, find_record, run_main
 from onebit.core.errors import ConfigError, cause_line
 from onebit.core.paths import output_root
 from onebit.core.registry import DEFAULT_METRIC, METRICS
+from onebit.results.registry import paper_tables
 
 ALL_STUDIES = "all-studies"                  # the W&B group of tables that mix studies
 NO_STUDY = "efficiency"                      # the W&B group of tables that need no runs (Bi-Real Table 3)
@@ -106,7 +107,7 @@ def wandb_table(frame: pd.DataFrame):
 
 def to_wandb(pairs, args) -> None:
     """Log the tables to W&B, one run per group (see the module docstring); says on stderr where they went.
-    Online without credentials, or online W&B not answering, logs offline instead (``onebit.loggers.start_wandb``:
+    Online without credentials, or online W&B not answering, logs offline instead (``onebit.tracking.loggers.start_wandb``:
     W&B never prompts)."""
     import wandb
 
@@ -221,29 +222,17 @@ def _found(pairs, nothing: str) -> list:
     return pairs
 
 
-def cmd_table1(args) -> list:
-    from onebit.results import bireal
+def cmd_paper(name: str):
+    """The subcommand of one registered paper table (``onebit.results.registry``): its tables per selection of its
+    studies (every study when it names none), or one "no runs" line naming its axes and its sweep."""
 
-    return _found([(group_of(sel), t) for sel in selections(args) for t in bireal.tables(sel, args.metric)],
-                  "no runs for Bi-Real Table 1 (options pretrain relu|clip x weight plain|magnitude_aware x sign "
-                  "ste|approx x structure bireal|res|plain)")
+    def cmd(args) -> list:
+        table = paper_tables()[name]
+        return _found([(group_of(sel), t) for sel in selections(args, table.studies) for t in table.tables(sel, args.metric)],
+                      table.missing())
 
-
-def cmd_bethge(args) -> list:
-    from onebit.results import bethge
-
-    return _found([(group_of(sel), t) for sel in selections(args, bethge.STUDIES)
-                   for t in bethge.tables(sel, args.metric)],
-                  f"no runs for Bethge et al. 2018 Tables 2-3 (studies {', '.join(bethge.STUDIES)}, or --study: "
-                  "weight plain|xnor x model.downsample binary|full_precision x sign ste|approx)")
-
-
-def cmd_two_step(args) -> list:
-    from onebit.results import two_step
-
-    return _found([(group_of(sel), t) for sel in selections(args) for t in two_step.tables(sel, args.metric)],
-                  "no runs for the two-step table (recipe=two_step beside recipe=one_step: "
-                  "python src/train.py -m sweeps=bireal_two_step)")
+    cmd.__doc__ = f"the {name} table"
+    return cmd
 
 
 def cmd_study(args) -> list:
@@ -254,10 +243,10 @@ def cmd_study(args) -> list:
 
 
 def cmd_all(args) -> list:
-    """Per study: Bi-Real Table 1, the two-step table and Bethge et al. 2018 where it has their runs (Bethge only
-    for its studies, unless --study or --all-studies), the generic study table for the runs in neither; then
-    Table 3."""
-    from onebit.results import bethge, bireal, study, two_step
+    """Per study: every registered paper table (``onebit.results.registry``, in its order) that has runs there (a
+    table that names its studies only for those, unless --study or --all-studies), the generic study table for the
+    runs in none of them; then Table 3."""
+    from onebit.results import study
     from onebit.results.load import NoRunsError
 
     try:
@@ -269,18 +258,15 @@ def cmd_all(args) -> list:
         sels = []
     pairs = []
     for sel in sels:
-        tables = bireal.tables(sel, args.metric) + two_step.tables(sel, args.metric)
-        placed = [bireal.in_table, two_step.in_table]
-        if sel.study is None or sel.study in bethge.STUDIES or args.study:
-            tables += bethge.tables(sel, args.metric)
-            placed.append(lambda r: bethge.position(r) is not None)
-        if any(not any(p(r) for p in placed) for r in sel.records):
+        shown = [t for t in paper_tables().values() if args.study or t.shows(sel.study)]
+        tables = [table for t in shown for table in t.tables(sel, args.metric)]
+        if any(not any(t.in_table(r) for t in shown) for r in sel.records):
             tables += study.tables(sel, args.metric)
         pairs += [(group_of(sel), t) for t in tables]
     return pairs + cmd_efficiency(args)
 
 
-TABLES = {"all": cmd_all, "table1": cmd_table1, "two_step": cmd_two_step, "bethge": cmd_bethge, "study": cmd_study,
+TABLES = {"all": cmd_all, **{name: cmd_paper(name) for name in paper_tables()}, "study": cmd_study,
           "efficiency": cmd_efficiency}
 
 

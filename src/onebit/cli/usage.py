@@ -5,7 +5,7 @@ each group's options are the files of its folder (conf/<group>/, sweeps/ for ``s
 their descriptions are the top-level keys of conf/train.yaml with their comments, Hydra's launchers and sweepers
 are what its ConfigStore holds (the installed plugins and onebit's own). The help template calls
 ``${onebit_help:groups}``, ``${onebit_help:settings}`` and ``${onebit_help:hydra}`` (resolver registered by
-:func:`onebit.config.register_resolvers`); the current choices and values come from the config being helped, so
+:func:`onebit.cli.resolvers.register_resolvers`); the current choices and values come from the config being helped, so
 ``--help experiment=bireal18_imagenet`` shows that experiment's choices.
 """
 

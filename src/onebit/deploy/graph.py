@@ -6,7 +6,7 @@ Keras graph into a TFLite model whose binary convolutions are ``LceBconv2d`` ops
 bit each) fed by ``LceQuantize`` (the sign of the input, packed 32 to a word): Bi-Real Table 3's memory saving
 made real. This module builds that graph from onebit's own module tree, layer for layer:
 
-- a :class:`~onebit.layers.BinaryConv2d` becomes what ``larq.layers.QuantConv2D(input_quantizer="ste_sign",
+- a :class:`~onebit.nn.layers.BinaryConv2d` becomes what ``larq.layers.QuantConv2D(input_quantizer="ste_sign",
   kernel_quantizer="ste_sign")`` computes in inference: larq's ``ste_sign`` forward ``sign(sign(x) + 0.1)`` on the
   input (:func:`ste_sign`, which LCE's converter turns into ``LceQuantize``), then a conv with the constant kernel
   ``sign(W_r)`` (which it turns into ``LceBconv2d``). larq itself is not needed (it pins numpy < 2). The input
@@ -205,7 +205,7 @@ class KerasGraph:
 
     # -- convolutions --------------------------------------------------------------------------------------
     def binary_conv(self, x, conv, name: str, bn: nn.BatchNorm2d | None = None):
-        """A :class:`~onebit.layers.BinaryConv2d`, and the BatchNorm after it (which absorbs the weight scale)."""
+        """A :class:`~onebit.nn.layers.BinaryConv2d`, and the BatchNorm after it (which absorbs the weight scale)."""
         if conv.groups != 1 or tuple(conv.dilation) != (1, 1):
             raise ExportError(f"layer {name}: groups={conv.groups}, dilation={tuple(conv.dilation)} are not exported "
                               "(only groups=1, dilation=1)")

@@ -1,4 +1,4 @@
-"""Bi-Real Table 3 (memory and computation, ImageNet 224x224) rebuilt from the layers (``onebit.summary``).
+"""Bi-Real Table 3 (memory and computation, ImageNet 224x224) rebuilt from the layers (``onebit.nn.summary``).
 
 What the paper's own numbers say about its counting convention: with memory = 1 x binary + 32 x real bits and
 OPs = BOPs/64 + FLOPs, onebit reproduces ResNet-18 exactly (374.1 Mbit, 1.81e9) and the paper's *speedups*

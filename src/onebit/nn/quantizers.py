@@ -1,7 +1,7 @@
 """Binarization components, one small class per paper idea.
 
 Every component is a ``torch.nn.Module`` that declares its ``precision`` (1 or 32 bits). Layers read these
-declarations, and the efficiency summary (``onebit.summary``) derives memory and operation counts from them.
+declarations, and the efficiency summary (``onebit.nn.summary``) derives memory and operation counts from them.
 
 Activation sign approximations (Hydra group ``sign``) map an activation tensor to exactly -1/+1 and
 back-propagate a pseudo-gradient ``dL/dx = dL/dy * g(x)``:
@@ -101,7 +101,7 @@ class Quantizer(nn.Module):
 
     def state_key(self) -> tuple:
         """What the output depends on besides the input: the component's plain settings (``fixed``, ``t``...) and
-        the versions of its own parameters and buffers (``onebit.layers.BinaryConv2d`` reuses ``w(W_r)`` in
+        the versions of its own parameters and buffers (``onebit.nn.layers.BinaryConv2d`` reuses ``w(W_r)`` in
         inference while this and ``W_r`` are unchanged)."""
         settings = tuple((k, v) for k, v in sorted(vars(self).items())
                          if not k.startswith("_") and isinstance(v, (bool, int, float, str)))

@@ -3,7 +3,7 @@
 A forward pass on a dummy input with hooks on every convolution and linear layer counts multiply-accumulates;
 each layer's declared precision decides how they count:
 
-- a :class:`~onebit.layers.BinaryConv2d` whose input and weight components are both 1 bit contributes its
+- a :class:`~onebit.nn.layers.BinaryConv2d` whose input and weight components are both 1 bit contributes its
   MACs to **BOPs** (XNOR-popcount MACs) and its weight to the **binary parameters**;
 - every other conv / linear layer contributes **FLOPs** (real MACs); every other parameter (real convs, FC,
   BatchNorm affine, PReLU slopes, biases) is a **real parameter**. BatchNorm running statistics are buffers, not
@@ -52,7 +52,7 @@ class ModelSummary:
 
 def precision(model: nn.Module) -> dict[str, int]:
     """The bit widths a model declares: ``{"activations": a, "weights": w}``, the widest input and weight
-    component over its :class:`~onebit.layers.BinaryConv2d` layers (1 = binary; 32 = real-valued). A binary
+    component over its :class:`~onebit.nn.layers.BinaryConv2d` layers (1 = binary; 32 = real-valued). A binary
     Bi-Real net is 1/1, step 1 of the two-step scheme 1/32, the real-valued twin 32/32. Real-valued layers that
     every model keeps (stem, 1x1 downsample, FC) do not count: they are the same in every kind."""
     convs = [m for m in model.modules() if isinstance(m, BinaryConv2d)]

@@ -4,7 +4,7 @@ analysis reads.
 :class:`RunRecord` holds the resolved config, the chosen options, whether it is a smoke run, one
 :class:`StageRecord` per stage of its recipe (in order), the status (``running`` / ``finished`` / ``failed`` with
 the error), timings, versions and the git commit. It is written only through its methods, atomically
-(``onebit.files``), so a reader sees the previous complete record or the new one, never a torn file.
+(``onebit.core.files``), so a reader sees the previous complete record or the new one, never a torn file.
 
 :func:`read_record` is the one validating reader: it migrates every older layout (:data:`MIGRATIONS`) and checks
 every field's type, raising :class:`CorruptRecordError` that names the file and the field.
@@ -141,7 +141,7 @@ class RunRecord:
     git_commit: str | None = None
     host: str | None = None
     schema: int = SCHEMA
-    export: dict | None = None   # src/export.py's result (onebit.export.export_run): model.tflite, checks, timings
+    export: dict | None = None   # src/export.py's result (onebit.deploy.run.export_run): model.tflite, checks, timings
 
     CHECKS = {"smoke": lambda v: isinstance(v, list) and all(map(_is_str, v)),
               "status": lambda v: v in RUN_STATUSES, "timings": _timings, "schema": lambda v: v == SCHEMA}
@@ -321,7 +321,7 @@ def _v1_to_v2(d: dict) -> dict:
 
 # classes that moved when onebit became layered packages (0.2): old ``_target_`` -> new
 TARGET_RENAMES = {"onebit.quantizers.": "onebit.nn.quantizers.", "onebit.models.": "onebit.nn.models.",
-                  "onebit.optim.": "onebit.nn.optim.", "onebit.jobs.": "onebit.training.jobs."}
+                  "onebit.optim.": "onebit.nn.optim.", "onebit.training.jobs.": "onebit.training.jobs."}
 
 
 def _renamed_targets(node: Any) -> Any:

@@ -1,6 +1,6 @@
 """Cells: runs identical except for their seed, and what a table shows for them.
 
-A cell is :func:`onebit.identity.cell_key` of the run's resolved config (every semantic key except the seed and
+A cell is :func:`onebit.records.identity.cell_key` of the run's resolved config (every semantic key except the seed and
 the study); nothing else defines one. A cell's value is the mean ± std over seeds of one metric of each run's
 final stage (:attr:`RunRecord.final_stage`), never filled from another stage. Failed, running and finished runs
 without the metric are counted in the cell's text, never averaged.
@@ -35,7 +35,7 @@ LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "sho
 
 
 def seed(rec: RunRecord) -> tuple:
-    """The run's seeds (:data:`onebit.identity.SEED_KEYS`): what tells the runs of one cell apart."""
+    """The run's seeds (:data:`onebit.records.identity.SEED_KEYS`): what tells the runs of one cell apart."""
     flat = flatten(rec.config)
     return tuple(flat.get(k) for k in SEED_KEYS)
 
@@ -87,7 +87,7 @@ def option_value(rec: RunRecord, name: str):
 
 
 def group_cells(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
-    """Records by :func:`onebit.identity.cell_key` (insertion order = first appearance)."""
+    """Records by :func:`onebit.records.identity.cell_key` (insertion order = first appearance)."""
     cells: dict[str, list[RunRecord]] = {}
     for rec in records:
         cells.setdefault(cell_key(rec.config), []).append(rec)
@@ -195,7 +195,7 @@ def split_mixed(records: Sequence[RunRecord], placements: Placements) -> list[tu
     ``placements(record)`` gives the (position, identity items) pairs where a table puts the record (its cell
     items; for a row from a shared stage such as the pretrained twin, that stage's items). The keys that differ
     between the items landing on one position are the *extra* keys; the records are split by their values of
-    those keys (:func:`onebit.identity.cell_items`). Returns [(extra key -> value, records)], a single
+    those keys (:func:`onebit.records.identity.cell_items`). Returns [(extra key -> value, records)], a single
     ``({}, records)`` when nothing mixes."""
     at: dict[Hashable, dict[str, dict]] = {}
     for rec in records:

@@ -72,7 +72,7 @@ def _started(run) -> float | None:
 
 
 def _recipe(config: dict) -> list[tuple[str, str]]:
-    """(stage name, model kind) of the config's recipe, in order (``onebit.stages.stages_for``)."""
+    """(stage name, model kind) of the config's recipe, in order (``onebit.records.recipe.stages_for``)."""
     return [(s.name, s.model) for s in stages_for(OmegaConf.create(config))]
 
 
@@ -82,9 +82,9 @@ def _stage_status(state: str) -> str:
 
 def record_dict_from_wandb(run_id: str, runs: list) -> dict:
     """The schema-2 record of one onebit run from its W&B runs (one per stage, ``job_type`` = stage): options,
-    job key, smoke reasons and the full config from the run config (``onebit.loggers.wandb_config``), stage
+    job key, smoke reasons and the full config from the run config (``onebit.tracking.wandb_record.wandb_config``), stage
     metrics from each run's summary (its ``train/*``, ``val/*``, ``test/*`` keys: the last value, and the best
-    as ``val/top1_best``, ``onebit.loggers.metrics_from_summary``), the status from
+    as ``val/top1_best``, ``onebit.tracking.wandb_record.metrics_from_summary``), the status from
     the stages (a failed stage fails the run; a stage not yet in W&B is pending). Missing pieces are left
     missing: :meth:`RunRecord.from_dict` names them."""
     first = runs[0]

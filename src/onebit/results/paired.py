@@ -1,7 +1,7 @@
 """Paired differences: a paper's conclusion ("ApproxSign > STE") tested on runs that are identical except for
 that one option, with the same seed, so that the seed noise cancels in each difference.
 
-Two runs pair when their cell items (:func:`onebit.identity.cell_items`) are equal once the config keys the
+Two runs pair when their cell items (:func:`onebit.records.identity.cell_items`) are equal once the config keys the
 option sets (:data:`OPTION_CONFIG`) are removed, and their seeds are equal.
 """
 

@@ -1,4 +1,4 @@
-"""Any study as a table: one row per cell (``onebit.identity.cell_key``), named by the fewest options or config
+"""Any study as a table: one row per cell (``onebit.records.identity.cell_key``), named by the fewest options or config
 keys that tell the study's cells apart, with the cell's mean ± std over seeds (n) and its failed / running /
 missing counts."""
 

@@ -4,7 +4,7 @@
   by the stage's name and epoch (``binary 3/8``), showing the running training loss and the last val top-1.
 - **Every run**: one INFO line per epoch through ``logging.getLogger("onebit")`` (:class:`EpochLog`), plus lines
   when a stage starts, ends, resumes, is skipped or comes from the pretrain cache (:func:`stage_started` ...;
-  :func:`stage_result` is also the run's summary, ``onebit.jobs.summary_lines``), so
+  :func:`stage_result` is also the run's summary, ``onebit.training.jobs.summary_lines``), so
   Hydra's per-job log file (``<job dir>/train.log``) holds the run's story. Where a bar is shown, the per-epoch
   lines go to the log file only (:func:`info_to_file`): the bar already shows them on the terminal.
 - ``trainer.enable_progress_bar``: ``null`` (default) = auto (:func:`want_bar`), ``true`` / ``false`` force it.
@@ -12,7 +12,7 @@
   inside Lightning), by its logger or by message and category; :func:`config_yaml` is ``print_config=true``.
 
 Only global rank zero shows bars and writes lines: Lightning disables the bar in other DDP ranks,
-:class:`EpochLog` checks the rank, and ``onebit.stages`` calls the stage lines in rank zero only.
+:class:`EpochLog` checks the rank, and ``onebit.training.loop`` calls the stage lines in rank zero only.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _metric(trainer, key: str) -> float | None:
 
 class StageBar(TQDMProgressBar):
     """Lightning's TQDM bar on stderr, one per stage: ``binary 3/8: 45%|...| 20/44 [..., loss=0.53, val_top1=0.87]``.
-    ``loss`` is the running mean training loss of the epoch (the sums ``onebit.module.Classifier`` keeps on the
+    ``loss`` is the running mean training loss of the epoch (the sums ``onebit.training.module.Classifier`` keeps on the
     device, read at most twice a second), then the epoch's ``train/loss``; ``val_top1`` is the last validation's
     ``val/top1``. The last epoch's bar stays on the terminal; validation and test bars are cleared when they end."""
 
@@ -195,7 +195,7 @@ def epoch_line(stage: str, epoch: int, epochs: int, m: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Stage lines (onebit.stages calls these in rank zero)
+# Stage lines (onebit.training.loop calls these in rank zero)
 # ----------------------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from onebit.core.registry import VAL_TOP1, VAL_TOP1_BEST
 NOT_OPTIONS = ("job_key", "run_id", "smoke", "stage", "config")
 # W&B run summary: per metric, the best epoch's value (``max`` or ``min``) beside the last one, under one key
 SUMMARIES = {"val/top1": "max", "val/top5": "max", "val/loss": "min", "train/top1": "max", "train/loss": "min"}
-# the record's name for a summary's best value (``onebit.stages.stage_metrics``)
+# the record's name for a summary's best value (``onebit.training.loop.stage_metrics``)
 BEST_NAMES = {(VAL_TOP1, "max"): VAL_TOP1_BEST}
 
 

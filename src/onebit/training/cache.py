@@ -1,4 +1,4 @@
-"""The pretrain cache: each real-valued twin is trained once per content hash (``onebit.identity.pretrain_key``)
+"""The pretrain cache: each real-valued twin is trained once per content hash (``onebit.records.identity.pretrain_key``)
 and shared by every job, sweep and study that needs it.
 
 ``<cache_dir>/pretrain/<key>/{weights.pt, meta.json}``: ``meta.json`` is written last and holds the weights'

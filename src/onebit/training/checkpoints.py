@@ -35,7 +35,7 @@ def checkpoint_callbacks(run_dir: Path | str, stage: str) -> list:
     """``[best, last]``: two ``ModelCheckpoint`` callbacks (best first, so that ``last.ckpt`` holds the best
     tracker's state of the same epoch). ``last`` is a top-1 checkpoint without a monitor (Lightning 2.6 writes
     ``save_last`` only when a top-k checkpoint is written at the same step); after it, the kill point
-    ``epoch_end:<stage>:<epoch>`` (``onebit.killpoints``)."""
+    ``epoch_end:<stage>:<epoch>`` (``onebit.core.killpoints``)."""
     dirpath = os.path.realpath(stage_dir(run_dir, stage))  # as ModelCheckpoint resolves it
     # a resumed stage's folder holds its checkpoints by design
     warnings.filterwarnings("ignore", message=rf"Checkpoint directory {re.escape(dirpath)} exists and is not empty")

@@ -1,4 +1,4 @@
-"""A job: one config, run once. Its identity (``onebit.identity.job_key``) finds it in the job index, so running
+"""A job: one config, run once. Its identity (``onebit.records.identity.job_key``) finds it in the job index, so running
 the same command again skips it if it finished, continues it if it was interrupted or failed, and refuses a
 second copy while one runs.
 
@@ -7,7 +7,7 @@ Order of a job (:func:`run`):
 1. everything that can refuse the config (values, options, data, models) runs *before* any record exists, so a
    refused config leaves nothing that a table would show (only ``job.json``, ``action: refused``);
 2. the job's index lock is taken (a second copy is refused, naming the process that holds it);
-3. skip / resume / start a record, then run the recipe (``onebit.stages``), then finish the record.
+3. skip / resume / start a record, then run the recipe (``onebit.training.loop``), then finish the record.
 
 ``job.json`` in Hydra's job directory always says what happened (started / resumed / skipped / refused / busy)
 and where the record is; :class:`SweepSummary` reads it at the end of a multirun.
@@ -166,7 +166,7 @@ def _pointer(job_dir: Path, key: str, action: str, record: str | None = None, er
 def prepare(cfg: DictConfig, explicit: frozenset[str]):
     """Everything that can refuse a config, before any record exists: values, the recipe, the data, every model
     of the recipe. Returns (stages, data, efficiency) or raises ConfigError (one line, the real cause kept).
-    ``efficiency``: per model kind of the recipe, its declared precision (``onebit.summary.precision``) and
+    ``efficiency``: per model kind of the recipe, its declared precision (``onebit.nn.summary.precision``) and
     efficiency summary at the data's input size."""
     check(cfg, explicit)
     check_training(cfg)  # optimizer, schedule and Trainer built once: e.g. trainer=gpu without a GPU
@@ -285,7 +285,7 @@ def _guard_against_orphaning() -> None:
 
 
 def summary_lines(record: RunRecord) -> list[str]:
-    """The short summary printed at the end of a run: one line per stage (``onebit.progress.stage_result``)."""
+    """The short summary printed at the end of a run: one line per stage (``onebit.tracking.progress.stage_result``)."""
     seconds = record.timings.get("seconds") or 0.0
     smoke = f"  SMOKE RUN ({', '.join(record.smoke)}): not counted in tables" if record.smoke else ""
     lines = [f"onebit: {record.status} in {seconds:.1f}s  ({record.run_dir}){smoke}"]

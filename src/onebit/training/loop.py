@@ -54,7 +54,7 @@ def run_recipe(job, record, data, stages: tuple[Stage, ...]) -> None:
         return weights[name]
 
     by_name = {s.name: s for s in stages}
-    say = job.rank_zero  # only rank zero writes lines (onebit.progress)
+    say = job.rank_zero  # only rank zero writes lines (onebit.tracking.progress)
     if say:
         log.info("%s run %s: %s", f"resuming (attempt {record.attempts})" if job.resuming else "starting",
                  record.run_dir, " -> ".join(s.name for s in stages))

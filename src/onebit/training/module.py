@@ -3,7 +3,7 @@
 Loss: cross-entropy (optional label smoothing). Metrics: top-1 / top-5 accuracy (torchmetrics), accumulated on
 the device and computed once per epoch, so logging never synchronises per step. The best validation top-1 of
 the stage is not logged as a metric of its own: it is ``val/top1``'s maximum (the record's ``val/top1_best``,
-W&B's ``val/top1`` summary through ``define_metric``, ``onebit.loggers``).
+W&B's ``val/top1`` summary through ``define_metric``, ``onebit.tracking.loggers``).
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ class Classifier(pl.LightningModule):
         config: the run's resolved config (plain data, as in the record): the optimizer (with the stage's
             overrides; its ``*weight_decay`` per parameter role and ``latent_weight_clip`` are onebit's, see
             ``onebit.nn.optim``), the schedule (stepped once per epoch over the stage's epochs), label smoothing.
-        stage: the stage (an ``onebit.stages.Stage`` as plain data, optimizer overrides as a mapping).
+        stage: the stage (an ``onebit.records.recipe.Stage`` as plain data, optimizer overrides as a mapping).
         in_channels, num_classes, default_width: the data's, which the model is built for (top-5 becomes
             top-min(5, classes)).
         model: the network (binary model or its real-valued twin); ``None``: a fresh one for the stage
-            (``onebit.build.stage_model``).
+            (``onebit.training.build.stage_model``).
 
     Everything but ``model`` is saved as plain hyperparameters in every checkpoint (``checkpoint
     ["hyper_parameters"]``, not sent to the logger: the W&B config is the run's options), so
@@ -80,7 +80,7 @@ class Classifier(pl.LightningModule):
 
     @classmethod
     def for_stage(cls, cfg: DictConfig | dict, stage, data, model: nn.Module | None = None) -> Classifier:
-        """The module that trains ``stage`` (an ``onebit.stages.Stage``) on ``data``, around ``model`` (``None``: a
+        """The module that trains ``stage`` (an ``onebit.records.recipe.Stage``) on ``data``, around ``model`` (``None``: a
         freshly built one)."""
         spec = {**asdict(stage), "optimizer": dict(stage.optimizer)}
         return cls(cfg, spec, data.in_channels, data.num_classes, getattr(data, "default_width", None), model)
