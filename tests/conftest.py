@@ -196,9 +196,11 @@ def image_folder(root: Path, splits=("train", "val"), classes=("cat", "dog"), n:
 # ----------------------------------------------------------------------------------------------------------
 
 # a full (non-smoke) run whose validation top-1 peaks before its last epoch: deterministic, full digits epochs,
-# a constant learning rate high enough to overshoot (val top-1 per epoch here: ~0.37, 0.65, 0.76, 0.73)
-TRAINED = ["model.width=4", "epochs=4", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1",
-           "optimizer.lr=0.02", "scheduler=constant"]
+# a constant learning rate high enough to overshoot (val top-1 per epoch on the development machine: 0.14, 0.45,
+# 0.62, 0.60, 0.75, 0.70: the best epoch beats the last by 14 of 270 images; at lr 0.02 and 4 epochs the curve
+# rose to its last epoch on one machine and not on another)
+TRAINED = ["model.width=4", "epochs=6", "logger=none", "pretrain=none", "trainer.deterministic=true", "threads=1",
+           "optimizer.lr=0.1", "scheduler=constant"]
 
 
 @pytest.fixture(scope="session")

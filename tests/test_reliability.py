@@ -15,6 +15,7 @@ from pathlib import Path
 
 from conftest import FAST, ROOT, compose_cfg, image_folder, run_train
 
+from onebit.core.errors import ConfigError
 from onebit.records.identity import job_key
 from onebit.records.record import read_record
 from onebit.training import jobs
@@ -188,6 +189,6 @@ def test_sweep_summary_tells_states_apart(tmp_path):
     refused = compose_cfg([*FAST, "epochs=0"], tmp_path)
     try:
         jobs.run(refused, tmp_path / "refused", set())
-    except jobs.C.ConfigError:
+    except ConfigError:
         pass
     assert state("refused") == "refused" and not (tmp_path / "refused" / "record.json").exists()
