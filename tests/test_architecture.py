@@ -118,3 +118,62 @@ def test_a_sign_approximation_is_one_class_and_one_yaml_file(tmp_path, monkeypat
     rec = only_record(tmp_path / "out")
     assert rec.options["sign"] == "half_approx" and rec.config["sign"]["_target_"] == "mysigns.HalfApproxSign"
     assert rec.status == "finished"
+
+
+TABLE = '''
+"""A paper table added from outside the tree: the sign approximations, one row per cell, and one conclusion."""
+from onebit.results import study
+from onebit.results.registry import PaperTable, register
+
+AXES = {"sign": ("ste", "approx")}
+
+
+def in_table(rec):
+    return rec.options.get("sign") in AXES["sign"]
+
+
+def tables(sel, metric):
+    return study.tables(sel, metric) if any(map(in_table, sel.records)) else []
+
+
+register(PaperTable("toy_signs", "the toy sign table", "toy_signs", AXES, tables, in_table,
+                    (("approx > ste", "sign", "approx", "ste"),)))
+'''
+SWEEP = """# @package _global_
+study: toy_signs
+hydra:
+  sweeper:
+    params:
+      sign: ${onebit_axis:toy_signs,sign}
+"""
+
+
+@pytest.mark.slow  # a real two-job multirun
+def test_a_paper_table_is_one_module_and_one_sweep_file(tmp_path, monkeypatch):
+    """One module in onebit.results (here: a folder added to the package's search path) that registers the table,
+    plus one sweep file that reads its axis from the registry: the sweep runs the registered grid, tables.py gains
+    the subcommand, and its "no runs" line names its axes and sweep."""
+    import onebit.results
+    from conftest import TINY_FULL, run_cli, run_train
+
+    from onebit.cli.tables import main as tables_main
+    from onebit.results.registry import TABLES, paper_tables
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "toy_signs.py").write_text(textwrap.dedent(TABLE))
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "toy_signs.yaml").write_text(SWEEP)
+    monkeypatch.setattr(onebit.results, "__path__", [*onebit.results.__path__, str(tmp_path / "results")])
+    monkeypatch.setattr("onebit.results.registry.TABLES", dict(TABLES))  # the registration ends with the test
+    assert paper_tables()["toy_signs"].axis("sign") == "ste,approx"
+
+    assert paper_tables()["toy_signs"].missing() == ("no runs for the toy sign table (sign ste|approx: "
+                                                       "python src/train.py -m sweeps=toy_signs)")
+    out = tmp_path / "out"
+    r = run_train(["-m", "sweeps=toy_signs", f"hydra.searchpath=[file://{ROOT},file://{tmp_path}]", *TINY_FULL,
+                   "pretrain.epochs=1", f"output_root={out}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "sign=ste" in r.stdout and "sign=approx" in r.stdout and "2 finished" in r.stdout
+    shown = run_cli(tables_main, ["toy_signs", "--root", str(out), "--format", "csv"])
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("toy_signs") >= 2 and ",ste," in shown.stdout and ",approx," in shown.stdout

@@ -76,7 +76,7 @@ def test_last_and_best_checkpoints(run):
     hp = best["hyper_parameters"]
     assert plain(dict(hp)), hp
     assert dict(hp) == {"config": run.config, "in_channels": 1, "num_classes": 10, "default_width": 32,
-                        "stage": {"name": "binary", "model": "binary", "epochs": 4, "init": None, "cached": False,
+                        "stage": {"name": "binary", "model": "binary", "epochs": 6, "init": None, "cached": False,
                                   "trainable": "all", "fixed_weights": False, "optimizer": {}}}
 
 
@@ -120,12 +120,12 @@ def test_older_records_and_checkpoints_still_read(run, tmp_path):
     record.run_dir = str(old)
     path = old / "checkpoints/binary/last.ckpt"
     ckpt = torch.load(path, weights_only=False)
-    ckpt["hyper_parameters"].update(epochs=4, decays={"binary": 0.0, "real": 0.0, "bn": 0.0}, label_smoothing=0.0,
+    ckpt["hyper_parameters"].update(epochs=6, decays={"binary": 0.0, "real": 0.0, "bn": 0.0}, label_smoothing=0.0,
                                     latent_weight_clip=None)
     ckpt["onebit"]["best_val_top1"] = 0.5
     torch.save(ckpt, path)
     loaded = Classifier.load_from_checkpoint(path).eval()
-    assert [h["epoch"] for h in loaded.history] == list(range(6)) and loaded.epochs == 4
+    assert [h["epoch"] for h in loaded.history] == list(range(6)) and loaded.epochs == 6
     del ckpt["hyper_parameters"]
     torch.save(ckpt, path)
     data = make_data(OmegaConf.create(run.config))
@@ -142,11 +142,11 @@ def test_eval_last_on_test_equals_the_record(run, tmp_path):
     r = ok(run_process([sys.executable, str(ROOT / "src" / "eval.py"), run.run_dir, "--weights", "last", "--split",
                         "test", "--out", str(out)]))
     lines = r.stdout.strip().splitlines()
-    # the epoch is 1-based, as training logs it: the 4th of 4 (Lightning's epoch 3)
+    # the epoch is 1-based, as training logs it: the 6th of 6 (Lightning's epoch 5)
     assert len(lines) == 1 and lines[0].startswith(f"onebit eval: run {run.run_id}  stage binary  weights last "
-                                                   "(epoch 4/4)  split test  top-1 "), r.stdout
+                                                   "(epoch 6/6)  split test  top-1 "), r.stdout
     result = json.loads(out.read_text())
-    assert (result["epoch"], result["epochs"]) == (4, 4)
+    assert (result["epoch"], result["epochs"]) == (6, 6)
     metrics = run.stages["binary"].metrics
     assert result["top1"] == pytest.approx(metrics["test/top1"], abs=1e-6)
     assert result["top5"] == pytest.approx(metrics["test/top5"], abs=1e-6)

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from onebit.cli import preflight as P
 from onebit.core.errors import ConfigError
-from onebit.core.registry import GROUPS, is_real_model
+from onebit.core.registry import BINARY_ONLY, GROUPS, is_real_model
 from onebit.nn.quantizers import Quantizer
 from onebit.records.record import RunRecord
 from onebit.training.build import make_model
@@ -152,6 +152,20 @@ def test_sign_option_on_real_model(compose_fn):
     with pytest.raises(ConfigError, match=r"sign=.* does not apply to model=resnet18, a real-valued model"):
         check(cfg, {"model", "sign"})
     check(compose_fn(["model=resnet18"]), {"model"})  # the defaults alone are fine
+
+
+@pytest.mark.parametrize("group", BINARY_ONLY)
+def test_binary_only_groups_are_refused_and_recorded_as_none_alike(compose_fn, group):
+    """One list (onebit.core.registry.BINARY_ONLY) says which groups do not apply to a real-valued model: the
+    check refuses each when chosen, and the record's options hold None for each (recipe included: the check and
+    the record used to disagree on it)."""
+    from onebit.training.jobs import flat_options
+
+    cfg = compose_fn(["model=resnet18"])
+    with pytest.raises(ConfigError, match=rf"^{group}=.* does not apply to model=resnet18, a real-valued model"):
+        check(cfg, {"model", group})
+    assert flat_options(cfg)[group] is None
+    assert flat_options(compose_fn(["model=bireal18"]))[group] is not None
 
 
 def test_preflight_unknown_option():

@@ -34,7 +34,7 @@ def _expected(table: str, root: str, kw: tuple) -> list:
     args = {"table": table, "root": root, "source": "local", "study": None, "all_studies": False,
             "include_smoke": False, "metric": "test/top1", "format": "text", "out": None, "entity": None,
             "project": None, "group": None, "to_wandb": False}
-    return T.TABLES[table](argparse.Namespace(**{**args, **dict(kw)}))
+    return T.commands()[table](argparse.Namespace(**{**args, **dict(kw)}))
 
 
 def expected(table: str = "all", root=EXAMPLE, **kw) -> list:

@@ -228,8 +228,8 @@ def cmd_paper(name: str):
 
     def cmd(args) -> list:
         table = paper_tables()[name]
-        return _found([(group_of(sel), t) for sel in selections(args, table.studies) for t in table.tables(sel, args.metric)],
-                      table.missing())
+        return _found([(group_of(sel), t) for sel in selections(args, table.studies)
+                       for t in table.tables(sel, args.metric)], table.missing())
 
     cmd.__doc__ = f"the {name} table"
     return cmd
@@ -266,13 +266,16 @@ def cmd_all(args) -> list:
     return pairs + cmd_efficiency(args)
 
 
-TABLES = {"all": cmd_all, **{name: cmd_paper(name) for name in paper_tables()}, "study": cmd_study,
-          "efficiency": cmd_efficiency}
+def commands() -> dict:
+    """The subcommands: ``all``, one per registered paper table (read when asked, so a table registered by a
+    module added to ``onebit.results`` is one), ``study`` and ``efficiency``."""
+    return {"all": cmd_all, **{name: cmd_paper(name) for name in paper_tables()}, "study": cmd_study,
+            "efficiency": cmd_efficiency}
 
 
 def parser() -> Parser:
     p = Parser(prog="onebit-tables", description=__doc__)
-    p.add_argument("table", nargs="?", default="all", choices=list(TABLES), help="which table(s) to build")
+    p.add_argument("table", nargs="?", default="all", choices=list(commands()), help="which table(s) to build")
     p.add_argument("--root", default=output_root(),
                    help="directory searched for record.json files (default: $ONEBIT_OUTPUTS, else outputs)")
     p.add_argument("--source", default="local", choices=["local", "wandb"])
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.source == "wandb" and not (args.entity and args.project):
             p.error("--source wandb needs --entity and --project")
         try:
-            return output(TABLES[args.table](args), args)
+            return output(commands()[args.table](args), args)
         except LookupError as e:
             print(f"onebit: error: {e.args[0] if e.args else e}", file=sys.stderr)
             if program and args.source == "wandb" and "wandb" in sys.modules:

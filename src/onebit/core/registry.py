@@ -5,7 +5,8 @@ each written once here.
   its one-line description (``--help``), and its role: whether the chosen option is recorded as a table axis
   (``recorded``), applies only to binary models (``binary_only``: refused for, and recorded as ``None`` on, a
   real-valued model), overlays other groups' values (``overlay``: ``experiment=``, ``sweeps=``...; a global
-  package) or becomes a W&B tag (``tag``). The options of a group are its YAML files (:func:`options`).
+  package), becomes a W&B tag (``tag``), or cannot change a result (``not_in_identity``, with the reason: left
+  out of a job's identity, ``onebit.records.identity``). The options of a group are its YAML files (:func:`options`).
 - **Stage names** (:data:`STAGES`) and the model kinds a stage trains (:data:`MODEL_KINDS`).
 - **Metric names** (:data:`TEST_TOP1` ...; :data:`METRICS`, the accuracies tables and figures show in percent).
 """
@@ -30,6 +31,7 @@ class Group:
     overlay: bool = False
     tag: bool = False
     global_package: bool = False  # its files are ``# @package _global_`` (every overlay is)
+    not_in_identity: str | None = None  # why its choice cannot change a result (then it is not in a job's identity)
 
     def __post_init__(self):
         if self.overlay:
@@ -54,9 +56,11 @@ GROUPS: dict[str, Group] = {
     "scheduler": Group("the learning-rate schedule of each stage", recorded=True),
     "trainer": Group("the Lightning Trainer; any Trainer argument is accepted as trainer.<argument>=value",
                      recorded=True),
-    "logger": Group("where metrics go besides the local record: W&B (offline by default), CSV, or none"),
+    "logger": Group("where metrics go besides the local record: W&B (offline by default), CSV, or none",
+                    not_in_identity="where metrics are sent (W&B, CSV, none), not what is computed"),
     "launcher": Group("how a multirun (-m) starts its jobs: in turn, in parallel (joblib), or through submitit / SLURM",
-                      global_package=True),
+                      global_package=True, not_in_identity="how jobs are started (basic, joblib, submitit); the "
+                      "launcher's settings live under hydra"),
     "experiment": Group("a paper's whole recipe (model, data, optimizer, schedule, epochs)", recorded=True,
                         overlay=True, tag=True),
     "sweeps": Group("the axes of one paper table, run with -m: python src/train.py -m sweeps=<name>", overlay=True),

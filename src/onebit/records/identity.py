@@ -22,10 +22,11 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from onebit.core.registry import GROUPS
+
 # dotted config keys that cannot change what a job computes
 NOT_IN_IDENTITY: dict[str, str] = {
-    "logger": "where metrics are sent (W&B, CSV, none), not what is computed",
-    "launcher": "how jobs are started (basic, joblib, submitit); the launcher's settings live under hydra",
+    **{group: spec.not_in_identity for group, spec in GROUPS.items() if spec.not_in_identity},  # logger, launcher
     "hydra": "Hydra's own settings: output directories, launcher and sweeper parameters",
     "output_root": "where records and checkpoints are written",
     "cache_dir": "where the pretrain cache lives",
