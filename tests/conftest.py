@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import struct
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,30 @@ def needs_process(args: list[str], env: dict | None = None) -> bool:
             or (multirun and any(LAUNCHER_ARGS.search(a) for a in args)))
 
 
+@contextlib.contextmanager
+def as_a_process(env: dict | None = None, cwd: Path | None = None):
+    """What a shell gives a new process, for a call in this one: ``env`` added to the environment (a value of None
+    unsets the variable), ``cwd`` as the working directory, Python's warnings off (``PYTHONWARNINGS=ignore``),
+    stdout and stderr captured; yields the two StringIO and restores everything after."""
+    environ, old_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for k, v in (env or {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = str(v)
+        if cwd is not None:
+            os.chdir(cwd)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("ignore")
+            yield out, err
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(environ)
+
+
 def run_train(args: list[str], cwd: Path = ROOT, env: dict | None = None, timeout: float = 600,
               subprocess: bool | None = None):
     """Run ``python src/train.py args`` as a user would: in this process (``onebit.cli.train.main``, ~1 s instead
@@ -96,35 +123,24 @@ def run_process(cmd: list[str], cwd: Path = ROOT, env: dict | None = None, timeo
 
 
 def _run_in_process(args: list[str], cwd: Path, env: dict | None):
-    import contextlib
-    import io
     import logging
     import random
-    import warnings
 
     import numpy as np
     import torch
 
     from onebit.cli.train import main
 
-    environ, old_cwd, argv = dict(os.environ), os.getcwd(), list(sys.argv)
+    argv = list(sys.argv)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     rng = random.getstate(), np.random.get_state(), torch.get_rng_state()
     root = logging.getLogger()
     loggers = {name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
                for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
     root_state = (root.level, list(root.handlers))
-    out, err = io.StringIO(), io.StringIO()
     GlobalHydra.instance().clear()
     try:
-        for k, v in (env or {}).items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = str(v)
-        os.chdir(cwd)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            warnings.simplefilter("ignore")
+        with as_a_process(env, cwd) as (out, err):
             try:
                 code = main(list(args))
             except SystemExit as e:  # as the process would exit
@@ -136,10 +152,7 @@ def _run_in_process(args: list[str], cwd: Path, env: dict | None):
                 code = 1
     finally:
         GlobalHydra.instance().clear()
-        os.chdir(old_cwd)
         sys.argv[:] = argv
-        os.environ.clear()
-        os.environ.update(environ)
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         random.setstate(rng[0])
@@ -410,27 +423,8 @@ def run_cli(main, args, env: dict | None = None, cwd: Path | None = None) -> Cli
     it: ``args`` as strings, stdout and stderr captured, Python's warnings off (as ``PYTHONWARNINGS=ignore``).
     ``env`` is added to the environment for the call (a value of None unsets the variable) and ``cwd`` is the
     working directory during it; both are restored after. An exception escaping ``main`` is a failed test."""
-    import contextlib
-    import io
-    import warnings
-
     argv = [str(a) for a in args]
-    environ, old_cwd = dict(os.environ), os.getcwd()
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        for k, v in (env or {}).items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = str(v)
-        if cwd is not None:
-            os.chdir(cwd)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            warnings.simplefilter("ignore")
-            code = main(argv)
-    finally:
-        os.chdir(old_cwd)
-        os.environ.clear()
-        os.environ.update(environ)
+    with as_a_process(env, cwd) as (out, err):
+        code = main(argv)
     assert isinstance(code, int), f"main returned {code!r}, not an exit status"
     return CliResult(argv, code, out.getvalue(), err.getvalue())
