@@ -138,6 +138,11 @@ def _run_in_process(args: list[str], cwd: Path, env: dict | None):
     loggers = {name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
                for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
     root_state = (root.level, list(root.handlers))
+    # Hydra's logging setup (logging.config.dictConfig) closes every handler that exists (logging._handlerList); in
+    # a new process there are none, in this one there are the session's: absl's (TensorFlow, the export tests)
+    # closes its stream on close(), which is pytest's capture file. Hide them from dictConfig for the run.
+    existing = list(logging._handlerList)
+    logging._handlerList[:] = []
     GlobalHydra.instance().clear()
     try:
         with as_a_process(env, cwd) as (out, err):
@@ -153,6 +158,7 @@ def _run_in_process(args: list[str], cwd: Path, env: dict | None):
     finally:
         GlobalHydra.instance().clear()
         sys.argv[:] = argv
+        logging._handlerList[:] = existing + logging._handlerList
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         random.setstate(rng[0])

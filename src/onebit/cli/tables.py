@@ -107,7 +107,8 @@ def wandb_table(frame: pd.DataFrame):
 
 def to_wandb(pairs, args) -> None:
     """Log the tables to W&B, one run per group (see the module docstring); says on stderr where they went.
-    Online without credentials, or online W&B not answering, logs offline instead (``onebit.tracking.loggers.start_wandb``:
+    Online without credentials, or online W&B not answering, logs offline instead
+    (``onebit.tracking.wandb_run.start_wandb``:
     W&B never prompts)."""
     import wandb
 

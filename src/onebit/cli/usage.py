@@ -1,6 +1,7 @@
 """The generated parts of ``python src/train.py --help`` (Hydra's app help, conf/hydra/help/onebit.yaml).
 
-Nothing here is a second copy of a fact: the groups and their one-line descriptions are :data:`onebit.core.registry.GROUPS`,
+Nothing here is a second copy of a fact: the groups and their one-line descriptions are
+:data:`onebit.core.registry.GROUPS`,
 each group's options are the files of its folder (conf/<group>/, sweeps/ for ``sweeps``), the plain settings and
 their descriptions are the top-level keys of conf/train.yaml with their comments, Hydra's launchers and sweepers
 are what its ConfigStore holds (the installed plugins and onebit's own). The help template calls

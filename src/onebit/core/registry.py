@@ -104,7 +104,8 @@ def parent_option(group: str, option: str, conf_dir: Path = CONF_DIR) -> str | N
 # Stages: the names a recipe's stages have (records, checkpoints, W&B job_type) and the models they train
 # ----------------------------------------------------------------------------------------------------------
 
-PRETRAIN, BINARY, BINARY_ACTIVATIONS, BN_RETRAIN, REAL = "pretrain", "binary", "binary_activations", "bn_retrain", "real"
+PRETRAIN, BINARY, BINARY_ACTIVATIONS = "pretrain", "binary", "binary_activations"
+BN_RETRAIN, REAL = "bn_retrain", "real"
 STAGES = (PRETRAIN, BINARY_ACTIVATIONS, BINARY, BN_RETRAIN, REAL)
 # kind -> (activation component, weight component), as config paths (None: a real-valued component)
 MODEL_KINDS = {

@@ -140,7 +140,8 @@ def placements(rec: RunRecord):
 def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     """The table and its findings for one selection, split so that no position mixes cells; [] when the
     selection has no runs of the ablation. The findings table is left out while no run has finished."""
-    return paper_tables(sel, [r for r in sel.records if position(r) is not None], placements, NAME, (TITLE, CONCLUSIONS_TITLE),
+    return paper_tables(sel, [r for r in sel.records if position(r) is not None], placements, NAME,
+                        (TITLE, CONCLUSIONS_TITLE),
                         table, conclusions, metric, skip_empty_conclusions=True)
 
 

@@ -1,11 +1,12 @@
-"""The numbers behind ``onebit.figures``' figures (``python analysis/plots.py``): training curves per cell (mean and band over seeds, per
+"""The numbers behind ``onebit.figures``' figures (``python analysis/plots.py``): training curves per cell (mean
+and band over seeds, per
 epoch), one bar per cell (the tables' cell: mean ± std over seeds, ``onebit.results.cells.summarize``) and the
 paired differences behind each of Bi-Real Table 1's conclusions (with the conclusions table's row), from the same
 records, cells and pairs as the tables.
 
 Curves average only finished runs whose stage finished; a bar is the tables' cell (a run enters when the stage
 shown finished, ``onebit.results.cells.stage_status``); failed and running runs are counted, never averaged.
-Histories are aligned per epoch (schema 2; schema-1 records are aligned by ``onebit.records.record`` when they are read).
+Histories are aligned per epoch (schema 2 on; schema-1 records are aligned by ``onebit.records.record`` when read).
 """
 
 from __future__ import annotations

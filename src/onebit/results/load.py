@@ -82,7 +82,8 @@ def _stage_status(state: str) -> str:
 
 def record_dict_from_wandb(run_id: str, runs: list) -> dict:
     """The schema-2 record of one onebit run from its W&B runs (one per stage, ``job_type`` = stage): options,
-    job key, smoke reasons and the full config from the run config (``onebit.tracking.wandb_record.wandb_config``), stage
+    job key, smoke reasons and the full config from the run config
+    (``onebit.tracking.wandb_record.wandb_config``), stage
     metrics from each run's summary (its ``train/*``, ``val/*``, ``test/*`` keys: the last value, and the best
     as ``val/top1_best``, ``onebit.tracking.wandb_record.metrics_from_summary``), the status from
     the stages (a failed stage fails the run; a stage not yet in W&B is pending). Missing pieces are left

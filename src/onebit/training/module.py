@@ -80,7 +80,8 @@ class Classifier(pl.LightningModule):
 
     @classmethod
     def for_stage(cls, cfg: DictConfig | dict, stage, data, model: nn.Module | None = None) -> Classifier:
-        """The module that trains ``stage`` (an ``onebit.records.recipe.Stage``) on ``data``, around ``model`` (``None``: a
+        """The module that trains ``stage`` (an ``onebit.records.recipe.Stage``) on ``data``, around ``model``
+        (``None``: a
         freshly built one)."""
         spec = {**asdict(stage), "optimizer": dict(stage.optimizer)}
         return cls(cfg, spec, data.in_channels, data.num_classes, getattr(data, "default_width", None), model)
