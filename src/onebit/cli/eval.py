@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from onebit.cli.runs import RUN_HELP, Parser, check_stage, find_record, legacy, out_file, parse_known, run_main
+from onebit.cli.runs import RUN_HELP, Parser, check_stage, run_on_record
 
 HELP = {"run": RUN_HELP, "stage": "a finished stage of the run's recipe (default: the final stage)",
         "weights": "last (default): the stage's final weights, which its test/* metrics measured; best: its best "
@@ -103,17 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``onebit-eval argv`` (default: the process's command line) and return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
 
-    def body() -> int:
-        args = parse_known(parser(), legacy(argv, HELP))
-        out = out_file(args.out)
-        record = find_record(args.run)
-        stage = check_stage(record, args.stage)
-        result = evaluate(record, stage, args.weights, args.split)
-        print("\n".join(result_lines(result)))
-        if out is not None:
-            from onebit.core.files import atomic_write_json
+    def act(record, args):
+        result = evaluate(record, check_stage(record, args.stage), args.weights, args.split)
+        return result_lines(result), result
 
-            atomic_write_json(out, result)
-        return 0
-
-    return run_main(body)
+    return run_on_record(argv, parser(), HELP, act)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onebit.cli.runs import RUN_HELP, Parser, find_record, legacy, out_file, parse_known, run_main
+from onebit.cli.runs import RUN_HELP, Parser, run_on_record
 
 HELP = {"run": RUN_HELP, "threads": "threads for the latency measurement (default 1)",
         "min_agreement": "the smallest share of test images whose top-1 class must equal PyTorch's (default 0.999)",
@@ -67,21 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``onebit-export argv`` (default: the process's command line) and return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
 
-    def body() -> int:
-        args = parse_known(parser(), legacy(argv, HELP))
-        out = out_file(args.out)
-        record = find_record(args.run)
-        from onebit.deploy import export_run, exportable_stage, require_extra, result_lines
+    def act(record, args):
+        from onebit.deploy import export_run, exportable_stage, require_extra, result_lines  # TensorFlow: when asked
 
         exportable_stage(record)
         require_extra()
         result = export_run(record, threads=args.threads, min_agreement=args.min_agreement,
                             log=lambda m: print(m, file=sys.stderr))
-        print("\n".join(result_lines(record, result)))
-        if out is not None:
-            from onebit.core.files import atomic_write_json
+        return result_lines(record, result), result
 
-            atomic_write_json(out, result)
-        return 0
-
-    return run_main(body)
+    return run_on_record(argv, parser(), HELP, act)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from onebit.core.errors import ConfigError
+from onebit.core.files import atomic_write_json
 from onebit.records.layout import POINTER, RECORD_NAME, read_pointer
 from onebit.records.record import CorruptRecordError, read_record
 
@@ -97,6 +98,23 @@ def out_file(out: str | None) -> str | None:
     if out is not None and Path(out).is_dir():
         raise ConfigError(f"--out {out!r} is a directory; give a file name")
     return out
+
+
+def run_on_record(argv: list[str], parser: Parser, keys: dict[str, str], act) -> int:
+    """The shape of eval and export: the arguments (the older ``key=value`` spelling too, :func:`legacy`), the
+    record of the run they name, ``act(record, args) -> (lines, result)``; prints the lines and writes the result
+    as JSON to ``--out``. Returns the exit status (:func:`run_main`)."""
+
+    def body() -> int:
+        args = parse_known(parser, legacy(argv, keys))
+        out = out_file(args.out)
+        lines, result = act(find_record(args.run), args)
+        print("\n".join(lines))
+        if out is not None:
+            atomic_write_json(out, result)
+        return 0
+
+    return run_main(body)
 
 
 def find_record(path: str | None):
