@@ -52,6 +52,9 @@ CONCLUSIONS = (
     ("magnitude-aware > plain", "weight", "magnitude_aware", "plain"),
     ("clip > ReLU init", "pretrain", "clip", "relu"),
 )
+# how a conclusion's option is set on the command line when it is not an option group: the structure conclusion
+# (Bi-Real vs Plain) is the shortcut switch of the same model
+SWEEP_KEYS = {"structure": ("shortcut", {"bireal": "true", "plain": "false"})}
 PROTOCOLS = {"paper_sgd": "the paper's SGD", "official_adam": "the official code's Adam"}
 INIT_LABEL = {"relu": "ReLU", "clip": "clip"}
 UPDATE_LABEL = {"weight": {"original": "plain", "proposed": "magnitude-aware"},
@@ -245,4 +248,14 @@ def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
                         table, conclusions, metric, about=about)
 
 
-TABLE = register(PaperTable("table1", "Bi-Real Table 1", NAME, AXES, tables, in_table, CONCLUSIONS, order=1))
+def one_factor_design() -> dict:
+    """The one-factor-at-a-time design of the paper's four conclusions (``sweeps/bireal_conclusions.yaml`` reads
+    it: ``${onebit_design:table1,base,<key>}``): the base is the paper's method, each conclusion's better option at
+    the first model of :data:`AXES`; each factor is one conclusion's worse option."""
+    keyed = [(*SWEEP_KEYS.get(option, (option, {})), better, worse) for _, option, better, worse in CONCLUSIONS]
+    return {"base": {"model": AXES["model"][0], **{key: values.get(b, b) for key, values, b, _ in reversed(keyed)}},
+            "factors": {key: [values.get(w, w)] for key, values, _, w in keyed}}
+
+
+TABLE = register(PaperTable("table1", "Bi-Real Table 1", NAME, AXES, tables, in_table, CONCLUSIONS, order=1,
+                            design=one_factor_design))

@@ -4,7 +4,8 @@ place a run in the table), its conclusions, and the functions that build it from
 
 Everything else reads this: ``tables.py``'s subcommands and ``all``, the "no runs" lines, ``plots.py``'s
 conclusion figures, and the sweep files (``${onebit_axis:<table>,<option>}`` in ``sweeps/bireal_table1.yaml``
-expands to the registered axis, ``onebit.cli.resolvers``). A new paper table is one module in
+expands to the registered axis, ``${onebit_design:<table>,base|factors,<key>}`` in
+``sweeps/bireal_conclusions.yaml`` to its one-factor design, ``onebit.cli.resolvers``). A new paper table is one module in
 ``src/onebit/results/`` that calls :func:`register` (found by :func:`paper_tables`, which imports every module of
 this package) plus one sweep file.
 """
@@ -35,6 +36,8 @@ class PaperTable:
         conclusions: the paper's claims it tests: ``(name, option, better, worse, ...)``.
         studies: the studies ``all`` shows it for (``None``: every study).
         order: where ``all`` prints it (lower first).
+        design: ``() -> {"base": {key: value}, "factors": {key: [values]}}``, its conclusions as a
+            one-factor-at-a-time design (``hydra/sweeper=one_factor``), if it has one.
     """
 
     name: str
@@ -46,12 +49,21 @@ class PaperTable:
     conclusions: tuple = ()
     studies: tuple[str, ...] | None = None
     order: int = 100
+    design: Callable[[], dict] | None = field(default=None, hash=False, compare=False)
 
     def axis(self, option: str) -> str:
         """One axis as a sweep value (``relu,clip``)."""
         if option not in self.axes:
             raise KeyError(f"table {self.name} has no axis {option!r}; its axes: {', '.join(self.axes)}")
         return ",".join(str(v) for v in self.axes[option])
+
+    def design_value(self, part: str, key: str):
+        """One value of the one-factor design: its ``base`` value or its ``factors`` list for ``key``."""
+        design = self.design() if self.design else {}
+        if key not in design.get(part, {}):
+            raise KeyError(f"table {self.name} has no one-factor {part} {key!r}"
+                           + (f"; its {part}: {', '.join(design[part])}" if part in design else ""))
+        return design[part][key]
 
     def missing(self) -> str:
         """The line shown when no record has a place in the table."""
