@@ -392,7 +392,7 @@ def starts_process(item) -> bool:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.get_closest_marker("slow"):
+        if item.get_closest_marker("slow") or item.get_closest_marker("fast"):  # decided by the test itself
             continue
         base = item.nodeid.split("[", 1)[0].split("/")[-1]
         if base in SLOW_TESTS or item.nodeid.split("/")[-1] in SLOW_TESTS or starts_process(item):
