@@ -125,14 +125,17 @@ def _alive(pid: int) -> bool:
 def test_killed_joblib_sweep_leaves_no_orphans_and_resumes(tmp_path):
     """SIGKILL the process that runs a joblib sweep while both workers train: the workers exit (no orphan keeps
     training and holding job locks), and the same command resumes both jobs to the end."""
-    args = ["-m", "sign=approx,ste", "launcher=joblib", "model.width=8", "logger=none", "pretrain=none", "epochs=4",
+    args = ["-m", "sign=approx,ste", "launcher=joblib", "model.width=8", "logger=none", "pretrain=none", "epochs=6",
             f"output_root={tmp_path}"]
     parent = subprocess.Popen([sys.executable, str(ROOT / "src" / "train.py"), *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     holders = tmp_path / "index"
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(tmp_path.rglob("checkpoints/binary/last.ckpt"))) < 2:
-        time.sleep(0.1)  # both jobs recorded and one epoch into training
+    # both jobs recorded and one of them an epoch into training: kill then (waiting for both checkpoints let the
+    # first job finish all its epochs on a loaded machine, while the second one was still starting)
+    while time.time() < deadline and (len(list(tmp_path.rglob("record.json"))) < 2
+                                      or not list(tmp_path.rglob("checkpoints/binary/last.ckpt"))):
+        time.sleep(0.1)
     pids = [json.loads(p.read_text())["pid"] for p in holders.glob("*.holder.json")]
     assert len(pids) == 2 and parent.pid not in pids  # the jobs run in two worker processes
     parent.send_signal(signal.SIGKILL)

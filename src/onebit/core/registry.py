@@ -131,3 +131,9 @@ METRICS = (TEST_TOP1, TEST_TOP5, VAL_TOP1, VAL_TOP1_BEST, VAL_TOP5, TRAIN_TOP1)
 def is_real_model(cfg) -> bool:
     """Whether a config's model is real-valued (:data:`REAL_MODELS`): one ``real`` stage, no binary-only group."""
     return cfg.model.get("_target_") in REAL_MODELS
+
+
+def chosen(cfg, group: str) -> str | None:
+    """The name of the option a composed config chose in ``group`` (its ``choices`` node, conf/train.yaml); None
+    when it has none (a config composed without Hydra's runtime, or a record from before the node)."""
+    return (cfg.get("choices") or {}).get(group)

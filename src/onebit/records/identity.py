@@ -28,6 +28,8 @@ from onebit.core.registry import GROUPS
 NOT_IN_IDENTITY: dict[str, str] = {
     **{group: spec.not_in_identity for group, spec in GROUPS.items() if spec.not_in_identity},  # logger, launcher
     "hydra": "Hydra's own settings: output directories, launcher and sweeper parameters",
+    "choices": "the name of the option chosen in each group; what an option sets is in the identity (renaming an "
+               "option's file changes no result)",
     "output_root": "where records and checkpoints are written",
     "cache_dir": "where the pretrain cache lives",
     "resume": "whether a re-run continues a previous attempt; the result is the same",

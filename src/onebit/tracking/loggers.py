@@ -30,7 +30,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from onebit.core.errors import ConfigError, cause_line
-from onebit.core.registry import options
+from onebit.core.registry import chosen, options
 from onebit.tracking.wandb_record import stage_config
 from onebit.tracking.wandb_run import is_wandb, is_wandb_class, wandb_logger
 
@@ -84,7 +84,7 @@ def check_logger(cfg: DictConfig) -> None:
     cls = logger_class(cfg)
     if cls is None:
         return
-    choice = _choice()
+    choice = _choice(cfg)
     flag = cfg.logger.get("log_artifacts", False)
     if not isinstance(flag, bool):
         raise ConfigError(f"logger.log_artifacts={flag!r} is invalid: choose one of true, false")
@@ -168,10 +168,6 @@ def finish_logger(logger, failed: bool) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _choice() -> str:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return str(HydraConfig.get().runtime.choices.get("logger"))
-    except ValueError:  # not under Hydra
-        return "<set>"
+def _choice(cfg: DictConfig) -> str:
+    """The logger option's name (the config's ``choices``), or ``<set>`` without one."""
+    return str(chosen(cfg, "logger") or "<set>")

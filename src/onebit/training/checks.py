@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from onebit.core.errors import ConfigError, cause_line
-from onebit.core.registry import BINARY_ONLY, is_real_model, options, parent_option
+from onebit.core.registry import BINARY_ONLY, chosen, is_real_model, options, parent_option
 from onebit.nn.optim import ROLE_DECAY_KEYS
 from onebit.nn.speed import check_speed_options
 from onebit.tracking.loggers import check_logger
@@ -157,12 +157,9 @@ def check_training(cfg: DictConfig) -> None:
 
 
 def _choice_name(cfg: DictConfig, group: str) -> str:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return str(HydraConfig.get().runtime.choices.get(group))
-    except Exception:  # not under Hydra
-        return "<set>"
+    """The option's name as the user chose it (the config's ``choices``), or ``<set>`` without one."""
+    name = chosen(cfg, group)
+    return "<set>" if name is None and not cfg.get("choices") else str(name)
 
 
 def _model_name(cfg: DictConfig) -> str:

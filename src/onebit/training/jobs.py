@@ -37,7 +37,7 @@ from onebit.core.dist import global_rank
 from onebit.core.errors import ConfigError, cause_line, config_error
 from onebit.core.files import atomic_write_json
 from onebit.core.killpoints import kill_point
-from onebit.core.registry import BINARY_ONLY, OPTION_GROUPS, is_real_model
+from onebit.core.registry import BINARY_ONLY, OPTION_GROUPS, chosen, is_real_model
 from onebit.nn.summary import precision, summarize
 from onebit.records.identity import job_key
 from onebit.records.layout import POINTER, RECORD_NAME, read_pointer
@@ -142,11 +142,7 @@ class JobIndex:
 def flat_options(cfg: DictConfig) -> dict:
     """The chosen option of every group plus the ablation keys, as flat values (the record's ``options``, W&B's
     config and the tables' axes)."""
-    try:
-        choices = dict(HydraConfig.get().runtime.choices)
-    except ValueError:  # composed outside @hydra.main (tests)
-        choices = {}
-    opts = {g: choices.get(g) for g in OPTION_GROUPS}
+    opts = {g: chosen(cfg, g) for g in OPTION_GROUPS}
     if is_real_model(cfg):
         opts.update(dict.fromkeys(BINARY_ONLY))
     shortcut = bool(cfg.model.get("shortcut", cfg.shortcut))
