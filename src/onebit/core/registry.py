@@ -7,7 +7,7 @@ each written once here.
   real-valued model), overlays other groups' values (``overlay``: ``experiment=``, ``sweeps=``...; a global
   package), becomes a W&B tag (``tag``), or cannot change a result (``not_in_identity``, with the reason: left
   out of a job's identity, ``onebit.records.identity``). The options of a group are its YAML files (:func:`options`).
-- **Stage names** (:data:`STAGES`) and the model kinds a stage trains (:data:`MODEL_KINDS`).
+- **Stage names** (:data:`PRETRAIN`, :data:`BINARY`, ...) and the model kinds a stage trains (:data:`MODEL_KINDS`).
 - **Metric names** (:data:`TEST_TOP1` ...; :data:`METRICS`, the accuracies tables and figures show in percent).
 """
 
@@ -69,10 +69,6 @@ GROUPS: dict[str, Group] = {
     "debug": Group("short smoke runs that check the code runs; marked as smoke and never counted in tables",
                    overlay=True),
 }
-# groups that set values of other groups: a global package, applied after the groups they override
-OVERLAYS = tuple(g for g, spec in GROUPS.items() if spec.overlay)
-# groups whose files are a global package (keys under them are not the group's own)
-GLOBAL_GROUPS = tuple(g for g, spec in GROUPS.items() if spec.global_package)
 # the options recorded for every run (the axes of the papers' tables)
 OPTION_GROUPS = tuple(g for g, spec in GROUPS.items() if spec.recorded)
 # groups that do not apply to a real-valued model (refused when chosen, recorded as None)
@@ -106,7 +102,6 @@ def parent_option(group: str, option: str, conf_dir: Path = CONF_DIR) -> str | N
 
 PRETRAIN, BINARY, BINARY_ACTIVATIONS = "pretrain", "binary", "binary_activations"
 BN_RETRAIN, REAL = "bn_retrain", "real"
-STAGES = (PRETRAIN, BINARY_ACTIVATIONS, BINARY, BN_RETRAIN, REAL)
 # kind -> (activation component, weight component), as config paths (None: a real-valued component)
 MODEL_KINDS = {
     "twin": ("pretrain.activation", None),  # Bi-Real 4.1: the real-valued net that initialises the binary one
