@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from onebit.cli import usage
-from onebit.core.paths import ROOT
+from onebit.core.paths import ROOT, output_root
 from onebit.core.registry import GROUPS
 
 
@@ -22,6 +22,8 @@ def register_resolvers() -> None:
     its option names from its config, not from Hydra's global state."""
     if not OmegaConf.has_resolver("onebit_uid"):
         OmegaConf.register_new_resolver("onebit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
+    if not OmegaConf.has_resolver("onebit_outputs"):  # the default output root, read as every entry point reads it
+        OmegaConf.register_new_resolver("onebit_outputs", output_root)
     if not OmegaConf.has_resolver("onebit_root"):
         OmegaConf.register_new_resolver("onebit_root", lambda: str(ROOT))
     if not OmegaConf.has_resolver("onebit_axis"):  # a sweep's grid from the paper table's registered axes
