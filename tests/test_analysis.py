@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
+import scipy.stats
 from conftest import FAST, ROOT, run_cli, run_process, run_train
 from test_results import make_record
 
@@ -53,9 +54,12 @@ def test_conclusions_paired_differences(tmp_path):
     records, _ = load_records(tmp_path)
     row = bireal.conclusions(records).set_index("conclusion").loc["ApproxSign > STE"]
     diffs = [10.0, 6.0, 3.0]
-    se = pd.Series(diffs).std() / math.sqrt(3)
+    ci = scipy.stats.ttest_1samp(diffs, 0).confidence_interval(0.95)
     assert row["pairs"] == 3 and row["ours (points)"] == pytest.approx(round(sum(diffs) / 3, 2))
-    assert row["SE"] == pytest.approx(round(se, 2)) and row["verdict"] == "holds, exceeds seed noise"
+    assert row["95% CI"] == f"[{ci.low:.2f}, {ci.high:.2f}]" and row["bootstrap 95% CI"] == "–"  # bootstrap: n >= 5
+    # the only conclusion with pairs: its Holm p is its own t-test's; the interval contains 0: inconclusive
+    assert row["p (Holm)"] == f"{scipy.stats.ttest_1samp(diffs, 0).pvalue:.2g}"
+    assert row["verdict"] == "inconclusive" and row["P(better > worse)"] == 1.0
     assert row["paper (points)"] == pytest.approx(56.4 - 53.6)
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import pandas as pd
 import pytest
 import torch
@@ -253,25 +254,32 @@ def test_conclusions_paired_differences(tmp_path):
     c = B.conclusions(study_records(tmp_path)).set_index(["data", "conclusion"])
     s = c.loc[("digits", "scaling hurts from scratch")]
     diffs = np.array([10.0, 6.0, 3.0])
-    se = diffs.std(ddof=1) / math.sqrt(3)
+    ci = scipy.stats.ttest_1samp(diffs, 0).confidence_interval(0.95)
     assert s["pairs"] == 3 and s["ours (points)"] == pytest.approx(round(diffs.mean(), 2))
-    assert s["SE"] == pytest.approx(round(se, 2)) and s["verdict"] == "holds, exceeds seed noise"
+    assert s["95% CI"] == f"[{ci.low:.2f}, {ci.high:.2f}]" and s["P(better > worse)"] == 1.0
+    # 3 pairs: the t-interval (t = 4.30) contains 0 (2 SE would not): inconclusive, not "holds"
+    assert ci.low < 0 < diffs.mean() - 2 * diffs.std(ddof=1) / math.sqrt(3) and s["verdict"] == "inconclusive"
     # the paper over the same cells (ste, binary): 87.2 - 83.6 on CIFAR-10, 54.4 - 52.7 on ImageNet
     assert s["paper cifar10 (points)"] == pytest.approx(3.6) and s["paper imagenet (points)"] == pytest.approx(1.7)
     a = c.loc[("digits", "ApproxSign ~ STE")]
     assert a["pairs"] == 3 and a["ours (points)"] == pytest.approx(0.0, abs=1e-9)
-    assert a["SE"] == pytest.approx(round(0.5 / math.sqrt(3), 2)) and a["verdict"] == "holds, within seed noise"
+    # "~" with the stated margin (1 point): TOST on differences +0.5, -0.5, 0 - inside, but 3 pairs cannot show it
+    tost = max(scipy.stats.ttest_1samp([0.5, -0.5, 0], -1, alternative="greater").pvalue,
+               scipy.stats.ttest_1samp([0.5, -0.5, 0], 1, alternative="less").pvalue)
+    # alone, TOST would support "~" (p = 0.037); Holm over the table's two tested rows doubles the smaller p
+    assert tost < 0.05 and a["p (Holm)"] == f"{2 * tost:.2g}" and B.EQUAL_MARGIN == 1.0
+    assert a["verdict"] == "inconclusive"
     assert a["paper cifar10 (points)"] == pytest.approx(84.9 - 87.2)
     assert a["paper imagenet (points)"] == pytest.approx(54.3 - 54.4)
     d = c.loc[("digits", "full-precision downsample helps")]
-    assert d["pairs"] == 0 and math.isnan(d["ours (points)"]) and d["verdict"] == "no paired runs"
+    assert d["pairs"] == 0 and math.isnan(d["ours (points)"]) and d["verdict"] == "inconclusive"
     assert c.loc[("cifar10", "ApproxSign ~ STE"), "pairs"] == 0  # cifar10 has one run: no pairs
     # ApproxSign clearly worse than STE beyond the noise (a later rerun of each seed): "~" does not hold
     for seed, a_top1 in enumerate([0.70, 0.71, 0.69]):
         make_record(tmp_path, f"pa{seed}-rerun", weight="plain", sign="approx", seed=seed, top1=a_top1,
                     pretrain="none", downsample="binary", study=B.NAME, started=10.0)
     row = B.conclusions(study_records(tmp_path)).set_index(["data", "conclusion"]).loc[("digits", "ApproxSign ~ STE")]
-    assert row["verdict"] == "does not hold, exceeds seed noise" and row["ours (points)"] < -15
+    assert row["verdict"] == "contradicted" and row["ours (points)"] < -15
 
 
 def test_paired_differences_need_everything_else_equal(tmp_path):
@@ -283,7 +291,8 @@ def test_paired_differences_need_everything_else_equal(tmp_path):
                 weight="plain", study=B.NAME, optimizer__lr=0.5)
     found = paired.pairs(load_records(tmp_path)[0], "sign", "approx", "ste", "test/top1")
     np.testing.assert_allclose(sorted(p.diff for p in found), [6.0, 10.0])
-    assert paired.mean_se([6.0, 10.0]) == (8.0, pytest.approx(np.std([6, 10], ddof=1) / math.sqrt(2)))
+    (c,) = paired.comparisons([found])
+    assert (c.n, c.mean, c.sd) == (2, pytest.approx(8.0), pytest.approx(np.std([6, 10], ddof=1)))
 
 
 def test_cli_bethge_and_all(tmp_path):

@@ -180,7 +180,7 @@ def test_tables_of_the_multirun(conclusions_run):
     base = top1[("clip", "proposed", "proposed", "bireal", 18)]
     assert c.loc["ApproxSign > STE", "ours (points)"] == pytest.approx(
         round(base - top1[("clip", "proposed", "original", "bireal", 18)], 2))
-    assert c["verdict"].str.startswith(("holds", "does not hold")).all()
+    assert (c["verdict"] == "inconclusive").all()  # one pair each: no interval
 
 
 # ----------------------------------------------------------------------------------------------------------

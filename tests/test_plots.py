@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import scipy.stats
 import torch
 from conftest import run_cli, run_process
 from test_results import make_config, make_record
@@ -497,9 +498,10 @@ def test_conclusion_figure_has_the_tables_numbers_and_the_papers_difference(pair
         assert "protocol: not declared" in part.label
         fig = draw.conclusion_figure(name, data[name])
         ax = fig.axes[0]
-        mean, se, paper = row["ours (points)"], row["SE"], row["paper (points)"]
+        mean, paper = row["ours (points)"], row["paper (points)"]
         assert mean == pytest.approx(np.mean(diffs), abs=0.005)
-        assert se == pytest.approx(np.std(diffs, ddof=1) / np.sqrt(3), abs=0.005)
+        ci = scipy.stats.ttest_1samp(diffs, 0).confidence_interval(0.95)
+        assert row["95% CI"] == f"[{ci.low:.2f}, {ci.high:.2f}]"
         assert paper == {"ApproxSign > STE": 2.8, "shortcut > none": 44.3}[name]  # Table 1: 56.4-53.6, 56.4-12.1
         by_gid = {a.get_gid(): a for a in [*ax.lines, *ax.collections] if a.get_gid()}
         assert by_gid["paper-0"].get_xdata().tolist() == [paper]
@@ -507,11 +509,11 @@ def test_conclusion_figure_has_the_tables_numbers_and_the_papers_difference(pair
         assert sorted(by_gid["pairs-0"].get_offsets()[:, 0]) == pytest.approx(sorted(diffs))
         band = by_gid.get("band-0") or next(c for c in ax.collections if isinstance(c, PolyCollection))
         xs = band.get_paths()[0].vertices[:, 0]
-        assert (xs.min(), xs.max()) == pytest.approx((mean - 2 * se, mean + 2 * se))  # the verdict's 2 SE
+        assert (xs.min(), xs.max()) == pytest.approx((ci.low, ci.high))  # the table's 95 % t-interval
         assert any(line.get_xdata()[0] == 0 for line in ax.lines if line.get_gid() is None)  # the zero line
         (legend,) = fig.legends
         texts = [t.get_text() for t in legend.get_texts()]
-        assert any(t.startswith("paper's difference") for t in texts) and any("2 SE" in t for t in texts)
+        assert any(t.startswith("paper's difference") for t in texts) and any("95 % t-interval" in t for t in texts)
         assert _legend_off_axes(fig, ax, legend)
         lo, hi = ax.get_xlim()
         assert lo < min(0, *diffs) and hi > max(paper, *diffs)  # zero, every pair and the paper in view

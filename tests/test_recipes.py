@@ -180,7 +180,9 @@ def test_two_step_sweep_and_table(tmp_path):
     cells, paired = (stream[stream.table == name].dropna(axis=1, how="all") for name in stream.table.unique())
     assert list(cells.columns) == ["table", "model", "one-step", "two-step"]
     assert cells.model.tolist() == ["bireal18"] and all("(n=2)" in cells[c].iloc[0] for c in ("one-step", "two-step"))
-    assert list(paired.columns)[:6] == ["table", "model", "two-step - one-step (points)", "SE", "pairs", "verdict"]
+    assert list(paired.columns) == ["table", "model", "two-step - one-step (points)", "95% CI", "bootstrap 95% CI",
+                                    "pairs", "P(better > worse)", "p (Holm)", "verdict"]
+    assert paired.verdict.iloc[0] in ("supported", "contradicted", "inconclusive")
     assert paired.pairs.tolist() == [2]
     assert "each step its own epochs" in t.stderr
     t1 = run_cli(tables, ["table1", "--root", tmp_path, "--format", "csv"])

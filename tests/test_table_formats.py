@@ -178,7 +178,12 @@ def test_markdown_every_table_titled_separated_valid(tmp_path):
     sgd = sections[3]
     assert sgd["title"].startswith("Bi-Real Table 1's conclusions in our data, study bireal_conclusions "
                                    "[protocol=paper_sgd]")
-    assert sgd["rows"][0] == ["shortcut > none", "17.46", "1.56", "3", "44.3", "holds, exceeds seed noise"]
+    assert sgd["rows"][0] == ["shortcut > none", "17.46", "[10.73, 24.18]", "–", "3", "1.00", "0.024", "44.3",
+                              "supported"]
+    # the issue's example: +0.17 points over 3 seeds is not evidence that ApproxSign beats STE
+    assert sgd["rows"][1] == ["ApproxSign > STE", "0.17", "[-0.50, 0.83]", "–", "3", "0.67", "0.79", "2.8",
+                              "inconclusive"]
+    assert "Holm-adjusted" in sgd["title"] and not any("seed noise" in s["title"] for s in sections)
     assert [row[1] for row in sections[1]["rows"]] == ["6.06", "-0.60", "0.00", "1.85"]  # one precision a column
     # --out: one file per table, each a titled section of its own
     r = run_cli(tables, ["table1", "--root", EXAMPLE, "--format", "markdown", "--out", tmp_path])

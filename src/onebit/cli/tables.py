@@ -5,6 +5,8 @@
     python analysis/tables.py study --study ftbnn_nonlinearity
     python analysis/tables.py two_step                   # one- vs two-step training (sweeps=bireal_two_step)
     python analysis/tables.py bethge                     # Bethge et al. 2018 Tables 2-3 (sweeps=bethge2018_resnete18)
+    python analysis/tables.py effects --study S          # main effects and two-way interactions (OLS, seed block,
+                                                         # Holm) + interaction plot <root>/figures/effects-S.png
     python analysis/tables.py --source wandb --entity ME --project onebit --group bireal_table1
     python analysis/tables.py efficiency                 # Bi-Real Table 3 (no training needed)
     python analysis/tables.py efficiency --format csv    # exact counts: table,model,binary_params,...,ops
@@ -267,11 +269,29 @@ def cmd_all(args) -> list:
     return pairs + cmd_efficiency(args)
 
 
+def cmd_effects(args) -> list:
+    """Per study: main effects and two-way interactions (``onebit.results.effects``), and their interaction plot
+    (``onebit.figures.effects``) written into ``--out``, else ``<root>/figures``, as ``effects-<study>.png``."""
+    from onebit.figures.effects import plot_effects
+    from onebit.results import effects
+
+    pairs = []
+    for sel in selections(args):
+        if not sel.records:
+            continue
+        found = effects.effects(sel, args.metric)
+        pairs += [(group_of(sel), t) for t in found.tables()]
+        path = plot_effects(found, Path(args.out or Path(args.root) / "figures") / f"{found.name}.png")
+        print(f"onebit: wrote {path}" if path else f"onebit: {found.name}: no interaction plot (nothing estimable)",
+              file=sys.stderr)
+    return _found(pairs, "no runs")
+
+
 def commands() -> dict:
     """The subcommands: ``all``, one per registered paper table (read when asked, so a table registered by a
-    module added to ``onebit.results`` is one), ``study`` and ``efficiency``."""
+    module added to ``onebit.results`` is one), ``study``, ``effects`` and ``efficiency``."""
     return {"all": cmd_all, **{name: cmd_paper(name) for name in paper_tables()}, "study": cmd_study,
-            "efficiency": cmd_efficiency}
+            "effects": cmd_effects, "efficiency": cmd_efficiency}
 
 
 def parser() -> Parser:

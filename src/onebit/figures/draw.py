@@ -281,8 +281,9 @@ def conclusion_figure(name: str, parts, metric: str = DEFAULT_METRIC, scope: str
                       notes: Sequence[str] = ()):
     """One of Bi-Real Table 1's conclusions (section 4.2, e.g. "shortcut > none") in our runs: per part of the runs
     (one row per protocol, split as the tables), each paired difference d_i = 100 (m_better - m_worse) of two runs
-    identical except for that option, same seed (dots), their mean (a bar) and the verdict's noise band
-    mean ± 2 SE with SE = std(d, ddof=1) / sqrt(n) (shaded), with the conclusions table's own rounded numbers
+    identical except for that option, same seed (dots), their mean (a bar) and the table's 95 % t-interval
+    mean ± t_{0.975, n-1} SD / sqrt(n) (shaded; the BCa bootstrap interval below it from 5 pairs), with the
+    conclusions table's own rounded numbers (interval, P(better > worse), Holm-adjusted p, verdict)
     (``bireal.conclusions`` via ``figures.conclusion_data``); a zero line and the paper's difference over the same
     Table 1 positions (ImageNet top-1, a red diamond). The numbers are repeated beside each row, the legend sits
     below the axes."""
@@ -297,16 +298,21 @@ def conclusion_figure(name: str, parts, metric: str = DEFAULT_METRIC, scope: str
             ax.scatter(d, np.full(len(d), y) + np.linspace(-0.12, 0.12, len(d)) * (len(d) > 1), s=18, color="black",
                        zorder=4, gid=f"pairs-{i}", label="a pair (same seed, same other options)" if i == 0 else None)
             xs += list(d)
-        mean, se, paper_d = (float(r[k]) for k in ("ours (points)", "SE", "paper (points)"))
+        c = part.stats
+        mean, paper_d = float(r["ours (points)"]), float(r["paper (points)"])
         if not math.isnan(mean):
             ax.plot([mean, mean], [y - 0.3, y + 0.3], color="C0", lw=2.5, zorder=3, gid=f"mean-{i}",
                     label="mean paired difference" if i == 0 else None)
             xs.append(mean)
-        if not math.isnan(se):
-            band = ax.fill_betweenx([y - 0.3, y + 0.3], mean - 2 * se, mean + 2 * se, color="C0", alpha=0.22, lw=0,
-                                    zorder=2, label="noise band: mean ± 2 SE (the verdict's)" if i == 0 else None)
+        if not math.isnan(c.lo):
+            band = ax.fill_betweenx([y - 0.3, y + 0.3], c.lo, c.hi, color="C0", alpha=0.22, lw=0, zorder=2,
+                                    label="95 % t-interval (the table's)" if i == 0 else None)
             band.set_gid(f"band-{i}")
-            xs += [mean - 2 * se, mean + 2 * se]
+            xs += [c.lo, c.hi]
+        if not math.isnan(c.boot_lo):
+            ax.plot([c.boot_lo, c.boot_hi], [y - 0.36, y - 0.36], color="C1", lw=1.5, zorder=3, gid=f"boot-{i}",
+                    label="95 % bootstrap interval (BCa)" if i == 0 else None)
+            xs += [c.boot_lo, c.boot_hi]
         if not math.isnan(paper_d):
             ax.plot([paper_d], [y], zorder=5, gid=f"paper-{i}", **PAPER_STYLE,
                     label="paper's difference (ImageNet top-1, same positions)" if i == 0 else None)
@@ -320,8 +326,9 @@ def conclusion_figure(name: str, parts, metric: str = DEFAULT_METRIC, scope: str
                   fontsize=8)
     right = ax.secondary_yaxis("right")
     right.set_yticks(range(len(rows))[::-1], [
-        f"ours {p.row['ours (points)']:g} ± {p.row['SE']:g} SE ({p.row['pairs']} pairs)\n"
-        f"paper {p.row['paper (points)']:g}\n{p.row['verdict']}" for p in rows], fontsize=8)
+        f"ours {p.row['ours (points)']:g} {p.row['95% CI']} ({p.row['pairs']} pairs)\n"
+        f"P(better > worse) {p.row['P(better > worse)']:g}, p (Holm) {p.row['p (Holm)']}; paper "
+        f"{p.row['paper (points)']:g}\n{p.row['verdict']}" for p in rows], fontsize=8)
     right.tick_params(length=0)
     ax.set_xlabel(f"paired difference of {metric} (points)")
     ax.grid(axis="x", alpha=0.3)

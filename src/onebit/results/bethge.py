@@ -43,8 +43,12 @@ CONCLUSIONS = (
 )
 TITLE = ("Bethge et al. 2018 Tables 2-3, ResNetE-18 from scratch, {label} ({metric}, %): ours = mean ± std over "
          "seeds (n) | paper; scaling no/yes = weight=plain/xnor, approxsign yes/no = sign=approx/ste")
-CONCLUSIONS_TITLE = ("Bethge et al. 2018's findings in our data, {label} (paired differences, points; noise = 2 SE "
-                     "over pairs) | the paper's mean difference over the same cells")
+# "ApproxSign ~ STE" is supported when the difference lies within +-EQUAL_MARGIN points (TOST, onebit.results.stats)
+EQUAL_MARGIN = 1.0
+CONCLUSIONS_TITLE = ("Bethge et al. 2018's findings in our data, {label} (paired differences, points; 95 % "
+                     "t-intervals over pairs; p and verdicts Holm-adjusted over the table's rows, alpha 0.05; "
+                     f"'~' = within ±{EQUAL_MARGIN:g} point, the equivalence margin) | the paper's mean difference "
+                     "over the same cells")
 
 
 def position(rec: RunRecord) -> tuple | None:
@@ -101,23 +105,22 @@ def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.Data
 
 
 def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    """Per dataset and finding: the mean paired difference (points) between runs identical except for one
-    option (same seed; ``onebit.results.paired``), its SE over pairs and the verdict ("scaling hurts" and
-    "full-precision downsample helps" hold when the mean is > 0; "ApproxSign ~ STE" when |mean| <= 2 SE);
-    beside it the paper's mean difference over the same cells on CIFAR-10 and on ImageNet."""
+    """Per dataset and finding: the paired differences (points) between runs identical except for one option (same
+    seed; ``onebit.results.paired``) with their statistics (``onebit.results.stats``: 95 % interval, P(a > b), p
+    Holm-adjusted over every row of the table, verdict: "scaling hurts" and "full-precision downsample helps" are
+    ``positive`` claims, "ApproxSign ~ STE" an ``equal`` claim with the margin :data:`EQUAL_MARGIN`); beside it the
+    paper's mean difference over the same cells on CIFAR-10 and on ImageNet."""
     ref = paper.load(NAME).set_index(["dataset", "scaling", "downsample", "approxsign"])[_paper_column(metric)]
     to_paper = {"weight": (0, SCALING), "sign": (2, APPROXSIGN), "downsample": (1, {})}
     inside = [r for r in records if position(r) is not None and r.status == "finished"]
-    out = []
+    rows, found, claims = [], [], []
     for data in sorted({r.options.get("data") for r in inside}, key=_data_rank):
         d = [r for r in inside if r.options.get("data") == data]
         for name, option, a, b, claim in CONCLUSIONS:
-            found = paired.pairs(d, option, a, b, metric)
-            mean, se = paired.mean_se([p.diff for p in found])
-            row = {"data": data, "conclusion": name, "ours (points)": paired.rounded(mean), "SE": paired.rounded(se),
-                   "pairs": len(found)}
+            pairs_ = paired.pairs(d, option, a, b, metric)
+            row = {"data": data, "conclusion": name}
             i, conv = to_paper[option]
-            cells_ = {position(p.better)[2:] for p in found}   # (scaling, downsample, approxsign): one model there
+            cells_ = {position(p.better)[2:] for p in pairs_}   # (scaling, downsample, approxsign): one model there
             for pdata in PAPER_DATA:
                 diffs = []
                 for c in sorted(cells_):
@@ -126,10 +129,18 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
                     if ka in ref.index and kb in ref.index:
                         diffs.append(ref.loc[ka] - ref.loc[kb])
                 row[f"paper {pdata} (points)"] = paired.rounded(float(np.mean(diffs)) if diffs else math.nan)
-            row["verdict"] = paired.verdict(claim, len(found), mean, se)
-            out.append(row)
-    return pd.DataFrame(out, columns=["data", "conclusion", "ours (points)", "SE", "pairs",
-                                      *(f"paper {d} (points)" for d in PAPER_DATA), "verdict"])
+            rows.append(row)
+            found.append(pairs_)
+            claims.append((claim, EQUAL_MARGIN if claim == "equal" else None))
+    tested = paired.comparisons(found, claims)
+    out = [{"data": row["data"], "conclusion": row["conclusion"], **paired.columns(c),
+            **{k: v for k, v in row.items() if k.startswith("paper")}, "verdict": c.verdict}
+           for row, c in zip(rows, tested)]
+    frame = pd.DataFrame(out, columns=["data", "conclusion", "ours (points)", "95% CI", "bootstrap 95% CI", "pairs",
+                                       "P(better > worse)", "p (Holm)",
+                                       *(f"paper {d} (points)" for d in PAPER_DATA), "verdict"])
+    frame.attrs["notes"] = paired.power_notes([f"{r['data']}: {r['conclusion']}" for r in rows], tested)
+    return frame
 
 
 def placements(rec: RunRecord):

@@ -28,7 +28,7 @@ from onebit import paper
 from onebit.core.registry import DEFAULT_METRIC, PRETRAIN
 from onebit.records.identity import LATER_STAGE_KEYS, cell_items
 from onebit.records.record import RunRecord
-from onebit.results import paired
+from onebit.results import paired, stats
 from onebit.results.cells import CellSummary, format_cell, recipe_name, seed, summarize
 from onebit.results.load import NoRunsError
 from onebit.results.registry import PaperTable, register
@@ -61,8 +61,8 @@ UPDATE_LABEL = {"weight": {"original": "plain", "proposed": "magnitude-aware"},
                 "sign": {"original": "STE", "proposed": "ApproxSign"}}
 NOT_IN_DESIGN = "not in design"
 TITLE = "Bi-Real Table 1, {label} ({metric}, %): ours = mean ± std over seeds (n) | paper (ImageNet top-1)"
-CONCLUSIONS_TITLE = ("Bi-Real Table 1's conclusions in our data, {label} (paired differences, points; noise = "
-                     "2 SE over pairs)")
+CONCLUSIONS_TITLE = ("Bi-Real Table 1's conclusions in our data, {label} (paired differences, points; 95 % "
+                     "t-intervals over pairs; p and verdicts Holm-adjusted over the table's conclusions, alpha 0.05)")
 
 
 def position(rec: RunRecord) -> tuple | None:
@@ -147,38 +147,42 @@ def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def conclusion_rows(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> list[tuple[dict, list[paired.Pair]]]:
-    """Per conclusion of the paper: its row of :func:`conclusions` and the pairs behind it (binary Table 1 runs
-    identical except for that option, same seed: ``onebit.results.paired.pairs``), for the table and its figures.
-    The row: the mean paired difference (points), its SE over pairs (``onebit.results.paired.mean_se``), the
-    verdict and, beside it, the paper's mean difference over the same Table 1 positions."""
+def conclusion_rows(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC
+                    ) -> list[tuple[dict, list[paired.Pair], stats.Comparison]]:
+    """Per conclusion of the paper: its row of :func:`conclusions`, the pairs behind it (binary Table 1 runs
+    identical except for that option, same seed: ``onebit.results.paired.pairs``) and its statistics, for the table
+    and its figures. The row: the mean paired difference (points), its 95 % t-interval, the bootstrap interval
+    (from 5 pairs), the pairs, P(better > worse), the p-value Holm-adjusted over the four conclusions, beside it the
+    paper's mean difference over the same Table 1 positions, and the verdict (``onebit.results.stats``)."""
     ref = paper.load(NAME)
     ref = ref[ref["weight_update"] != "real"].set_index(
         ["init", "weight_update", "activation_backward", "structure", "depth"])["top1"]
     axis = {"pretrain": 0, "weight": 1, "sign": 2, "structure": 3}
     to_paper = {"pretrain": {}, "weight": WEIGHT_TO_PAPER, "sign": SIGN_TO_PAPER, "structure": {}}
     binary = [r for r in records if position(r)]
+    found = [paired.pairs(binary, option, better, worse, metric) for _, option, better, worse in CONCLUSIONS]
     out = []
-    for name, option, better, worse in CONCLUSIONS:
-        found = paired.pairs(binary, option, better, worse, metric)
-        mean, se = paired.mean_se([p.diff for p in found])
+    for (name, option, better, worse), pairs_, c in zip(CONCLUSIONS, found, paired.comparisons(found)):
         i, conv = axis[option], to_paper[option]
         paper_diffs = []
-        for pos in sorted({position(p.better) for p in found}):
+        for pos in sorted({position(p.better) for p in pairs_}):
             b = pos[:i] + (conv.get(better, better),) + pos[i + 1:]
             w = pos[:i] + (conv.get(worse, worse),) + pos[i + 1:]
             if b in ref.index and w in ref.index:
                 paper_diffs.append(ref.loc[b] - ref.loc[w])
-        out.append(({"conclusion": name, "ours (points)": paired.rounded(mean), "SE": paired.rounded(se),
-                     "pairs": len(found),
+        out.append(({"conclusion": name, **paired.columns(c),
                      "paper (points)": paired.rounded(float(np.mean(paper_diffs)) if paper_diffs else math.nan),
-                     "verdict": paired.verdict("positive", len(found), mean, se)}, found))
+                     "verdict": c.verdict}, pairs_, c))
     return out
 
 
 def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    """The conclusions table: one row per conclusion of the paper (:func:`conclusion_rows`)."""
-    return pd.DataFrame([row for row, _ in conclusion_rows(records, metric)])
+    """The conclusions table: one row per conclusion of the paper (:func:`conclusion_rows`); under it
+    (``frame.attrs["notes"]``) the effect the pairs can detect and the seeds an inconclusive one needs."""
+    rows = conclusion_rows(records, metric)
+    frame = pd.DataFrame([row for row, _, _ in rows])
+    frame.attrs["notes"] = paired.power_notes([row["conclusion"] for row, _, _ in rows], [c for _, _, c in rows])
+    return frame
 
 
 def one_factor_base(records: Sequence[RunRecord]) -> tuple | None:

@@ -25,6 +25,7 @@ from onebit.records.record import RunRecord
 from onebit.results import bireal
 from onebit.results.cells import describe, group_cells, label_items, label_keys, seed, seed_label, summarize
 from onebit.results.select import Part, Selection, split_parts
+from onebit.results.stats import Comparison
 
 BANDS = ("minmax", "std")
 CURVE_METRICS = ("val/top1", "train/loss")
@@ -203,12 +204,14 @@ def ablation_data(records: Sequence[RunRecord], stage: str = FINAL, metric: str 
 class ConclusionPart:
     """One conclusion in one part of the Table 1 runs (one protocol): the per-pair differences (points,
     ``onebit.results.paired.Pair.diff``), their seeds, and the conclusions table's row for it (``ours (points)``,
-    ``SE``, ``pairs``, ``paper (points)``, ``verdict``: the printed, rounded numbers)."""
+    ``95% CI``, ``pairs``, ``paper (points)``, ``verdict``...: the printed, rounded numbers) with the statistics behind
+    it (``onebit.results.stats.Comparison``: the interval the verdict used, unrounded)."""
 
     label: str
     diffs: list
     seeds: list
     row: dict
+    stats: Comparison
 
 
 def part_label(part: Part) -> str:
@@ -225,9 +228,9 @@ def conclusion_data(sel: Selection, metric: str = DEFAULT_METRIC) -> dict[str, l
     records = [r for r in sel.records if bireal.in_table(r)]
     out: dict[str, list[ConclusionPart]] = {}
     for part in split_parts(sel, records, bireal.placements, bireal.NAME) if records else []:
-        for row, found in bireal.conclusion_rows(part.records, metric):
+        for row, found, c in bireal.conclusion_rows(part.records, metric):
             out.setdefault(row["conclusion"], []).append(ConclusionPart(
-                part_label(part), [p.diff for p in found], [seed_label(p.better) for p in found], row))
+                part_label(part), [p.diff for p in found], [seed_label(p.better) for p in found], row, c))
     return {name: parts for name, parts in out.items() if any(p.diffs for p in parts)}
 
 

@@ -1,5 +1,6 @@
 """Paired differences: a paper's conclusion ("ApproxSign > STE") tested on runs that are identical except for
-that one option, with the same seed, so that the seed noise cancels in each difference.
+that one option, with the same seed, so that the seed noise cancels in each difference; the statistics of a
+conclusions table (intervals, P(better > worse), Holm, verdicts, how many seeds) from ``onebit.results.stats``.
 
 Two runs pair when their cell items (:func:`onebit.records.identity.cell_items`) are equal once the config keys the
 option sets (:data:`OPTION_CONFIG`) are removed, and their seeds are equal.
@@ -12,10 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
+from onebit.results import stats
 from onebit.results.cells import metric, option_value, seed
 
 # the config keys (dotted prefixes) that an option compared by a conclusion sets
@@ -61,26 +62,59 @@ def pairs(records: Sequence[RunRecord], option: str, better, worse, metric_name:
     return out
 
 
-def mean_se(diffs: Sequence[float]) -> tuple[float, float]:
-    """mean = (1/n) sum_i d_i and SE = std(d, ddof=1) / sqrt(n) over the n paired differences (NaN SE for one
-    pair, NaN mean for none)."""
-    d = np.asarray(diffs, dtype=float)
-    n = len(d)
-    return (float(d.mean()) if n else math.nan, float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan)
+def comparisons(found: Sequence[Sequence[Pair]], claims: Sequence[tuple[str, float | None]] | None = None,
+                alpha: float = stats.ALPHA) -> list[stats.Comparison]:
+    """The conclusions of one table, each from its pairs (``stats.compare`` with its claim: ``("positive",
+    None)`` or ``("equal", margin)``), Holm-adjusted together (``stats.family``)."""
+    claims = claims or [("positive", None)] * len(found)
+    return stats.family([stats.compare([p.diff for p in pairs_], claim, margin)
+                         for pairs_, (claim, margin) in zip(found, claims)], alpha)
 
 
-def verdict(claim: str, n: int, mean: float, se: float) -> str:
-    """``positive`` claims (a > b) hold when mean > 0, and say whether |mean| exceeds the seed noise 2 SE;
-    ``equal`` claims (a ~ b) hold when |mean| <= 2 SE."""
-    if not n:
-        return "no paired runs"
-    noisy = None if math.isnan(se) else abs(mean) <= 2 * se
-    if claim == "equal":
-        if noisy is None:
-            return "no noise estimate (1 pair)"
-        return "holds, within seed noise" if noisy else "does not hold, exceeds seed noise"
-    return ("holds" if mean > 0 else "does not hold") + (
-        "" if noisy is None else (", within seed noise" if noisy else ", exceeds seed noise"))
+def columns(c: stats.Comparison) -> dict:
+    """A conclusion's statistics as table columns: the mean (points), the 95 % t-interval, the bootstrap
+    interval (from 5 pairs), the pairs, P(better > worse) and the Holm-adjusted p (rounded as printed)."""
+    return {"ours (points)": rounded(c.mean), "95% CI": stats.interval_text(c.lo, c.hi),
+            "bootstrap 95% CI": stats.interval_text(c.boot_lo, c.boot_hi), "pairs": c.n,
+            "P(better > worse)": rounded(c.p_improve), "p (Holm)": round_p(c.p_adj)}
+
+
+def round_p(p: float) -> str:
+    """A p-value as printed: 2 significant digits (``0.0031``, ``0.21``), ``<0.001`` below 0.001, ``–`` without one
+    (fewer than 2 pairs)."""
+    if math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def power_notes(names: Sequence[str], found: Sequence[stats.Comparison], alpha: float = stats.ALPHA,
+                power: float = stats.POWER) -> list[str]:
+    """The lines under a conclusions table: the smallest effect the current pairs detect (``power``, two-sided, at
+    alpha / m, Holm's strictest step over the m conclusions with pairs) and, per inconclusive conclusion, the pairs
+    (seeds per cell) that would decide its observed effect (``stats.pairs_needed``)."""
+    tested = [(name, c) for name, c in zip(names, found) if c.n >= 2]
+    if not tested:
+        return []
+    level = alpha / len(tested)
+    detect = "; ".join(f"{name}: {stats.detectable_effect(c.n, c.sd, level, power):.2f} points ({c.n} pairs)"
+                       if c.sd > 0 else f"{name}: – (no spread over {c.n} pairs)" for name, c in tested)
+    notes = [(f"smallest effect these pairs detect ({power:.0%} power, two-sided paired t-test at alpha/m = "
+              f"{alpha:g}/{len(tested)} = {level:.3g}, from each conclusion's observed pair SD): {detect}")]
+    for name, c in tested:
+        if c.verdict != stats.INCONCLUSIVE:
+            continue
+        n = stats.pairs_needed(c.mean, c.sd, level, power, c.claim, c.margin)
+        observed = f"observed {rounded(c.mean):.2f} ± {rounded(c.sd):.2f} (mean ± SD of {c.n} pairs)"
+        if n is None:
+            notes.append(f"{name} is inconclusive; no number of seeds decides it from the {observed}: its effect is "
+                         f"too close to {'the margin' if c.claim == 'equal' else '0'}")
+        else:
+            notes.append(f"{name} is inconclusive; about {n} seeds per cell would decide its {observed} with "
+                         f"{power:.0%} power (python src/train.py -m ... seed=0,1,...,{n - 1})")
+    for name, c in zip(names, found):
+        if c.n < 2:
+            notes.append(f"{name}: {c.n} pair{'s' if c.n != 1 else ''}, no interval (inconclusive)")
+    return notes
 
 
 def rounded(x: float) -> float:

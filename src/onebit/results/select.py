@@ -144,7 +144,8 @@ def paper_tables(sel: Selection, records: Sequence[RunRecord], placements: Place
     """A paper table and its conclusions for each part of ``records`` (:func:`split_parts`); ``titles`` = (table
     title, conclusions title), formatted with ``label`` and ``metric``; [] when there are no records.
     ``about(part_records) -> (title suffix, notes)`` adds what a table knows of its own runs to both titles and to
-    the table's notes (Bi-Real Table 1: the protocol, a one-factor design)."""
+    the table's notes (Bi-Real Table 1: the protocol, a one-factor design). A conclusions frame's
+    ``attrs["notes"]`` (how many seeds, ``onebit.results.paired.power_notes``) become its table's notes."""
     out = []
     for part in split_parts(sel, records, placements, base) if records else []:
         suffix, notes = about(part.records) if about else ("", [])
@@ -153,5 +154,5 @@ def paper_tables(sel: Selection, records: Sequence[RunRecord], placements: Place
         found = conclusions(part.records, metric)
         if not (skip_empty_conclusions and found.empty):
             out.append(Table(f"{part.name}_conclusions", titles[1].format(label=part.label, metric=metric) + suffix,
-                             found))
+                             found, list(found.attrs.get("notes", []))))
     return out

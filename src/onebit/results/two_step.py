@@ -2,10 +2,10 @@
 
 Layout: one row per model (Bi-Real-18/34/50 in the sweep); columns the one-step cell and the two-step cell
 (mean ± std over seeds (n) of the final stage), then the paired difference ``d_i = 100 (two-step_i - one-step_i)``
-over runs identical except for ``recipe`` with the same seed: its mean, SE = std(d, ddof=1) / sqrt(n), the number
-of pairs and the verdict (``onebit.results.paired``: holds when the mean is > 0, and whether it exceeds the seed
-noise 2 SE). The IJCV paper reports the scheme for its deep nets without a one-step ablation that this table
-could be set beside (its text was not available here): there is no paper column.
+over runs identical except for ``recipe`` with the same seed: its mean, 95 % interval, P(two-step > one-step), the
+Holm-adjusted p and the verdict (``onebit.results.stats``: supported / contradicted / inconclusive). The IJCV paper
+reports the scheme for its deep nets without a one-step ablation that this table could be set beside (its text
+was not available here): there is no paper column.
 
 Budget: ``two_step`` trains ``recipe.step1_epochs`` (default ``epochs``) with binary activations and real weights,
 then ``epochs`` fully binary, so it spends more epochs than ``one_step``; the title says so.
@@ -34,7 +34,8 @@ TITLE = ("Bi-Real two-step scheme vs one-step training, {label} ({metric}, %): m
          "= binary activations with real weights, then fully binary from those weights (ReActNet's step1/step2), "
          "each step its own epochs")
 CONCLUSIONS_TITLE = ("Two-step minus one-step, {label} (paired differences over runs identical except for the "
-                     "recipe, same seed; points; noise = 2 SE over pairs)")
+                     "recipe, same seed; points; 95 % t-intervals over pairs; p and verdicts Holm-adjusted over the "
+                     "models, alpha 0.05)")
 
 
 def position(rec: RunRecord) -> tuple | None:
@@ -68,18 +69,23 @@ def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.Data
 
 
 def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    """Per model: the paired difference two-step - one-step (``onebit.results.paired``)."""
+    """Per model: the paired difference two-step - one-step (``onebit.results.paired``) with its statistics
+    (``onebit.results.stats``; p and verdicts Holm-adjusted over the models)."""
     by_model: dict = {}
     for rec in records:
         if (pos := position(rec)) is not None:
             by_model.setdefault(pos[0], []).append(rec)
+    models = sorted(by_model, key=lambda m: (len(str(m)), str(m)))
+    found = [paired.pairs(by_model[m], "recipe", "two_step", "one_step", metric) for m in models]
+    tested = paired.comparisons(found)
     rows = []
-    for model in sorted(by_model, key=lambda m: (len(str(m)), str(m))):
-        found = paired.pairs(by_model[model], "recipe", "two_step", "one_step", metric)
-        mean, se = paired.mean_se([p.diff for p in found])
-        rows.append({"model": model, "two-step - one-step (points)": paired.rounded(mean), "SE": paired.rounded(se),
-                     "pairs": len(found), "verdict": paired.verdict("positive", len(found), mean, se)})
-    return pd.DataFrame(rows)
+    for model, c in zip(models, tested):
+        cols = paired.columns(c)
+        rows.append({"model": model, "two-step - one-step (points)": cols.pop("ours (points)"), **cols,
+                     "verdict": c.verdict})
+    frame = pd.DataFrame(rows)
+    frame.attrs["notes"] = paired.power_notes([f"{m}: two-step > one-step" for m in models], tested)
+    return frame
 
 
 def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
