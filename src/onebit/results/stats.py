@@ -152,9 +152,10 @@ class Comparison:
     verdict: str = INCONCLUSIVE
 
 
-def compare(diffs: Sequence[float], claim: str = "positive", margin: float | None = None) -> Comparison:
+def compare(diffs: Sequence[float], claim: str = "positive", margin: float | None = None,
+            bootstrap: bool = True) -> Comparison:
     """The statistics of one conclusion (see the module docstring); unadjusted: :func:`family` adds Holm's p and
-    the verdict."""
+    the verdict. ``bootstrap=False`` leaves the bootstrap interval out (NaN; simulations of thousands of tables)."""
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim {claim!r}; valid: {', '.join(CLAIMS)}")
     if claim == "equal" and (margin is None or not margin > 0):
@@ -162,7 +163,7 @@ def compare(diffs: Sequence[float], claim: str = "positive", margin: float | Non
     d = _arr(diffs)
     n = len(d)
     lo, hi = t_interval(d)
-    blo, bhi = bootstrap_interval(d)
+    blo, bhi = bootstrap_interval(d) if bootstrap else (math.nan, math.nan)
     return Comparison(n, float(d.mean()) if n else math.nan, float(d.std(ddof=1)) if n > 1 else math.nan, lo, hi,
                       blo, bhi, prob_improvement(d), paired_p(d) if claim == "positive" else equivalence_p(d, margin),
                       claim, margin)
