@@ -19,6 +19,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 from conftest import ROOT, run_cli, wandb_records
 from test_results import make_record
 
@@ -384,3 +385,22 @@ def test_to_wandb_one_offline_run_per_study_with_its_tables(tmp_path):
     logged = wandb_runs(tmp_path)
     check_logged(logged, pd.read_csv(io.StringIO(r.stdout)), pairs)
     assert {run.project for run, _, _ in logged.values()} == {"onebit"}
+
+
+def test_to_wandb_conclusions_table_has_the_interval_p_and_verdict(tmp_path):
+    """The W&B conclusions Table holds what the printed one does: the 95 % interval, P(better > worse), the
+    Holm-adjusted p and the verdict (read back from the offline run files)."""
+    env = {k: None for k in os.environ if k.startswith("WANDB_")}
+    for seed, (a, s) in enumerate([(0.90, 0.80), (0.92, 0.86), (0.88, 0.85)]):
+        make_record(tmp_path, f"a{seed}", sign="approx", seed=seed, top1=a)
+        make_record(tmp_path, f"s{seed}", sign="ste", seed=seed, top1=s)
+    r = run_cli(tables, ["table1", "--root", tmp_path, "--format", "csv", "--to-wandb"], env=env)
+    assert r.returncode == 0, r.stderr
+    logged = wandb_runs(tmp_path)["bireal_table1"][2]["bireal_table1_conclusions"]
+    rows = [dict(zip(logged["columns"], row)) for row in logged["data"]]
+    row = next(x for x in rows if x["conclusion"] == "ApproxSign > STE")
+    ci = scipy.stats.ttest_1samp([10.0, 6.0, 3.0], 0).confidence_interval(0.95)
+    assert row["95% CI"] == f"[{ci.low:.2f}, {ci.high:.2f}]" and row["P(better > worse)"] == 1.0
+    assert row["p (Holm)"] == f"{scipy.stats.ttest_1samp([10.0, 6.0, 3.0], 0).pvalue:.2g}"
+    assert row["verdict"] == "inconclusive" and row["pairs"] == 3
+    assert {x["verdict"] for x in rows} <= {"supported", "contradicted", "inconclusive"}
