@@ -90,8 +90,9 @@ def round_p(p: float) -> str:
 def power_notes(names: Sequence[str], found: Sequence[stats.Comparison], alpha: float = stats.ALPHA,
                 power: float = stats.POWER) -> list[str]:
     """The lines under a conclusions table: the smallest effect the current pairs detect (``power``, two-sided, at
-    alpha / m, Holm's strictest step over the m conclusions with pairs) and, per inconclusive conclusion, the pairs
-    (seeds per cell) that would decide its observed effect (``stats.pairs_needed``)."""
+    alpha / m, Holm's strictest step over the m conclusions with pairs) and, per inconclusive conclusion, why when
+    its unadjusted interval excludes 0 (Holm), and the pairs (seeds per cell) that would decide its observed effect
+    (``stats.pairs_needed``)."""
     tested = [(name, c) for name, c in zip(names, found) if c.n >= 2]
     if not tested:
         return []
@@ -103,6 +104,9 @@ def power_notes(names: Sequence[str], found: Sequence[stats.Comparison], alpha: 
     for name, c in tested:
         if c.verdict != stats.INCONCLUSIVE:
             continue
+        if c.claim == "positive" and (c.lo > 0 or c.hi < 0):
+            notes.append(f"{name}: its 95 % interval excludes 0, but its Holm-adjusted p ({round_p(c.p_adj)}, "
+                         f"{len(tested)} conclusions tested) does not reach {alpha:g}: inconclusive")
         n = stats.pairs_needed(c.mean, c.sd, level, power, c.claim, c.margin)
         observed = f"observed {rounded(c.mean):.2f} ± {rounded(c.sd):.2f} (mean ± SD of {c.n} pairs)"
         if n is None:
