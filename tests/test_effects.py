@@ -1,8 +1,9 @@
 """Effects and interactions (``onebit.results.effects``, ``tables.py effects``): a planted interaction in a 2x2x2
 factorial is found with the right size and the absent ones are not, main effects equal the data's marginal means,
 the family-wise rate of false interactions stays at 5 % over simulated tables, designs that are not full factorials
-print what they can estimate and why not more, and the command line prints the table and writes the PNG. Records
-are written by ``test_results.make_record`` (real schema-2 records that ``load_records`` reads)."""
+print what they can estimate and why not more (a one-factor-at-a-time star crossed with a factor: the crossed
+factor's interactions, as in the committed example), and the command line prints the table and writes the PNG.
+Records are written by ``test_results.make_record`` (real schema-2 records that ``load_records`` reads)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from scipy import stats as sps
 from test_results import make_record
 
@@ -204,6 +205,9 @@ def test_incomplete_grid_names_the_missing_combination_and_fits_main_effects(tmp
             in eff.notes), eff.notes
     assert list(eff.frame["effect"]) == ["structure: bireal vs plain", "structure: res vs plain",
                                          "sign: approx vs ste"]
+    assert eff.pairs == [] and eff.notes[2] == ("interactions not estimable (a two-way term enters only when its "
+                                                "columns raise the design matrix's rank by their number): structure "
+                                                "x sign (no runs of structure=plain with sign=approx)"), eff.notes
     assert all(r.low <= truth <= r.high for r, truth in zip(eff.frame.itertuples(), (5.0, 3.0, 2.0)))
 
 
@@ -240,3 +244,115 @@ def test_confounded_factors_and_a_single_cell_estimate_nothing_and_say_why():
                              "factors change together in every run)"), eff.notes
     one = effects.fit(data.assign(a="a0", b="b0", c="c0"), [])
     assert one.notes == ["nothing to estimate: a single cell, no factor varies"] and one.result is None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. A one-factor-at-a-time star crossed with a factor: the crossed factor's interactions are estimable
+# ----------------------------------------------------------------------------------------------------------
+
+STAR_BASE = {"structure": "bireal", "sign": "approx", "weight": "magnitude_aware"}
+STAR_CHANGED = {"structure": "plain", "sign": "ste", "weight": "plain"}
+STAR_PAIRS_NOTE = ("interactions not estimable (a two-way term enters only when its columns raise the design matrix's "
+                   "rank by their number): structure x sign, structure x weight, sign x weight (no two of their "
+                   "levels vary together in the runs: every run has one of each pair at its base: structure=bireal, "
+                   "sign=approx, weight=magnitude_aware)")
+
+
+def star_crossed(rng, seeds: int = 4, planted: float = 6.0) -> pd.DataFrame:
+    """The star (base bireal / approx / magnitude_aware, each changed alone) x optimizer (adam, sgd) x seeds:
+    80 - 5 (plain structure) - 3 (ste) - 2 (plain weight) - 4 (sgd) + ``planted`` when sgd and approx (sign's
+    effect is 3 + 6 with sgd, 3 with adam; no other interaction) + a seed block 0.5 s + N(0, 1)."""
+    cells = [STAR_BASE] + [{**STAR_BASE, k: v} for k, v in STAR_CHANGED.items()]
+    rows = []
+    for s, cell, opt in itertools.product(range(seeds), cells, ("adam", "sgd")):
+        y = (80 - 5 * (cell["structure"] == "plain") - 3 * (cell["sign"] == "ste") - 2 * (cell["weight"] == "plain")
+             - 4 * (opt == "sgd") + planted * (opt == "sgd") * (cell["sign"] == "approx") + 0.5 * s
+             + rng.normal(0, 1))
+        rows.append({**cell, "optimizer": opt, "seed": s, "y": y})
+    return pd.DataFrame(rows)
+
+
+def fit_ordered(data: pd.DataFrame, factors: list) -> effects.Effects:
+    """:func:`effects.fit` with the levels ordered as :func:`effects.effects` orders them."""
+    ordered = {f: effects.order_levels(f, data[f].unique()) for f in factors}
+    return effects.fit(data, factors, {f: lv for f, (lv, _) in ordered.items()},
+                       [f for f, (_, oriented) in ordered.items() if oriented])
+
+
+def test_star_crossed_with_a_factor_finds_its_planted_interaction_and_names_the_star_pairs():
+    data = star_crossed(np.random.default_rng(11))
+    eff = fit_ordered(data, ["structure", "sign", "weight", "optimizer"])
+    assert eff.design == effects.STAR_CROSSED
+    assert eff.pairs == [("structure", "optimizer"), ("sign", "optimizer"), ("weight", "optimizer")]
+    assert list(eff.frame["kind"]) == ["main"] * 4 + ["interaction"] * 3
+    assert eff.result.df_resid == 32 - (1 + 4 + 3 + 3)   # 8 cells x 4 seeds; mu, 4 main, 3 two-way, 3 blocks
+    assert STAR_PAIRS_NOTE in eff.notes, eff.notes
+    assert ("one factor at a time in structure, sign, weight (base: structure=bireal, sign=approx, "
+            "weight=magnitude_aware), crossed with every level of optimizer: main effects and the 3 estimable "
+            "two-way interaction(s)") in eff.notes
+    m = data.groupby(["structure", "sign", "weight", "optimizer"])["y"].mean()
+    base = tuple(STAR_BASE.values())
+    ste = ("bireal", "ste", "magnitude_aware")
+    planted = row(eff, "sign (approx vs ste) x optimizer (sgd vs adam)")
+    assert planted["verdict"] == "positive" and planted["low"] <= 6.0 <= planted["high"], planted
+    # read at the base, where the four cells are runs: the difference of differences of their means
+    dd = m[(*base, "sgd")] - m[(*ste, "sgd")] - m[(*base, "adam")] + m[(*ste, "adam")]
+    assert planted["estimate"] == pytest.approx(dd, abs=1e-9)
+    for name in ("structure (bireal vs plain) x optimizer (sgd vs adam)",
+                 "weight (magnitude_aware vs plain) x optimizer (sgd vs adam)"):
+        assert row(eff, name)["verdict"] == "inconclusive", row(eff, name)
+    # main effects over the settings that were run: sign at the base, averaged over both optimizers (3 + 6 / 2);
+    # the optimizer over the four star cells (-4 + 6 x 3/4: approx in three of them)
+    sign = row(eff, "sign: approx vs ste")
+    assert sign["estimate"] == pytest.approx(np.mean([m[(*base, o)] - m[(*ste, o)] for o in ("adam", "sgd")]),
+                                             abs=1e-9)
+    assert sign["low"] <= 6.0 <= sign["high"]
+    cells = {c[:3] for c in m.index}
+    optimizer = row(eff, "optimizer: sgd vs adam")
+    assert optimizer["estimate"] == pytest.approx(np.mean([m[(*c, "sgd")] - m[(*c, "adam")] for c in cells]),
+                                                  abs=1e-9)
+    assert optimizer["low"] <= 0.5 <= optimizer["high"]
+
+
+def test_committed_example_reports_the_optimizer_interactions_and_no_star_pair(tmp_path):
+    """analysis/example/records: structure / sign / weight / pretrain one at a time x optimizer (sgd, adam)."""
+    example = ROOT / "analysis" / "example" / "records"
+    sel = selection(example)
+    eff = effects.effects(sel)
+    assert eff.design == effects.STAR_CROSSED and eff.factors == ["structure", "sign", "weight", "pretrain",
+                                                                   "optimizer"]
+    inter = list(eff.frame.loc[eff.frame["kind"] == "interaction", "effect"])
+    assert inter == ["structure (bireal vs plain) x optimizer (sgd vs adam)",
+                     "sign (approx vs ste) x optimizer (sgd vs adam)",
+                     "weight (magnitude_aware vs plain) x optimizer (sgd vs adam)",
+                     "pretrain (clip vs relu) x optimizer (sgd vs adam)"]
+    assert not [e for e in eff.frame["effect"] if "sign (" in e and "weight (" in e]
+    note = next(n for n in eff.notes if n.startswith("interactions not estimable"))
+    assert "sign x weight" in note and "optimizer" not in note, note
+    assert eff.result.df_resid == 30 - (1 + 5 + 4 + 2)   # 10 cells x 3 seeds
+    # the interaction is the difference of differences of the runs' cell means at the base
+    data, factors, _ = effects.design_data(sel.records)
+    m = data.groupby(factors)["y"].mean()
+    base = ("bireal", "approx", "magnitude_aware", "clip")
+    plain = ("plain", "approx", "magnitude_aware", "clip")
+    dd = m[(*base, "sgd")] - m[(*plain, "sgd")] - m[(*base, "adam")] + m[(*plain, "adam")]
+    assert row(eff, inter[0])["estimate"] == pytest.approx(dd, abs=1e-9)
+    r = run_cli(tables, ["effects", "--root", example, "--out", tmp_path])
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "effects-bireal_conclusions.txt").read_text()
+    assert "sign (approx vs ste) x optimizer (sgd vs adam) interaction" in text and "not estimable" in text
+
+
+def test_a_half_fraction_says_its_interactions_are_confounded():
+    """A 2^(3-1) fraction (c = a xor b): every pair's four combinations were run, yet each two-way term is
+    aliased with the third factor's main effect; a main effect has no setting run at both its levels, so it is
+    the additive model's (the same at every setting)."""
+    cells = [("0", "0", "0"), ("1", "0", "1"), ("0", "1", "1"), ("1", "1", "0")]
+    data = pd.DataFrame([{"a": a, "b": b, "c": c, "seed": s, "y": 80.0 + 0.1 * s + 2 * (a == "1") + (c == "1")}
+                         for a, b, c in cells for s in range(3)])
+    eff = effects.fit(data, ["a", "b", "c"])
+    assert eff.design == effects.INCOMPLETE and eff.pairs == [] and set(eff.frame["kind"]) == {"main"}
+    assert eff.notes[2].endswith("a x b, a x c, b x c (every combination of the pair's levels was run, but the term "
+                                 "is confounded with the main effects, the seed blocks and the interactions kept "
+                                 "before it)"), eff.notes
+    assert list(eff.frame["estimate"]) == pytest.approx([2.0, 0.0, 1.0], abs=1e-9)

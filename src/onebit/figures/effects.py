@@ -1,9 +1,9 @@
 """The interaction plot of a study's effects (``onebit.results.effects``): for a full factorial, one panel per pair
 of factors (a, b): the model's mean at each level of a (x) with one line per level of b, averaged over the other
-factors and the seed blocks, with the model's 95 % interval as bars (non-parallel lines = an interaction). For a
-design without interactions (one factor, a one-factor-at-a-time star, an incomplete grid) one panel of the effects
-the model could estimate, each with its 95 % interval and a zero line. The numbers are the effects table's fit;
-this module only draws."""
+factors and the seed blocks, with the model's 95 % interval as bars (non-parallel lines = an interaction). For any
+other design (one factor, a one-factor-at-a-time star alone or crossed with a grid, an incomplete grid) one panel
+of the effects the model could estimate, main effects and the estimable interactions, each with its 95 % interval
+and a zero line. The numbers are the effects table's fit; this module only draws."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ def effects_figure(eff: Effects):
         what = "model means ± 95 % interval, averaged over the other factors and the seeds"
     else:
         _effects_panel(axes.flat[0], eff)
-        what = f"{eff.design}: the estimable effects ± 95 % interval, no interaction plot"
+        what = (f"{eff.design}: the estimable effects" + (" and interactions" if eff.pairs else "")
+                + " ± 95 % interval, no interaction plot")
     notes = "\n".join(textwrap.fill(line, 130) for line in eff.notes if not line.startswith(("model:", "verdict:")))
     fig.suptitle(f"Effects and interactions, {eff.label} ({what})" + (f"\n{notes}" if notes else ""), fontsize=9)
     return fig

@@ -1,4 +1,5 @@
-"""Main effects and two-way interactions of a study's options, from runs that form a full factorial grid.
+"""Main effects and two-way interactions of a study's options: all of them for a full factorial grid, the ones its
+runs can estimate for any other design.
 
 The factors are the options that tell the study's cells apart (:func:`onebit.results.cells.label_keys`: Bi-Real
 Table 1's structure, sign, weight and pretrain, not the collinear ``model``); only finished runs with the metric on
@@ -22,11 +23,32 @@ Each comes with its 95 % t-interval (unadjusted), its p-value Holm-adjusted acro
 estimate's sign), else ``inconclusive``. The reference level a0 is the first of a factor's levels: the paper's worse
 option when the factor is a registered conclusion's option (Bi-Real's sign: approx vs ste), else the natural order.
 
+A design that is not a full factorial (:func:`onebit.results.designs.classify`) gets the largest hierarchical model
+its runs estimate (:func:`onebit.results.designs.estimable_pairs`): every main effect, the seed block, and each
+two-way term that keeps the design matrix at full column rank, so every contrast below is estimable (Searle,
+*Linear Models*, 1971, ch. 5). A one-factor-at-a-time star crossed with a grid (the committed example: four
+options one at a time x the optimizer) keeps each crossed factor's interaction with every other factor and drops
+the star's pairs. There m(..) is the fitted model's cell mean, and only settings that were run are averaged over:
+
+- a main effect "a: a1 vs a0" is the mean of m(a1, s) - m(a0, s) over the settings s of the other factors at which
+  both a1 and a0 were run (over the whole grid, predicted by the model, when there is none). In an additive model
+  the difference is the same at every s, so this is the number the additive fit gave before any interaction was
+  kept. In a star crossed with a grid: a star factor's effect at the base of the other star factors, averaged over
+  the crossed factors' levels; a crossed factor's effect averaged over the star's cells (and the other crossed
+  factors' levels). Not the mean over the whole grid: that would extrapolate to cells never run (optimizer sgd
+  with plain structure, ste, plain weight and relu at once) from the two-way terms alone;
+- an interaction a x b is read at the other factors' base (a star's base, any other factor's reference level):
+  m(a1, b1) - m(a0, b1) - m(a1, b0) + m(a0, b0) there. Without three-way terms the model gives it the same value at
+  every setting of the other factors; at a star's base the four cells are runs, and in a star crossed with a grid,
+  where the model is saturated in the cells, it is the difference of differences of the runs' cell means.
+
 What else a selection's runs can estimate, each with one note saying why there is no more:
-one factor (its effects, paired by seed); a one-factor-at-a-time star (``sweeps=bireal_conclusions``: each factor vs
-the base, a main-effects-only model); another incomplete grid (its missing combinations named; main effects only,
-when the design matrix has full rank); fewer than 2 complete blocks or no residual degrees of freedom (estimates
-without an interval).
+one factor (its effects, paired by seed); a one-factor-at-a-time star alone (``sweeps=bireal_conclusions``: each
+factor vs the base, a main-effects-only model: no two factors vary together); another incomplete grid (its missing
+combinations named; main effects and the estimable two-way terms, when the main-effects design matrix has full
+rank); fewer than 2 complete blocks or no residual degrees of freedom (estimates without an interval). A design
+that is not a full factorial names the two-way interactions it cannot estimate and why
+(:func:`onebit.results.designs.not_estimable_note`).
 """
 
 from __future__ import annotations
@@ -46,6 +68,8 @@ from statsmodels.stats.anova import anova_lm
 from onebit.core.registry import DEFAULT_METRIC, METRICS
 from onebit.records.record import RunRecord
 from onebit.results.cells import group_cells, label_items, label_keys, metric, seed_label
+from onebit.results.designs import (FACTORIAL, INCOMPLETE, NOTHING, SINGLE, STAR, STAR_CROSSED, classify,
+                                    design_note, estimable_pairs, not_estimable_note, run_settings)
 from onebit.results.paired import round_p, rounded
 from onebit.results.registry import paper_tables
 from onebit.results.select import Selection, Table, table_name
@@ -53,9 +77,6 @@ from onebit.results.stats import ALPHA, INCONCLUSIVE, LEVEL, holm, interval_text
 
 POSITIVE, NEGATIVE = "positive", "negative"
 MAIN, INTERACTION = "main", "interaction"
-FACTORIAL, SINGLE, STAR, INCOMPLETE, NOTHING = ("full factorial", "one factor", "one factor at a time",
-                                                 "incomplete grid", "nothing to estimate")
-SHOW_MISSING = 3        # missing combinations named in a note
 TITLE = ("Effects and interactions, {label} ({metric}, {unit}): OLS with the seed as a block, 95 % interval, "
          "p Holm-adjusted across the {n} effects of this fit")
 ANOVA_TITLE = "Analysis of variance of the same fit, {label} (type II sums of squares, statsmodels anova_lm)"
@@ -106,7 +127,8 @@ def order_levels(factor: str, values) -> tuple[list[str], bool]:
 class Effects:
     """What one selection's runs estimate: the design, the effects (one row per contrast: :data:`COLUMNS`,
     unrounded), the notes that say what was left out and why, and the fitted statsmodels model
-    (None when nothing could be fitted). ``levels`` lists each factor's levels, the reference first."""
+    (None when nothing could be fitted). ``levels`` lists each factor's levels, the reference first; ``pairs`` the
+    two-way interactions in the model (every pair for a full factorial, the estimable ones for another design)."""
 
     design: str
     factors: list
@@ -119,6 +141,7 @@ class Effects:
     name: str = "effects"
     label: str = ""
     metric: str = DEFAULT_METRIC
+    pairs: list = field(default_factory=list)
 
     def _rows(self, where: Sequence[dict]) -> np.ndarray:
         """The model's design rows averaged over the grid (every factor level x every block) within each
@@ -186,13 +209,6 @@ def _contrasts(result, L: np.ndarray, interval: bool):
     return estimate, ci[:, 0], ci[:, 1], np.atleast_1d(test.pvalue).astype(float)
 
 
-def star_base(cells: Sequence[tuple]) -> tuple | None:
-    """The base of a one-factor-at-a-time star: the one cell that every other cell differs from in exactly one
-    factor (None when no cell, or more than one, is such a base)."""
-    bases = [c for c in cells if all(sum(a != b for a, b in zip(c, o)) == 1 for o in cells if o != c)]
-    return bases[0] if len(bases) == 1 else None
-
-
 def fit(data: pd.DataFrame, factors: Sequence[str], levels: dict | None = None, oriented: Sequence[str] = ()
         ) -> Effects:
     """The effects of ``factors`` on ``data`` (one row per run: a column per factor, ``seed``, ``y`` in points).
@@ -214,34 +230,31 @@ def fit(data: pd.DataFrame, factors: Sequence[str], levels: dict | None = None, 
     if not blocks:
         return _nothing(factors, levels, notes + ["nothing to estimate: no seed has runs in every cell"])
     cells = [tuple(c) if isinstance(c, tuple) else (c,) for c in cell_seeds.index]
-    interactions = False
-    if len(factors) == 1:
-        design = SINGLE
+    design = classify(cells, [levels[f] for f in factors])
+    pairs = list(itertools.combinations(factors, 2)) if design.name == FACTORIAL else []
+    base = dict(zip([factors[i] for i in design.star], design.base))
+    levels = {f: [base[f]] + [lv for lv in levels[f] if lv != base[f]] if f in base and f not in oriented
+              else levels[f] for f in factors}
+    if design.name == SINGLE:
         notes.append("no interaction: only one factor varies")
-    elif len(cells) == math.prod(len(v) for v in levels.values()):
-        design, interactions = FACTORIAL, True
-    elif (base := star_base(cells)) is not None:
-        design = STAR
-        levels = {f: levels[f] if f in oriented else [base[i]] + [lv for lv in levels[f] if lv != base[i]]
-                  for i, f in enumerate(factors)}
+    elif design.name == STAR:
         notes.append(f"interactions not estimable: one factor at a time, no two factors vary together (base: "
-                     f"{', '.join(f'{f}={b}' for f, b in zip(factors, base))})")
-    else:
-        design = INCOMPLETE
-        present = set(cells)
-        missing = [c for c in itertools.product(*levels.values()) if c not in present]
-        named = "; ".join(", ".join(f"{f}={v}" for f, v in zip(factors, c)) for c in missing[:SHOW_MISSING])
-        more = f" and {len(missing) - SHOW_MISSING} more" if len(missing) > SHOW_MISSING else ""
-        notes.append(f"not a full grid (no runs of {named}{more}): main effects only, an additive model")
+                     f"{', '.join(f'{f}={b}' for f, b in base.items())})")
     terms = " + ".join(f"C({s})" for s in _safe(factors))
-    formula = f"y ~ ({terms})**2 + C(block)" if interactions else f"y ~ {terms} + C(block)"
+    formula = f"y ~ ({terms})**2 + C(block)" if pairs else f"y ~ {terms} + C(block)"
     frame = data.rename(columns=dict(zip(factors, _safe(factors)))).rename(columns={"seed": "block"})
     model = smf.ols(formula, frame)
     rank = np.linalg.matrix_rank(model.exog)
     if rank < model.exog.shape[1]:
         why = (f"nothing estimable: the main-effects design matrix has rank {rank} < {model.exog.shape[1]} "
                f"parameters (some factors change together in every run)")
-        return _nothing(factors, levels, [*notes, why], design)
+        return _nothing(factors, levels, [*notes, why], design.name)
+    anchor = None
+    if design.name in (STAR_CROSSED, INCOMPLETE):
+        pairs, anchor = _hierarchical(design, factors, levels, base, cells, frame, notes)
+        if pairs:
+            safe = dict(zip(factors, _safe(factors)))
+            model = smf.ols(formula + "".join(f" + C({safe[a]}):C({safe[b]})" for a, b in pairs), frame)
     result = model.fit()
     interval = len(blocks) >= 2 and result.df_resid > 0
     if not interval:
@@ -250,12 +263,34 @@ def fit(data: pd.DataFrame, factors: Sequence[str], levels: dict | None = None, 
     if interval:
         notes.append(f"verdict: {POSITIVE} / {NEGATIVE} when the Holm-adjusted p < {ALPHA} (the estimate's sign), "
                      f"else {INCONCLUSIVE}; the 95 % intervals are not adjusted")
-    eff = Effects(design, factors, levels, pd.DataFrame(columns=COLUMNS), notes, result, blocks, interval)
-    eff.frame = _effect_rows(eff, interactions)
-    terms_text = " + ".join(factors) + (" + their two-way interactions" if interactions else "")
-    notes.insert(0, f"model: y = mu + {terms_text} + seed block + e (OLS, statsmodels); {design}; "
+    eff = Effects(design.name, factors, levels, pd.DataFrame(columns=COLUMNS), notes, result, blocks, interval,
+                  pairs=pairs)
+    eff.frame = _effect_rows(eff, pairs, anchor, cells)
+    terms_text = " + ".join(factors) + (" + their two-way interactions" if design.name == FACTORIAL else
+                                        f" + {len(pairs)} estimable two-way interaction(s)" if pairs else "")
+    notes.insert(0, f"model: y = mu + {terms_text} + seed block + e (OLS, statsmodels); {design.name}; "
                     f"{len(blocks)} complete block(s), {len(data)} runs, {int(result.df_resid)} residual df")
     return eff
+
+
+def _hierarchical(design, factors, levels, base, cells, frame, notes) -> tuple[list, dict]:
+    """(the two-way pairs the runs estimate, the levels the interactions are read at: a star's base, else each
+    factor's reference) of a design that is neither a full factorial nor a star alone
+    (:func:`onebit.results.designs.estimable_pairs`), with its notes: the design, the interactions left out and
+    why, and what the estimates mean here (see the module docstring)."""
+    kept, dropped = estimable_pairs(frame, _safe(factors))
+    pairs = [(factors[i], factors[j]) for i, j in kept]
+    notes.append(design_note(design, factors, (f"main effects and the {len(pairs)} estimable two-way "
+                                               f"interaction(s)" if pairs else "main effects only, an additive model")))
+    why = not_estimable_note(cells, factors, [levels[f] for f in factors], dropped)
+    notes += [why] if why else []
+    anchor = {f: base.get(f, levels[f][0]) for f in factors}
+    if pairs:
+        notes.append(f"not a full grid: a main effect is the mean of the fitted differences over the settings of the "
+                     f"other factors where both levels were run; an interaction is read with the other factors at "
+                     f"{', '.join(f'{f}={v}' for f, v in anchor.items())} (without three-way terms the same at "
+                     f"any other setting)")
+    return pairs, anchor
 
 
 def _nothing(factors, levels, notes, design: str = NOTHING) -> Effects:
@@ -267,25 +302,30 @@ def _nothing(factors, levels, notes, design: str = NOTHING) -> Effects:
     return Effects(design, list(factors), levels, pd.DataFrame(rows, columns=COLUMNS), notes)
 
 
-def _effect_rows(eff: Effects, interactions: bool) -> pd.DataFrame:
-    """One row per main-effect contrast (each level vs the reference) and, with ``interactions``, per two-way
-    interaction contrast; Holm across all of them; the verdict from the adjusted p and the estimate's sign."""
+def _effect_rows(eff: Effects, pairs: Sequence[tuple[str, str]], anchor: dict | None = None, cells=()
+                 ) -> pd.DataFrame:
+    """One row per main-effect contrast (each level vs the reference) and per two-way interaction contrast of
+    ``pairs``, averaged over the whole grid of the other factors or, with an ``anchor`` (a design that is not a full
+    factorial), a main effect over the ``cells`` run at both levels and an interaction read with the other factors
+    at ``anchor``'s levels; Holm across all of them; the verdict from the adjusted p and the estimate's sign."""
     names, kinds, where, signs = [], [], [], []
-    for f in eff.factors:
+    for i, f in enumerate(eff.factors):
         ref = eff.levels[f][0]
         for lv in eff.levels[f][1:]:
             names.append(f"{f}: {lv} vs {ref}")
             kinds.append(MAIN)
-            where += [{f: lv}, {f: ref}]
-            signs.append((1, -1))
-    if interactions:
-        for a, b in itertools.combinations(eff.factors, 2):
-            a0, b0 = eff.levels[a][0], eff.levels[b][0]
-            for a1, b1 in itertools.product(eff.levels[a][1:], eff.levels[b][1:]):
-                names.append(f"{a} ({a1} vs {a0}) x {b} ({b1} vs {b0})")
-                kinds.append(INTERACTION)
-                where += [{a: a1, b: b1}, {a: a0, b: b1}, {a: a1, b: b0}, {a: a0, b: b0}]
-                signs.append((1, -1, -1, 1))
+            run = run_settings(cells, i, lv, ref) if anchor is not None else []
+            cases = [dict(zip(eff.factors, c)) for c in run] or [{}]    # no run setting: the whole grid
+            where += [w for c in cases for w in ({**c, f: lv}, {**c, f: ref})]
+            signs.append((1 / len(cases), -1 / len(cases)) * len(cases))
+    for a, b in pairs:
+        a0, b0 = eff.levels[a][0], eff.levels[b][0]
+        at = {f: v for f, v in (anchor or {}).items() if f not in (a, b)}
+        for a1, b1 in itertools.product(eff.levels[a][1:], eff.levels[b][1:]):
+            names.append(f"{a} ({a1} vs {a0}) x {b} ({b1} vs {b0})")
+            kinds.append(INTERACTION)
+            where += [{**at, a: a1, b: b1}, {**at, a: a0, b: b1}, {**at, a: a1, b: b0}, {**at, a: a0, b: b0}]
+            signs.append((1, -1, -1, 1))
     rows = eff._rows(where)
     L, i = [], 0
     for s in signs:
