@@ -84,9 +84,9 @@ def test_help_lists_every_group_with_its_description_and_options():
     # the plain settings with their current values and conf/train.yaml's comments
     assert re.search(r"^  epochs=8 +epochs of the binary stage$", out, re.MULTILINE)
     assert re.search(r"^  study=default +the study \(sweep\) name", out, re.MULTILINE)
-    # Hydra's launchers and sweepers, including onebit's one_factor and the optuna plugin
+    # Hydra's launchers and sweepers, including onebit's grid (the default) and one_factor and the optuna plugin
     assert re.search(r"^  hydra/launcher +\[basic\], joblib, submitit_local, submitit_slurm$", out, re.MULTILINE)
-    assert re.search(r"^  hydra/sweeper +\[basic\], one_factor, optuna$", out, re.MULTILINE)
+    assert re.search(r"^  hydra/sweeper +basic, \[grid\], one_factor, optuna$", out, re.MULTILINE)
     assert "--hydra-help" in out and "--cfg job" in out
     # the current choices follow the command line: an experiment's data and model are marked
     entries = help_entries(_ok(run_train(["--help", "experiment=bireal18_imagenet", "epochs=3"])))

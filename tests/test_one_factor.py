@@ -67,7 +67,8 @@ def test_design_base_then_each_factor_for_each_seed():
     assert len(got) == 15
     node = ConfigStore.instance().load("hydra/sweeper/one_factor.yaml").node
     assert node._target_ == "hydra_plugins.onebit_sweeper.one_factor_sweeper.OneFactorSweeper"
-    assert set(node) == {"_target_", "max_batch_size", "base", "factors", "params"}
+    assert set(node) == {"_target_", "max_batch_size", "base", "factors", "params", *ofs.adaptive.FIELDS}
+    assert node.seeds is None   # seeds chosen by the data (tests/test_adaptive_seeds.py) only when asked for
 
 
 def test_command_line_sweeps_cross_the_design_and_base_keys_replace_the_base():

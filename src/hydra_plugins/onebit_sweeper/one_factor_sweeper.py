@@ -27,6 +27,9 @@ Refused, with one line naming the key and value, before any job: an empty ``fact
 ``base``, a factor without alternatives, an alternative equal to its base value or listed twice, a base value
 that is a sweep. Batching (``max_batch_size``), the launcher and the callbacks are the basic sweeper's: this
 class only changes which override lists it launches.
+
+With ``hydra.sweeper.seeds=auto`` the seeds are chosen by the data (:mod:`.adaptive`): the design runs on a few
+seeds, and only the factor points still undecided against the base (with the base) get more.
 """
 
 # no `from __future__ import annotations`: Hydra executes plugin modules before sys.modules has them, and
@@ -44,11 +47,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import CompactHydraException, HydraException
 
+from hydra_plugins.onebit_sweeper import adaptive
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class OneFactorSweeperConf:
+class OneFactorSweeperConf(adaptive.AdaptiveSeedsConf):
     _target_: str = "hydra_plugins.onebit_sweeper.one_factor_sweeper.OneFactorSweeper"
     max_batch_size: Optional[int] = None
     # override values of the base configuration: key -> value (``model: bireal18``, ``shortcut: "true"``)
@@ -76,10 +81,12 @@ class OneFactorSweeper(basic_sweeper.BasicSweeper):
 
     def __init__(self, max_batch_size: Optional[int] = None, base: Optional[Mapping[str, Any]] = None,
                  factors: Optional[Mapping[str, Sequence[Any]]] = None,
-                 params: Optional[Mapping[str, str]] = None) -> None:
+                 params: Optional[Mapping[str, str]] = None, **settings: Any) -> None:
         super().__init__(max_batch_size=max_batch_size, params=dict(params or {}))
         self.base = {str(k): v for k, v in (base or {}).items()}
         self.factors = {str(k): list(v) for k, v in (factors or {}).items()}
+        self.settings = {k: settings.get(k, getattr(adaptive.AdaptiveSeedsConf, k)) for k in adaptive.FIELDS}
+        self.sequential = None
 
     # ------------------------------------------------------------------------------------------------------
     # The design
@@ -141,6 +148,11 @@ class OneFactorSweeper(basic_sweeper.BasicSweeper):
     def job_overrides(self, overrides: Sequence[Override]) -> list[list[str]]:
         """Every job's override list: for each point of the grid (``params`` then ``overrides``, crossed like
         the basic sweeper does), the base, then each factor's alternatives; see the module docstring."""
+        return [job for _, job in self.design_jobs(overrides)]
+
+    def design_jobs(self, overrides: Sequence[Override]) -> list[tuple[str | None, list[str]]]:
+        """:meth:`job_overrides`, each job with its design point: None for a base job, else the factor's override
+        (``shortcut=false``)."""
         base, points = self.design()
         grid: "OrderedDict[str, tuple[str, list[str]]]" = OrderedDict()   # key element -> (ident, key=value...)
         for o in overrides:
@@ -153,7 +165,7 @@ class OneFactorSweeper(basic_sweeper.BasicSweeper):
             else:
                 grid[key] = (_ident(o), [f"{key}={o.get_value_element_as_str()}"])
         parser = OverridesParser.create()
-        jobs: list[list[str]] = []
+        jobs: list[tuple[str | None, list[str]]] = []
         dropped: set[str] = set()
         for combo in itertools.product(*(values for _, values in grid.values())):
             center = dict(base)
@@ -163,7 +175,7 @@ class OneFactorSweeper(basic_sweeper.BasicSweeper):
                     center[ident] = text
                 else:
                     extra.append(text)
-            jobs.append([*center.values(), *extra])
+            jobs.append((None, [*center.values(), *extra]))
             for ident, text in points:
                 if _same(text, parser.parse_override(center[ident])):
                     if text not in dropped:
@@ -171,7 +183,7 @@ class OneFactorSweeper(basic_sweeper.BasicSweeper):
                         log.warning("one_factor sweeper: %s is the base value here (set on the command line or in "
                                     "params); its factor point would repeat the base job and is left out", text)
                     continue
-                jobs.append([*(text if k == ident else v for k, v in center.items()), *extra])
+                jobs.append((text, [*(text if k == ident else v for k, v in center.items()), *extra]))
         n_grid = math.prod(len(values) for _, values in grid.values())
         log.info("one_factor sweeper: base + %d factor point(s) x %d grid point(s) = %d jobs", len(points), n_grid,
                  len(jobs))
@@ -188,7 +200,13 @@ class OneFactorSweeper(basic_sweeper.BasicSweeper):
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.design()  # a design that cannot run stops the sweep here, in one line, before any job
+        self.sequential = adaptive.design(self.settings)   # so does a bad hydra.sweeper.seeds setting
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        if self.sequential is None:
+            return super().sweep(arguments)
+        return adaptive.run(self, arguments, lambda overrides: adaptive.star_plan(self.design_jobs(overrides)))
 
 
 def _text(value: Any) -> str:

@@ -3,7 +3,8 @@ killed there and run again ends with the record of an uninterrupted run (tests/t
 
 Points: ``epoch_end:<stage>:<epoch>`` (after that epoch's checkpoint was requested), ``fit_end:<stage>`` (after the
 last epoch, before the test), ``test:<stage>`` (during the test), ``cache_save`` (weights written, metadata not),
-``stage_end:<stage>`` (stage recorded, next stage not started), ``job_end`` (all stages done, run not finished).
+``stage_end:<stage>`` (stage recorded, next stage not started), ``job_end`` (all stages done, run not finished),
+``seeds_look:<k>`` (a ``hydra.sweeper.seeds=auto`` sweep: look k-1 decided, look k's jobs not launched).
 """
 
 from __future__ import annotations

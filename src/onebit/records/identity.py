@@ -30,6 +30,8 @@ NOT_IN_IDENTITY: dict[str, str] = {
     "hydra": "Hydra's own settings: output directories, launcher and sweeper parameters",
     "choices": "the name of the option chosen in each group; what an option sets is in the identity (renaming an "
                "option's file changes no result)",
+    "sequential": "the sequential design over seeds of a hydra.sweeper.seeds=auto sweep (which seeds a sweep runs); a "
+                  "job's result does not depend on it, so a job of an adaptive sweep is the job of a fixed design",
     "output_root": "where records and checkpoints are written",
     "cache_dir": "where the pretrain cache lives",
     "resume": "whether a re-run continues a previous attempt; the result is the same",

@@ -45,13 +45,15 @@ calls it on the records of a finished sweep (each carries the design in ``config
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.stats import norm
 
 from onebit.core.registry import DEFAULT_METRIC, METRICS
+from onebit.records.record import RunRecord
 from onebit.results.stats import ALPHA, CONTRADICTED, INCONCLUSIVE, SUPPORTED, holm, paired_p
 
 SPENDING = "lan_demets_obrien_fleming"   # the one spending function: A(t) = 2 - 2 Phi(z_{1-alpha/2} / sqrt(t))
@@ -76,7 +78,8 @@ def spent(t: float, alpha: float = ALPHA) -> float:
 
 
 def levels(ns: Sequence[int], alpha: float = ALPHA) -> tuple[float, ...]:
-    """alpha_k = A(t_k) - A(t_{k-1}) with t_k = n_k / n_K: the level of each look (they sum to ``alpha``)."""
+    """alpha_k = A(t_k) - A(t_{k-1}) with t_k = n_k / n_K, A of :func:`spent`: the level of each look (they sum to
+    ``alpha``; Lan & DeMets 1983's discrete boundaries, here used with the union bound, see the module docstring)."""
     t = [n / ns[-1] for n in ns]
     return tuple(spent(b, alpha) - spent(a, alpha) for a, b in zip([0.0, *t[:-1]], t))
 
@@ -88,11 +91,11 @@ class Design:
     ``metric`` (of each run's final stage). Invalid values raise ValueError, one line naming the field."""
 
     initial_seeds: int = 3
-    seed_step: int = 1
+    seed_step: int = 2
     max_seeds: int = 10
     alpha: float = ALPHA
     metric: str = DEFAULT_METRIC
-    max_runs: int | None = None
+    max_runs: int | None = field(default=None, compare=False)   # a budget: it stops a sweep, it is not the test
 
     def __post_init__(self):
         def integer(v) -> bool:
@@ -176,7 +179,9 @@ def _value(v: float | Iterable[float]) -> float:
 
 def decide(diffs: Mapping[str, Mapping[Any, float | Iterable[float]]], ns: Sequence[int], alpha: float = ALPHA,
            seeds: Sequence[Any] | None = None, through: int | None = None) -> dict[str, Decision]:
-    """The decision of each comparison after the looks of a group-sequential design (module docstring).
+    """The decision of each comparison after the looks of a group-sequential design (module docstring): at look k,
+    the two-sided paired t-test of each open comparison on the pairs of the first n_k seeds, Holm (1979) across the
+    open ones at level alpha_k; adjusted p < alpha_k decides it (supported: mean > 0, contradicted: mean < 0).
 
     ``diffs``: comparison name -> {seed: its difference (a number, or several to average)}; a seed without a pair
     is absent. ``ns``: the looks' numbers of seeds (:func:`looks`). ``seeds``: the design's seeds in order (look k
@@ -210,3 +215,19 @@ def decide(diffs: Mapping[str, Mapping[Any, float | Iterable[float]]], ns: Seque
         if not open_:
             break
     return {c: state.get(c, Decision(INCONCLUSIVE, 0, 0, math.nan, math.nan, math.nan, math.nan)) for c in diffs}
+
+
+def design_of(records: Iterable[RunRecord]) -> Design | None:
+    """The sequential design that the runs' ``config["sequential"]`` states (None when no run has one: a fixed
+    design). Raises ValueError, one line, when two runs state different designs (a sweep re-run with another
+    max_seeds, say): their verdicts would not follow one procedure."""
+    found: dict[Design, str] = {}
+    for rec in records:
+        d = Design.from_config((rec.config or {}).get("sequential"))
+        if d is not None:
+            found.setdefault(d, rec.run_dir)
+    if len(found) > 1:
+        (a, ra), (b, rb) = list(found.items())[:2]
+        raise ValueError(f"the runs state different sequential designs: {ra} has looks {a.looks()} at alpha {a.alpha:g} "
+                         f"on {a.metric}, {rb} has looks {b.looks()} at alpha {b.alpha:g} on {b.metric}")
+    return next(iter(found), None)
