@@ -372,3 +372,75 @@ def test_bad_input_is_one_line_before_any_job(tmp_path, argv, line):
     assert r.returncode == 1 and line in r.stderr.splitlines(), r.stderr[-2000:]
     assert not list(tmp_path.rglob("job.json")) and not list(tmp_path.rglob(RECORD_NAME))
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The tables of a seeds=auto sweep: the sequential rule's verdicts, stated under the table
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_tables_of_an_adaptive_sweep_use_the_sequential_rule_and_state_it(tmp_path):
+    """Records of a one-factor star whose runs carry ``config.sequential`` (looks at 3, 4, 5 seeds): the
+    conclusions table's verdicts are ``sequential.decide``'s, not the fixed-sample Holm test's: "clip > ReLU init"
+    (p = 0.011 on 5 pairs) would be supported by the fixed test but stays inconclusive under the sequential levels;
+    the shortcut, decided at the first look, is supported; the notes state the design and each look."""
+    from test_results import make_record
+
+    from onebit.cli.tables import main as tables
+    from onebit.results import bireal
+    from onebit.results.load import load_records
+
+    design = S.Design(initial_seeds=3, seed_step=1, max_seeds=5)
+    node = design.as_config()
+    base = 0.80
+    clip = [1.0, 2.1, 0.4, 1.6, 1.2]            # clip - relu (points)
+    sign = [0.3, -0.5, 0.2, -0.1, 0.4]          # approx - ste
+    weight = [-0.2, 0.6, 0.1, -0.4, 0.3]        # magnitude_aware - plain
+    short = [20.0, 21.0, 19.5, 20.5, 20.2]      # bireal - plain
+    for s in range(5):
+        kw = dict(seed=s, study="auto", sequential=node)
+        make_record(tmp_path, f"base{s}", top1=base, **kw)
+        make_record(tmp_path, f"relu{s}", pretrain="relu", top1=base - clip[s] / 100, **kw)
+        make_record(tmp_path, f"ste{s}", sign="ste", top1=base - sign[s] / 100, **kw)
+        make_record(tmp_path, f"plainw{s}", weight="plain", top1=base - weight[s] / 100, **kw)
+        make_record(tmp_path, f"plain{s}", structure="plain", top1=base - short[s] / 100, **kw)
+    records, problems = load_records(tmp_path)
+    assert problems == []
+    c = bireal.conclusions(records).set_index("conclusion")
+    decided = S.decide({"shortcut > none": dict(enumerate(short)), "ApproxSign > STE": dict(enumerate(sign)),
+                        "magnitude-aware > plain": dict(enumerate(weight)), "clip > ReLU init": dict(enumerate(clip))},
+                       design.looks())
+    assert {k: d.verdict for k, d in decided.items()} == c["verdict"].to_dict()
+    assert c.loc["shortcut > none", "verdict"] == SUPPORTED and decided["shortcut > none"].look == 1
+    assert c.loc["clip > ReLU init", "verdict"] == INCONCLUSIVE
+    fixed = holm([paired_p(d) for d in (short, sign, weight, clip)])
+    assert fixed[3] < ALPHA   # the fixed-sample test would have called it supported
+    notes = c.attrs["notes"]
+    assert notes[0].startswith("seeds chosen by the data: looks at 3, 4, 5 seeds")
+    assert any(n.startswith("shortcut > none: supported at look 1 (3 pairs") for n in notes)
+    assert any(n.startswith("clip > ReLU init: still open after look 3 (5 pairs") for n in notes)
+    assert not any("excludes 0" in n for n in notes)   # that note is about the fixed design's Holm
+    r = run_cli_tables(tables, tmp_path)
+    assert "seeds chosen by the data" in r.stdout and "Lan-DeMets" in r.stdout
+
+
+def run_cli_tables(tables, root):
+    from conftest import run_cli
+
+    r = run_cli(tables, ["table1", "--root", root])
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_tables_refuse_runs_of_two_sequential_designs_in_one_line(tmp_path):
+    from conftest import run_cli
+    from test_results import make_record
+
+    from onebit.cli.tables import main as tables
+
+    for s in range(3):
+        make_record(tmp_path, f"a{s}", seed=s, study="auto", sequential=S.Design(3, 1, 5).as_config())
+        make_record(tmp_path, f"b{s}", seed=s, sign="ste", study="auto", sequential=S.Design(3, 1, 6).as_config())
+    r = run_cli(tables, ["table1", "--root", tmp_path])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("onebit: error: the runs state different sequential designs") and "(3, 4, 5)" in r.stderr

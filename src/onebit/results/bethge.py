@@ -132,14 +132,15 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
             rows.append(row)
             found.append(pairs_)
             claims.append((claim, EQUAL_MARGIN if claim == "equal" else None))
-    tested = paired.comparisons(found, claims)
+    names = [f"{r['data']}: {r['conclusion']}" for r in rows]
+    tested = paired.comparisons(found, claims, records=inside, names=names)
     out = [{"data": row["data"], "conclusion": row["conclusion"], **paired.columns(c),
             **{k: v for k, v in row.items() if k.startswith("paper")}, "verdict": c.verdict}
            for row, c in zip(rows, tested)]
     frame = pd.DataFrame(out, columns=["data", "conclusion", "ours (points)", "95% CI", "bootstrap 95% CI", "pairs",
                                        "P(better > worse)", "p (Holm)",
                                        *(f"paper {d} (points)" for d in PAPER_DATA), "verdict"])
-    frame.attrs["notes"] = paired.power_notes([f"{r['data']}: {r['conclusion']}" for r in rows], tested)
+    frame.attrs["notes"] = paired.design_notes(inside, names, tested) + paired.power_notes(names, tested)
     return frame
 
 

@@ -162,7 +162,8 @@ def conclusion_rows(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC
     binary = [r for r in records if position(r)]
     found = [paired.pairs(binary, option, better, worse, metric) for _, option, better, worse in CONCLUSIONS]
     out = []
-    for (name, option, better, worse), pairs_, c in zip(CONCLUSIONS, found, paired.comparisons(found)):
+    tested = paired.comparisons(found, records=binary, names=[name for name, *_ in CONCLUSIONS])
+    for (name, option, better, worse), pairs_, c in zip(CONCLUSIONS, found, tested):
         i, conv = axis[option], to_paper[option]
         paper_diffs = []
         for pos in sorted({position(p.better) for p in pairs_}):
@@ -181,7 +182,9 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
     (``frame.attrs["notes"]``) the effect the pairs can detect and the seeds an inconclusive one needs."""
     rows = conclusion_rows(records, metric)
     frame = pd.DataFrame([row for row, _, _ in rows])
-    frame.attrs["notes"] = paired.power_notes([row["conclusion"] for row, _, _ in rows], [c for _, _, c in rows])
+    names, tested = [row["conclusion"] for row, _, _ in rows], [c for _, _, c in rows]
+    binary = [r for r in records if position(r)]
+    frame.attrs["notes"] = paired.design_notes(binary, names, tested) + paired.power_notes(names, tested)
     return frame
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
-from onebit.results import stats
-from onebit.results.cells import metric, option_value, seed
+from onebit.results import sequential, stats
+from onebit.results.cells import metric, option_value, seed, seed_label
 
 # the config keys (dotted prefixes) that an option compared by a conclusion sets
 OPTION_CONFIG = {
@@ -63,12 +63,74 @@ def pairs(records: Sequence[RunRecord], option: str, better, worse, metric_name:
 
 
 def comparisons(found: Sequence[Sequence[Pair]], claims: Sequence[tuple[str, float | None]] | None = None,
-                alpha: float = stats.ALPHA) -> list[stats.Comparison]:
+                alpha: float = stats.ALPHA, records: Sequence[RunRecord] = (), names: Sequence[str] = ()
+                ) -> list[stats.Comparison]:
     """The conclusions of one table, each from its pairs (``stats.compare`` with its claim: ``("positive",
-    None)`` or ``("equal", margin)``), Holm-adjusted together (``stats.family``)."""
+    None)`` or ``("equal", margin)``), Holm-adjusted together (``stats.family``). When ``records`` come from a
+    ``hydra.sweeper.seeds=auto`` sweep (their ``config["sequential"]``), the verdicts are the sequential design's
+    instead (:func:`sequential_verdicts`): a fixed-sample test after data-dependent stopping would not keep its
+    level."""
     claims = claims or [("positive", None)] * len(found)
-    return stats.family([stats.compare([p.diff for p in pairs_], claim, margin)
-                         for pairs_, (claim, margin) in zip(found, claims)], alpha)
+    tested = stats.family([stats.compare([p.diff for p in pairs_], claim, margin)
+                           for pairs_, (claim, margin) in zip(found, claims)], alpha)
+    design = design_of(records)
+    return tested if design is None else sequential_verdicts(design, found, tested, names)
+
+
+class MixedDesignsError(LookupError):
+    """The runs of one table state different sequential designs: no single rule gives their verdicts (one line,
+    exit 1)."""
+
+
+def design_of(records: Sequence[RunRecord]) -> sequential.Design | None:
+    """The sequential design the records state (``sequential.design_of``), None for a fixed design."""
+    try:
+        return sequential.design_of(records) if records else None
+    except ValueError as e:
+        raise MixedDesignsError(f"{e}; tables need one design per table: run the sweep again with one "
+                                "hydra.sweeper setting, or select runs with --study") from None
+
+
+def sequential_verdicts(design: sequential.Design, found: Sequence[Sequence[Pair]],
+                        tested: Sequence[stats.Comparison], names: Sequence[str]) -> list[stats.Comparison]:
+    """The verdicts of a sequential design (``onebit.results.sequential.decide`` on each conclusion's differences by
+    seed, Holm within a look, the family = the table's conclusions with a positive claim): the verdict, the look
+    that decided it, its level and Holm p replace the fixed-sample ones. An "equal" claim is not decided by the
+    sequential rule (it tests differences from 0): it stays ``inconclusive`` (its note says so)."""
+    names = list(names) or [f"conclusion {i + 1}" for i in range(len(found))]
+    diffs = {name: {seed_label(p.better): p.diff for p in pairs_}
+             for name, pairs_, c in zip(names, found, tested) if c.claim == "positive"}
+    decisions = sequential.decide(diffs, design.looks(), design.alpha) if diffs else {}
+    out = []
+    for name, c in zip(names, tested):
+        d = decisions.get(name)
+        if d is None:
+            out.append(replace(c, rule="sequential", verdict=stats.INCONCLUSIVE, p_adj=math.nan))
+        else:
+            out.append(replace(c, rule="sequential", verdict=d.verdict, p_adj=d.p_adj, look=d.look, look_n=d.n,
+                               level=d.level))
+    return out
+
+
+def design_notes(records: Sequence[RunRecord], names: Sequence[str], tested: Sequence[stats.Comparison]
+                 ) -> list[str]:
+    """The lines that state a sequential design under its table (none for a fixed design): the procedure, and per
+    conclusion the look that decided it (or that it stayed open)."""
+    design = design_of(records)
+    if design is None:
+        return []
+    notes = [design.describe() + "; the verdicts and 'p (Holm)' are that rule's (Holm p at the deciding look, "
+             "against its level), the intervals use every pair"]
+    for name, c in zip(names, tested):
+        if c.claim != "positive":
+            notes.append(f"{name}: an equivalence claim, not decided by the sequential rule: inconclusive")
+        elif c.verdict != stats.INCONCLUSIVE:
+            notes.append(f"{name}: {c.verdict} at look {c.look} ({c.look_n} pairs, level {c.level:.3g}, Holm p "
+                         f"{round_p(c.p_adj)})")
+        elif c.look:
+            notes.append(f"{name}: still open after look {c.look} ({c.look_n} pairs, level {c.level:.3g}, Holm p "
+                         f"{round_p(c.p_adj)}): inconclusive")
+    return notes
 
 
 def columns(c: stats.Comparison) -> dict:
@@ -104,7 +166,7 @@ def power_notes(names: Sequence[str], found: Sequence[stats.Comparison], alpha: 
     for name, c in tested:
         if c.verdict != stats.INCONCLUSIVE:
             continue
-        if c.claim == "positive" and (c.lo > 0 or c.hi < 0):
+        if c.rule == "holm" and c.claim == "positive" and (c.lo > 0 or c.hi < 0):
             notes.append(f"{name}: its 95 % interval excludes 0, but its Holm-adjusted p ({round_p(c.p_adj)}, "
                          f"{len(tested)} conclusions tested) does not reach {alpha:g}: inconclusive")
         n = stats.pairs_needed(c.mean, c.sd, level, power, c.claim, c.margin)

@@ -135,7 +135,9 @@ def holm(pvalues: Sequence[float], alpha: float = ALPHA) -> list[float]:
 class Comparison:
     """One conclusion on its pairs: n, mean, sd, the 95 % t-interval (lo, hi), the bootstrap interval (NaN below
     5 pairs), P(better > worse), its p-value, the claim (``positive`` / ``equal``) and its margin, and once
-    :func:`family` has adjusted it, the Holm-adjusted p and the verdict."""
+    :func:`family` has adjusted it, the Holm-adjusted p and the verdict. For runs of a ``seeds=auto`` sweep
+    (``onebit.results.sequential``) the verdict and adjusted p are the sequential rule's (``rule``, ``look``,
+    ``look_n``, ``level``)."""
 
     n: int
     mean: float
@@ -150,6 +152,10 @@ class Comparison:
     margin: float | None = None
     p_adj: float = math.nan
     verdict: str = INCONCLUSIVE
+    rule: str = "holm"          # "holm" (fixed design) or "sequential" (seeds chosen by the data, see below)
+    look: int = 0               # sequential: the look that decided it (or the last one evaluated), its seeds
+    look_n: int = 0             # and its level alpha_k
+    level: float = math.nan
 
 
 def compare(diffs: Sequence[float], claim: str = "positive", margin: float | None = None,

@@ -77,14 +77,16 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
             by_model.setdefault(pos[0], []).append(rec)
     models = sorted(by_model, key=lambda m: (len(str(m)), str(m)))
     found = [paired.pairs(by_model[m], "recipe", "two_step", "one_step", metric) for m in models]
-    tested = paired.comparisons(found)
+    names = [f"{m}: two-step > one-step" for m in models]
+    inside = [r for m in models for r in by_model[m]]
+    tested = paired.comparisons(found, records=inside, names=names)
     rows = []
     for model, c in zip(models, tested):
         cols = paired.columns(c)
         rows.append({"model": model, "two-step - one-step (points)": cols.pop("ours (points)"), **cols,
                      "verdict": c.verdict})
     frame = pd.DataFrame(rows)
-    frame.attrs["notes"] = paired.power_notes([f"{m}: two-step > one-step" for m in models], tested)
+    frame.attrs["notes"] = paired.design_notes(inside, names, tested) + paired.power_notes(names, tested)
     return frame
 
 
