@@ -194,7 +194,8 @@ def test_one_factor_first_look_and_an_extension():
     open_ = plan.cells_of(["sign=ste vs base"])
     assert open_ == [0, 2]
     assert [j[:-1] for j in plan.jobs(range(3, 5), open_)] == [
-        [*BASE, "seed=3"], [*with_(BASE, sign="ste"), "seed=3"], [*BASE, "seed=4"], [*with_(BASE, sign="ste"), "seed=4"]]
+        [*BASE, "seed=3"], [*with_(BASE, sign="ste"), "seed=3"],
+        [*BASE, "seed=4"], [*with_(BASE, sign="ste"), "seed=4"]]
     assert plan.cells_of(["sign=ste vs base", "pretrain=relu vs base"]) == [0, 2, 4]
     # the command line's sweep of another key is crossed: each comparison pairs over both data sets
     _, plan = star(["data=digits,fashion_mnist"])
@@ -208,7 +209,8 @@ def test_grid_first_look_and_an_extension():
     plan = adaptive.grid_plan(overrides)
     assert plan.cells == [[f"sign={s}", f"weight={w}", "epochs=2"] for s in ("approx", "ste", "swish")
                           for w in ("plain", "xnor")]
-    assert plan.comparisons == {"sign=ste vs sign=approx": [(2, 0), (3, 1)], "sign=swish vs sign=approx": [(4, 0), (5, 1)],
+    assert plan.comparisons == {"sign=ste vs sign=approx": [(2, 0), (3, 1)],
+                                "sign=swish vs sign=approx": [(4, 0), (5, 1)],
                                 "weight=xnor vs weight=plain": [(1, 0), (3, 2), (5, 4)]}
     assert plan.jobs(range(2), range(6))[:3] == [[*plan.cells[0], "seed=0"], [*plan.cells[1], "seed=0"],
                                                  [*plan.cells[2], "seed=0"]]

@@ -228,6 +228,7 @@ def design_of(records: Iterable[RunRecord]) -> Design | None:
             found.setdefault(d, rec.run_dir)
     if len(found) > 1:
         (a, ra), (b, rb) = list(found.items())[:2]
-        raise ValueError(f"the runs state different sequential designs: {ra} has looks {a.looks()} at alpha {a.alpha:g} "
+        raise ValueError(f"the runs state different sequential designs: {ra} has looks {a.looks()} at alpha "
+                         f"{a.alpha:g} "
                          f"on {a.metric}, {rb} has looks {b.looks()} at alpha {b.alpha:g} on {b.metric}")
     return next(iter(found), None)
