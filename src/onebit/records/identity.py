@@ -10,9 +10,9 @@
 - A **cell** of a table is the job identity minus :data:`SEED_KEYS` and ``study``: runs in one cell are identical
   except for their seed, so their mean over seeds is meaningful. Two configs never share a cell.
 
-A run is a **smoke run** when a Trainer setting cuts its training or evaluation short (:data:`SMOKE_TRAINER_KEYS`)
-or its config says ``smoke: true`` (every ``debug=`` option, conf/debug/default.yaml); it is recorded as such and
-tables leave it out by name.
+A run is a **smoke run** when a Trainer setting cuts its training or evaluation short (:data:`SMOKE_TRAINER_KEYS`,
+:func:`cuts_short`: every form Lightning accepts, by Lightning's own rules) or its config says ``smoke: true`` (every
+``debug=`` option, conf/debug/default.yaml); it is recorded as such and tables leave it out by name.
 """
 
 from __future__ import annotations
@@ -80,10 +80,27 @@ LATER_STAGE_KEYS: dict[str, str] = {
 # the keys that make runs of one cell differ: seeds only
 SEED_KEYS: tuple[str, ...] = ("seed", "data.seed")
 
-# Trainer settings that cut training or evaluation short, with the value that does not
-SMOKE_TRAINER_KEYS: dict[str, Any] = {
-    "fast_dev_run": False, "limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
-    "max_steps": -1, "max_time": None, "overfit_batches": 0.0,
+# Trainer arguments that can cut training or evaluation short, each with the forms that do not (Lightning 2.x:
+# pytorch_lightning/trainer/setup.py _init_debugging_flags and _determine_batch_limits, trainer/connectors/
+# data_connector.py _parse_num_batches, loops/utilities.py _is_max_limit_reached, callbacks/timer.py Timer).
+# :func:`cuts_short` is the one rule; tests/test_smoke_forms.py checks it against Lightning's parsed values.
+# Not here, because they cannot shorten what a onebit stage trains or evaluates: max_epochs (onebit passes each
+# stage's epochs, which win over trainer.max_epochs), min_epochs / min_steps (they only delay an early stop),
+# num_sanity_val_steps (validation before training), val_check_interval / check_val_every_n_epoch (how often the
+# full validation set is read, not how much of it or of the training; in the identity, so another job and cell).
+SMOKE_TRAINER_KEYS: dict[str, str] = {
+    "fast_dev_run": "off when falsy (False, 0); True or n: n batches of every loop, 1 epoch, no checkpoints",
+    "limit_train_batches": "null or the float 1.0 = all batches; a float in [0, 1) = int(n * f) of the n batches; "
+                           "an int (1 = one batch, 0 = none) or a whole float above 1 (2.0 = 2 batches) = at most "
+                           "that many, a smoke run whatever the data's size (the config cannot know n)",
+    "limit_val_batches": "as limit_train_batches; 0 (no validation) leaves no val/* metrics and no best.ckpt",
+    "limit_test_batches": "as limit_train_batches: the test/* metrics of the tables",
+    "limit_predict_batches": "as limit_train_batches (onebit runs no predict loop; counted so none is cut silently)",
+    "max_steps": "-1 = off; any step count (0 included) can stop training before its epochs end",
+    "max_time": "null = off; a 'DD:HH:MM:SS' string, a dict of timedelta arguments or a timedelta stops training "
+                "when the time is up, however long (whether it did depends on the machine)",
+    "overfit_batches": "0 / 0.0 = off; any other value (1.0 included) trains and validates on the same unshuffled "
+                       "training batches",
 }
 
 
@@ -170,12 +187,28 @@ def smoke_reasons(config: Mapping) -> list[str]:
     if not isinstance(config, Mapping):
         return []
     trainer = config.get("trainer") or {}
-    reasons = [f"trainer.{k}={trainer[k]!r}" for k in SMOKE_TRAINER_KEYS if k in trainer and _cuts_short(k, trainer[k])]
+    reasons = [f"trainer.{k}={trainer[k]!r}" for k in SMOKE_TRAINER_KEYS if k in trainer and cuts_short(k, trainer[k])]
     return reasons + (["smoke=True"] if config.get("smoke") else [])
 
 
-def _cuts_short(key: str, value) -> bool:
-    full = SMOKE_TRAINER_KEYS[key]
-    if key.startswith("limit_"):  # a float is a fraction (1.0 = all), an int a number of batches (1 = one batch)
-        return not (value is None or (isinstance(value, float) and value >= 1.0))
-    return value != full  # fast_dev_run=0 and overfit_batches=0 are off, as in Lightning
+def cuts_short(key: str, value) -> bool:
+    """Whether Trainer argument ``key`` (a key of :data:`SMOKE_TRAINER_KEYS`) set to ``value`` can cut a run short,
+    by Lightning's rules; a form that is not provably off (a string, a value Lightning refuses, which
+    ``onebit.training.checks`` refuses before any run) counts as cutting short."""
+    if key.startswith("limit_"):
+        # Lightning: None -> 1.0; [0, 1] kept as given; a whole number above 1 -> int; anything else refused. Then an
+        # int (bools too) means min(n, limit) batches and a float int(n * limit): only the float 1.0 keeps all n.
+        return not (value is None or (isinstance(value, float) and value == 1.0))
+    if key == "fast_dev_run":
+        return bool(value)  # Lightning: `if fast_dev_run:` ... num_batches = int(fast_dev_run)
+    if key == "max_steps":
+        return not (_is_number(value) and value == -1)  # _is_max_limit_reached: max != -1 and step >= max
+    if key == "max_time":
+        return value is not None  # a Timer callback for any other value, a zero duration included
+    if key == "overfit_batches":
+        return not (isinstance(value, (int, float)) and value == 0)  # Lightning: enabled when overfit_batches > 0
+    raise KeyError(f"{key} is not a Trainer argument that can cut a run short: {', '.join(SMOKE_TRAINER_KEYS)}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
