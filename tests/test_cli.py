@@ -41,11 +41,12 @@ def test_help_is_the_synopsis_and_exit_0_in_process(main):
                                                    "--weights, --split, --out (see --help)")),
     (export_cli.main, ["RUN", "--threads", "x"], ("onebit: error: argument --threads: 'x' is invalid: must be a "
                                                   "positive integer (see --help)")),
-    (tables.main, ["tabel1"], "onebit: error: argument table: invalid choice: 'tabel1'"),
+    (tables.main, ["tabel1"], "onebit: error: unknown table 'tabel1'; valid: all, table1, "),
     (tables.main, ["--study", "a", "--all-studies"], ("onebit: error: --study and --all-studies exclude each "
                                                       "other (see --help)")),
     (tables.main, ["--source", "wandb"], "onebit: error: --source wandb needs --entity and --project (see --help)"),
-    (sync.main, ["--bogus"], "onebit: error: unrecognized arguments: --bogus (see --help)"),
+    (sync.main, ["--bogus"], "onebit: error: unknown argument '--bogus'; valid: --root, --dry-run, --project, "
+                             "--entity (see --help)"),
 ])
 def test_a_bad_argument_is_one_line_and_exit_2(main, args, message):
     r = run_cli(main, args)

@@ -305,7 +305,7 @@ def test_no_runs_is_one_line_and_exit_1(tmp_path):
     with pytest.raises(NoRunsError, match="does not exist"):
         load_records(tmp_path / "nope")
     r = run_cli(tables, ["table1", "--root", tmp_path, "--metric", "test/top7"])
-    assert r.returncode == 2 and "invalid choice: 'test/top7'" in r.stderr
+    assert r.returncode == 2 and "unknown --metric 'test/top7'; valid: test/top1" in r.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -24,9 +24,10 @@ from 0 (the axis label says where it starts); compared histograms share one x ra
 outside the axes; each Bi-Real conclusion gets a figure of its paired differences with the conclusions table's
 noise band and the paper's difference.
 
-Exit codes: 0 ok; 1 no records under the root (one line naming it); 2 bad argument (one line listing the valid
-values). Every file is written atomically (temporary file, then ``os.replace``). :func:`main` takes the command
-line as a list and returns the exit status (it never exits), so tests and scripts call it in-process.
+Exit codes: 0 ok; 1 no records under the root, or a root that does not exist (one line naming it); 2 bad argument
+(one ``onebit: error:`` line listing the valid values, from the formatter every entry point shares). Every file is
+written atomically (temporary file, then ``os.replace``). :func:`main` takes the command line as a list and returns
+the exit status (it never exits), so tests and scripts call it in-process.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from onebit.cli.runs import Parser, run_main
+from onebit.core.errors import ConfigError
 from onebit.core.paths import output_root
 from onebit.core.registry import BINARY, DEFAULT_METRIC
 from onebit.figures.common import PROG, slug
@@ -51,25 +54,6 @@ DEFAULT_COMMAND = "all"
 
 class NoRecordsError(LookupError):
     """Nothing to plot under the root: exit 1 with this one line."""
-
-
-class _Exit(Exception):
-    """argparse is done (``--help``, a bad argument): :func:`main` returns ``status`` instead of exiting."""
-
-    def __init__(self, status: int):
-        super().__init__(status)
-        self.status = status
-
-
-class _Parser(argparse.ArgumentParser):
-    def exit(self, status=0, message=None):  # --help, --version: return from main() instead of sys.exit
-        if message:
-            self._print_message(message, sys.stderr)
-        raise _Exit(status)
-
-    def error(self, message):  # one line, exit status 2
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise _Exit(2)
 
 
 def _probe():
@@ -176,9 +160,9 @@ def cmd_all(args) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; ``--root`` defaults to :func:`onebit.core.paths.output_root` as read now."""
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--out", default=None, help="folder for the PNG files (default: <root>/figures)")
-    rec = _Parser(add_help=False)
+    rec = Parser(add_help=False)
     rec.add_argument("--root", default=output_root(),
                      help="folder searched recursively for record.json (default: $ONEBIT_OUTPUTS, else outputs; "
                           "now %(default)s)")
@@ -188,29 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="include smoke runs (cut short by a Trainer limit; the title says so)")
     rec.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                      help="only records whose option KEY equals VALUE (repeatable)")
-    stg = _Parser(add_help=False)
+    stg = Parser(add_help=False)
     stg.add_argument("--stage", default=None,
                      help="stage (pretrain, binary, bn_retrain, ...; default binary); the ablation also takes "
                           f"'{FINAL}' (each run's last stage, as the tables; its default)")
-    curves = _Parser(add_help=False)
+    curves = Parser(add_help=False)
     curves.add_argument("--band", default="minmax", choices=BANDS, help="shaded band: min-max or ±1 std")
-    met = _Parser(add_help=False)
+    met = Parser(add_help=False)
     met.add_argument("--metric", default=DEFAULT_METRIC, help="metric of the bars and of the paired differences")
-    abl = _Parser(add_help=False)
+    abl = Parser(add_help=False)
     abl.add_argument("--by", default="structure", help="option whose values group the bars")
     abl.add_argument("--color", default="sign", help="option whose values colour the bars")
-    act = _Parser(add_help=False)
+    act = Parser(add_help=False)
     act.add_argument("--block", default="layer2.-1", help="layerN.i: the block whose Sign input is shown")
     act.add_argument("--width", type=int, default=None,
                      help="width of the fresh models (fallback; default: the digits data's default width, 32)")
     act.add_argument("--seed", type=int, default=0, help="seed of the fresh models (fallback)")
     act.add_argument("--fresh", action="store_true",
                      help="activations: use freshly initialised models, read no records (works without runs)")
-    sg = _Parser(add_help=False)
+    sg = Parser(add_help=False)
     sg.add_argument("--beta", type=float, default=5.0, help="SwishSign's b")
 
-    parser = _Parser(prog="plots.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+    parser = Parser(prog="plots.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
                                 metavar="{" + ",".join(COMMANDS) + "}", help=f"default: {DEFAULT_COMMAND}")
     sub.add_parser("curves", parents=[common, rec, stg, curves], help="training curves per cell (mean over seeds)")
     sub.add_parser("ablation", parents=[common, rec, stg, met, abl], help="final metric per cell, bars with std and n")
@@ -236,20 +220,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``plots.py argv`` (default: the process's command line) and return its exit status; never exits."""
+    """Run ``plots.py argv`` (default: the process's command line) and return its exit status; never exits. Every
+    error is one ``onebit: error:`` line: a bad argument (``onebit.cli.runs.Parser``, as every entry point) or
+    value, exit 2; nothing to plot under the root, exit 1."""
     commands = {"curves": cmd_curves, "ablation": cmd_ablation, "signs": cmd_signs, "activations": cmd_activations,
                 "conclusions": cmd_conclusions, "all": cmd_all}
-    try:
+
+    def body() -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
-        paths = commands[args.command](args)
-    except _Exit as e:
-        return e.status
-    except NoRecordsError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    for p in paths:
-        print(f"wrote {p}")
-    return 0
+        try:
+            paths = commands[args.command](args)
+        except UsageError as e:
+            raise ConfigError(str(e)) from None
+        except NoRecordsError as e:
+            print(f"onebit: error: {e}", file=sys.stderr)
+            return 1
+        for p in paths:
+            print(f"wrote {p}")
+        return 0
+
+    return run_main(body)

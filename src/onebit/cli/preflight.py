@@ -1,9 +1,10 @@
 """The command line, composed by Hydra before the job starts: Hydra composes, onebit explains.
 
-:func:`preflight` composes conf/train.yaml with the command line once, with Hydra's own machinery and the same search
-path as ``@hydra.main`` (its override parser, config repository, defaults list, composition and override application;
-a multirun's sweeps with their first value, as the sweeper's first job would), and turns what Hydra refuses into one
-line that names the value and the valid choices (Hydra's own messages span many lines, or are a traceback):
+:func:`preflight` composes conf/train.yaml (or ``--config-name``'s, with ``--config-path`` / ``--config-dir``) with the
+command line once, with Hydra's own machinery and the same search path as ``@hydra.main`` (its override parser,
+config repository, defaults list, composition and override application; a multirun's sweeps with their first value,
+as the sweeper's first job would), and turns what Hydra refuses into one line that names the value and the valid
+choices (Hydra's own messages span many lines, or are a traceback):
 
 - ``group=option`` (``hydra/launcher=...`` too): Hydra's ``MissingConfigException`` and its ``options``; every option
   of a sweep (``model=a,b``), an empty or null option and an optional plugin's option are checked against Hydra's
@@ -15,7 +16,8 @@ line that names the value and the valid choices (Hydra's own messages span many 
 
 What Hydra cannot know, onebit adds: Lightning Trainer arguments the trainer option lacks become ``++trainer.X=v``
 (Hydra's add-or-override), the Trainer arguments onebit sets for each stage are refused, an optional plugin names its
-extra, and the output root must be writable (checked without creating anything).
+extra, ``trainer.accelerator`` must name an accelerator Lightning knows, and the output root and the pretrain cache
+must be writable (leaving nothing behind).
 
 :func:`preflight` returns the argv that ``src/train.py`` hands to Hydra.
 """
@@ -32,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from onebit.cli.resolvers import register_resolvers
 from onebit.core.errors import ConfigError
-from onebit.core.paths import CONF_DIR, OUTPUTS_ENV
-from onebit.core.registry import GROUPS, options
+from onebit.core.paths import CACHE_ENV, CONF_DIR, OUTPUTS_ENV, check_writable
+from onebit.core.registry import GROUPS, is_real_model, options
 
 # Hydra's flags that show something instead of running a job: no output is written, so output_root is not checked
 NO_RUN_FLAGS = ("help", "hydra_help", "cfg", "info")
@@ -65,13 +67,14 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
     """Compose the command line with Hydra and return the argv to give Hydra; raises ConfigError with one line
     naming the bad value and the valid choices. ``trainer.<argument>=value`` for a ``pytorch_lightning.Trainer``
     argument the trainer option lacks is rewritten to ``++trainer.<argument>=value``. ``output_root`` (or
-    ``ONEBIT_OUTPUTS``) must be writable unless a flag of :data:`NO_RUN_FLAGS` (``--help``, ``--cfg``, ``--info``...)
-    shows something instead of running. A command line with another primary config (``--config-name``...) or
+    ``ONEBIT_OUTPUTS``) and, for a job that pretrains, ``cache_dir`` (or ``ONEBIT_CACHE``) must be writable unless a
+    flag of :data:`NO_RUN_FLAGS` (``--help``, ``--cfg``, ``--info``...) shows something instead of running. Another
+    primary config (``--config-name``, ``--config-path``, ``--config-dir``) is composed as Hydra would compose it;
     ``--shell-completion`` is returned unchecked."""
     from hydra._internal.utils import get_args_parser
 
     args, extra = get_args_parser().parse_known_args(list(argv))
-    if args.config_name or args.config_path or args.config_dir or args.shell_completion:
+    if args.shell_completion:
         return list(argv)
     register_resolvers()  # conf/train.yaml's search path needs ${onebit_root:}
     overrides = _parse([*args.overrides, *(e for e in extra if not e.startswith("-"))])
@@ -81,15 +84,35 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
         if head == "trainer" and sub in SET_BY_ONEBIT and not o.is_delete():
             raise ConfigError(f"trainer.{sub} is set by onebit for each stage {SET_BY_ONEBIT[sub]}")
     runs = not any(getattr(args, flag, None) for flag in NO_RUN_FLAGS)
-    if not overrides:  # conf/train.yaml as it is (the tests compose it): nothing to explain, no compose to pay for
-        if runs and os.environ.get(OUTPUTS_ENV):
-            check_writable(os.environ[OUTPUTS_ENV], OUTPUTS_ENV)
+    primary = args.config_name or args.config_path or args.config_dir
+    if not overrides and not primary:  # conf/train.yaml as it is (the tests compose it): no compose to pay for
+        for env in (OUTPUTS_ENV, CACHE_ENV):
+            if runs and os.environ.get(env):
+                check_writable(os.environ[env], env)
         return list(argv)
-    composition = _Composition(conf_dir, overrides, bool(args.multirun))
+    composition = _Composition(_search_path(conf_dir, args.config_path, args.config_dir), overrides,
+                               bool(args.multirun), args.config_name or "train")
     rewrite = composition.apply_overrides()
+    _check_accelerators(composition, overrides)
     if runs:
-        _check_output_root(composition.cfg, overrides)
+        _check_writable_dirs(composition, overrides)
     return [rewrite.get(a, a) for a in argv]
+
+
+def _search_path(conf_dir: Path, config_path: str | None, config_dir: str | None):
+    """``@hydra.main``'s search path (onebit.cli.train): ``conf_dir``, or ``--config-path`` (absolute, or relative to
+    onebit/cli/ as Hydra reads it), plus ``--config-dir`` (``_run_hydra``'s ``add_conf_dir``)."""
+    from hydra._internal.utils import compute_search_path_dir, create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+
+    primary = str(conf_dir) if config_path is None else compute_search_path_dir(__file__, None, config_path)
+    search = create_config_search_path(primary)
+    if config_dir is not None:
+        extra = os.path.abspath(config_dir)
+        if not os.path.isdir(extra):
+            raise ConfigError(f"--config-dir {config_dir!r}: no such directory ({extra})")
+        search.prepend(provider="command-line", path=f"file://{extra}", anchor=SearchPathQuery(provider="schema"))
+    return search
 
 
 def _parse(raws: list[str]) -> list:
@@ -111,27 +134,27 @@ class _Composition:
     defaults list, composition, struct mode), with the config overrides then applied one at a time by Hydra's
     ``_apply_overrides_to_config``, so that a refused one is known and explained (:meth:`apply_overrides`)."""
 
-    def __init__(self, conf_dir: Path, overrides: list, multirun: bool):
+    def __init__(self, search_path, overrides: list, multirun: bool, config_name: str = "train"):
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
         from hydra._internal.config_repository import CachingConfigRepository
         from hydra._internal.defaults_list import create_defaults_list
-        from hydra._internal.utils import create_config_search_path
         from hydra.errors import HydraException, MissingConfigException
         from hydra.types import RunMode
         from omegaconf.errors import OmegaConfBaseException
 
-        self.loader = ConfigLoaderImpl(create_config_search_path(str(conf_dir)))
+        self.loader = ConfigLoaderImpl(search_path)
         self.repo = CachingConfigRepository(self.loader.repository)
+        self.config_name = config_name
         self._alone: dict[tuple, set | None] = {}
         try:
-            self.loader._process_config_searchpath("train", overrides, self.repo)  # + hydra.searchpath (sweeps/)
+            self.loader._process_config_searchpath(config_name, overrides, self.repo)  # + hydra.searchpath (sweeps/)
             ConfigLoaderImpl.validate_sweep_overrides_legal(overrides, RunMode.MULTIRUN if multirun else RunMode.RUN,
                                                             from_shell=True)
             self.sweeps = {}   # group -> the options a command-line sweep gives it
             for o in overrides:
                 if self.repo.group_exists(o.key_or_group) and not o.is_delete():
                     self._check_options(o)
-            self.defaults = create_defaults_list(repo=self.repo, config_name="train", prepend_hydra=True,
+            self.defaults = create_defaults_list(repo=self.repo, config_name=config_name, prepend_hydra=True,
                                                  overrides_list=[f for f in map(self._first, overrides) if f],
                                                  skip_missing=multirun)
             self.cfg = self.loader._compose_config_from_defaults_list(self.defaults.defaults, self.repo)
@@ -177,7 +200,7 @@ class _Composition:
         for value in values:
             if value in (None, "", "null"):  # Hydra: a ValueError, or "Could not find 'group/'" over many lines
                 nullable = any(getattr(d, "group", None) == group and d.value is None
-                               for d in self.repo.load_config("train").defaults_list or [])
+                               for d in self.repo.load_config(self.config_name).defaults_list or [])
                 none = f"; omit it (or ~{group}) to choose none (the default)" if nullable else ""
                 raise ConfigError(f"{group}={'null' if value is None else repr(value)} is invalid: a config group "
                                   f"takes an option name; valid choices: {', '.join(valid)}{none}")
@@ -246,8 +269,10 @@ class _Composition:
     def _unknown_key(self, o) -> str:
         key = o.key_or_group
         if "/" in key.split(".")[0]:  # hydra/foo=bar: not a group, so Hydra took it for a key
+            from hydra.core.object_type import ObjectType
+
             parent = key.rpartition("/")[0]
-            groups = [f"{parent}/{g}" for g in self.repo.get_group_options(parent, _group_type())]
+            groups = [f"{parent}/{g}" for g in self.repo.get_group_options(parent, ObjectType.GROUP)]
             return f"unknown config group {key!r}; valid groups: {', '.join(groups)}{_did_you_mean(key, groups)}"
         parts, node, depth = key.split("."), self.cfg, 0
         while depth < len(parts) - 1 and isinstance(node, DictConfig) and parts[depth] in node:
@@ -308,12 +333,6 @@ def _unknown_option(group: str, option, valid) -> ConfigError:
     return ConfigError(f"unknown option {group}={option!r}; valid choices: {', '.join(valid)}")
 
 
-def _group_type():
-    from hydra.core.object_type import ObjectType
-
-    return ObjectType.GROUP
-
-
 def _unknown_key_error(e: BaseException) -> bool:
     """Hydra's "Could not override 'key'": the key is not in the (struct) config."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
@@ -339,33 +358,42 @@ def _did_you_mean(word: str, choices) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _check_output_root(cfg: DictConfig, overrides: list) -> None:
-    """The composed output root (the command line's, else ``ONEBIT_OUTPUTS``, else conf/train.yaml's default)."""
-    given = any(o.key_or_group == "output_root" for o in overrides)
+def _check_accelerators(composition: _Composition, overrides: list) -> None:
+    """``trainer.accelerator=...`` typed on the command line (every value of a sweep): a name Lightning's
+    AcceleratorRegistry knows (``onebit.training.checks.check_accelerator_name``); whether this machine has it is
+    checked by the job, with Lightning's own reason."""
+    typed = [o for o in overrides if o.key_or_group == "trainer.accelerator" and not o.is_delete()]
+    if typed:  # Lightning's registry: imported only when the command line names an accelerator
+        from onebit.training.checks import check_accelerator_name
+
+        for value in (v for o in typed for v in composition._values(o)):
+            check_accelerator_name(value)
+
+
+def _check_writable_dirs(composition: _Composition, overrides: list) -> None:
+    """The composed output root (the command line's, else ``ONEBIT_OUTPUTS``, else conf/train.yaml's default) and,
+    when a job pretrains (its twin is kept in the pretrain cache), the composed ``cache_dir`` (the command line's,
+    else ``ONEBIT_CACHE``, else ``<output_root>/cache``)."""
     from omegaconf.errors import OmegaConfBaseException
 
-    try:
-        root = cfg.output_root
-    except OmegaConfBaseException:  # an interpolation preflight cannot resolve: left to the job
-        return
-    if isinstance(root, str):
-        env = not given and os.environ.get(OUTPUTS_ENV)
-        check_writable(root, OUTPUTS_ENV if env else "output_root")
+    cfg = composition.cfg
+    given = {o.key_or_group for o in overrides}
+    for key, env in (("output_root", OUTPUTS_ENV), ("cache_dir", CACHE_ENV)):
+        try:
+            path = cfg[key]
+            if key == "cache_dir" and not _pretrains(composition):
+                continue
+        except OmegaConfBaseException:  # not in this config, or an interpolation preflight cannot resolve
+            continue
+        if isinstance(path, str):
+            check_writable(path, env if key not in given and os.environ.get(env) else key)
 
 
-def check_writable(path: str, name: str = "output_root") -> None:
-    """``path`` must be a directory we can write into, or one we can create: its nearest existing ancestor must
-    be a writable directory. Checked with ``os.access``; nothing is created."""
-    target = Path(path).expanduser().absolute()
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        reason = f"{existing} is not a directory"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        reason = f"no permission to write in {existing}"
-    else:
-        return
-    hint = "set ONEBIT_OUTPUTS to another directory, or pass output_root=" if name == "ONEBIT_OUTPUTS" else \
-        "choose another directory (or set ONEBIT_OUTPUTS)"
-    raise ConfigError(f"{name}={path!r} is not writable ({reason}); {hint}")
+def _pretrains(composition: _Composition) -> bool:
+    """Whether a job of the command line trains a real-valued twin first (pretrain is not none, in the composed
+    config or in a sweep's other values), which the pretrain cache keeps."""
+    cfg = composition.cfg
+    if is_real_model(cfg):
+        return False
+    names = [cfg.pretrain.name, *(v for v in composition.sweeps.get("pretrain", []) if isinstance(v, str))]
+    return any(n != "none" for n in names)

@@ -1,7 +1,8 @@
-"""What the command-line tools share (``onebit-eval``, ``onebit-export``, ``onebit-tables``, ``onebit-sync``): an
-argparse parser that never exits the process (a bad argument is one ``onebit: error:`` line, exit 2; ``--help``
-returns 0), the older ``key=value`` spelling of eval and export translated to their flags, and a finished run named
-on the command line: its record found from its directory or its Hydra job folder, and a finished stage of it."""
+"""What the command-line tools share (``onebit-eval``, ``onebit-export``, ``onebit-tables``, ``onebit-plots``,
+``onebit-sync``): an argparse parser that never exits the process (every bad argument is one ``onebit: error:`` line
+from one formatter, exit 2; ``--help`` returns 0), the older ``key=value`` spelling of eval and export translated to
+their flags, and a finished run named on the command line: its record found from its directory or its Hydra job
+folder, and a finished stage of it."""
 
 from __future__ import annotations
 
@@ -28,21 +29,44 @@ class Exit(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``argparse.ArgumentParser`` callable in-process: a bad argument raises :class:`ConfigError` (one line
-    naming the value and the valid choices) instead of printing the usage and exiting; ``--help`` prints to the
-    current ``sys.stdout`` and raises :class:`Exit`."""
+    """An ``argparse.ArgumentParser`` callable in-process, the one formatter of every entry point's argument
+    errors: a bad argument raises :class:`ConfigError` (one line naming the value and the valid choices, ``(see
+    --help)``) instead of printing the usage and exiting; ``--help`` prints to the current ``sys.stdout`` and raises
+    :class:`Exit`. A value outside an argument's choices is ``unknown --metric 'x'; valid: a, b``, an argument it
+    does not know ``unknown argument '--x'; valid: <its arguments>`` (a subcommand's, after a subcommand)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(**kwargs)
 
     def error(self, message: str):
-        raise ConfigError(f"{message} (see --help)")
+        raise ConfigError(f"{' '.join(message.split())} (see --help)")
 
     def exit(self, status: int = 0, message: str | None = None):
         if message:
             print(message, file=sys.stderr, end="")
         raise Exit(status)
+
+    def _check_value(self, action, value):  # argparse's "invalid choice" check, for every argument and subcommand
+        if action.choices is not None and value not in action.choices:
+            name, valid = action.option_strings[-1] if action.option_strings else action.dest, action.choices
+            raise argparse.ArgumentError(None, f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unknown argument {unknown[0]!r}; valid: {', '.join(_arguments(self, parsed))}")
+        return parsed
+
+
+def _arguments(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> list[str]:
+    """The arguments ``parser`` takes, as its help shows them; after a subcommand, the subcommand's."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(parsed, action.dest, None) in action.choices:
+            return _arguments(action.choices[getattr(parsed, action.dest)], parsed)
+    return [a.option_strings[-1] if a.option_strings else (a.metavar or a.dest.upper())
+            for a in parser._actions if a.help != argparse.SUPPRESS and "--help" not in a.option_strings
+            and not isinstance(a, argparse._SubParsersAction)]
 
 
 def run_main(body: Callable[[], int], prefix: str = "onebit: error: ") -> int:
@@ -85,12 +109,7 @@ def legacy(argv: list[str], keys: dict[str, str], positional: str = "run") -> li
 
 def parse_known(parser: Parser, argv: list[str]) -> argparse.Namespace:
     """``parser``'s arguments; anything it does not know is one ConfigError line naming it and the valid ones."""
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        valid = [a.option_strings[-1] if a.option_strings else (a.metavar or a.dest.upper())
-                 for a in parser._actions if a.help != argparse.SUPPRESS and "--help" not in a.option_strings]
-        raise ConfigError(f"unknown argument {unknown[0]!r}; valid: {', '.join(valid)} (see --help)")
-    return args
+    return parser.parse_args(argv)
 
 
 def out_file(out: str | None) -> str | None:

@@ -35,8 +35,9 @@ runs). Project: ``--project``, else ``WANDB_PROJECT``, else ``onebit``; entity: 
 offline unless ``WANDB_MODE`` says otherwise, under ``<root>/tables_wandb/`` (upload with ``onebit-sync``).
 
 The root (``--root``) defaults to ``$ONEBIT_OUTPUTS``, else ``outputs`` (``onebit.core.paths.output_root``), as
-for every onebit command. Exit codes: 0 ok; 1 no runs, or W&B could not take the tables (one line); 2 bad
-argument (one ``onebit: error:`` line). :func:`main` returns the exit status: callable in-process.
+for every onebit command. Exit codes: 0 ok; 1 no runs, a root that does not exist (every command that reads runs;
+``all`` prints the tables that need no runs only under a root without any), or W&B could not take the tables (one
+line); 2 bad argument (one ``onebit: error:`` line). :func:`main` returns the exit status: callable in-process.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def cmd_all(args) -> list:
     try:
         sels = selections(args)
     except NoRunsError as e:
-        if args.source == "wandb":
+        if args.source == "wandb" or not Path(args.root).is_dir():  # a root that is not there: one line, exit 1
             raise
         print(f"onebit: {e}; printing the tables that need no runs", file=sys.stderr)
         sels = []

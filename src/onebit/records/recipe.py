@@ -18,6 +18,7 @@ A real-valued model (``model=resnet18``) has one stage, ``real``. A new training
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
@@ -86,8 +87,9 @@ def stages_for(cfg: DictConfig) -> tuple[Stage, ...]:
             raise ValueError(f"recipe={name}: step {step['name']!r} has model={step['model']!r}; a step trains a "
                              f"binary model: {', '.join(k for k in MODEL_KINDS if k not in ('twin', 'real'))}")
         epochs = step.get("epochs", cfg.epochs)
-        if not isinstance(epochs, int) or isinstance(epochs, bool):
-            raise ValueError(f"recipe={name}: step {step['name']!r} has epochs={epochs!r}: must be a positive integer")
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"{epochs_key(cfg, i)}={epochs!r} is invalid: must be a positive integer (the epochs of "
+                             f"step {step['name']!r} of recipe={name})")
         overrides = step.get("optimizer") or {}
         for key in overrides:
             if key not in cfg.optimizer:
@@ -104,6 +106,39 @@ def stages_for(cfg: DictConfig) -> tuple[Stage, ...]:
         stages.append(Stage(BN_RETRAIN, "binary", 1, init=stages[-1].name, trainable="batchnorm",
                             fixed_weights=True))
     return validate(tuple(stages))
+
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${key.path}: an interpolation that is one absolute key
+
+
+def epochs_key(cfg: DictConfig, i: int) -> str:
+    """The key that sets the epochs of the recipe's step ``i``, as the user types it: its interpolation followed
+    to the key that holds the value (``two_step``'s first step: ``${recipe.step1_epochs}`` -> ``recipe.step1_epochs``;
+    a step without ``epochs``: ``epochs``), else the step's own ``recipe.steps.<i>.epochs``."""
+    recipe = cfg.get("recipe") or DEFAULT_RECIPE
+    if "epochs" not in recipe["steps"][i]:
+        return "epochs"
+    key = f"recipe.steps.{i}.epochs"
+    for _ in range(16):  # a chain of references (a cycle is OmegaConf's error, raised before this)
+        node = _node(cfg, key)
+        match = _REFERENCE.fullmatch(str(node._value())) if node is not None and node._is_interpolation() else None
+        if match is None:
+            break
+        key = match.group(1)
+    return key
+
+
+def _node(cfg: DictConfig, key: str):
+    """The config node at a dotted key (list indices as numbers), unresolved; None where there is none."""
+    node = cfg
+    for part in key.split("."):
+        if OmegaConf.is_list(node) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        elif OmegaConf.is_dict(node) and part in node:
+            node = node._get_node(part)
+        else:
+            return None
+    return node
 
 
 def validate(stages: tuple[Stage, ...]) -> tuple[Stage, ...]:

@@ -20,6 +20,7 @@ import re
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import AcceleratorRegistry
 
 from onebit.core.errors import ConfigError, cause_line
 from onebit.core.registry import BINARY_ONLY, chosen, is_real_model, options, parent_option
@@ -51,8 +52,11 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
             raise ConfigError(f"{key}={cfg[key]!r} is invalid: choose one of true, false")
     if not isinstance(cfg.study, str) or not re.fullmatch(r"[\w.-]+", cfg.study):
         raise ConfigError(f"study={cfg.study!r} is invalid: use letters, digits, '_', '-', '.'")
-    if cfg.get("threads") is not None:
-        _positive_int("threads", cfg.threads)
+    if cfg.get("threads") is not None:  # conf/train.yaml: null is torch's default
+        if not isinstance(cfg.threads, int) or isinstance(cfg.threads, bool) or cfg.threads < 1:
+            raise ConfigError(f"threads={cfg.threads!r} is invalid: must be a positive integer, or null for "
+                              "torch's default")
+    check_accelerator_name(cfg.trainer.get("accelerator"))
     try:
         check_speed_options(cfg.get("channels_last", False), cfg.get("compile", False))
     except ValueError as e:
@@ -80,6 +84,34 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
             raise ConfigError(f"bn_retrain=true does not apply to model={_model_name(cfg)}, a real-valued model")
     elif cfg.pretrain.name != "none":
         _positive_int("pretrain.epochs", cfg.pretrain.epochs)
+
+
+# what pytorch_lightning.Trainer takes besides its AcceleratorRegistry's names (AcceleratorConnector)
+ACCELERATOR_ALIASES = ("auto", "gpu")
+
+
+def accelerators() -> list[str]:
+    """Every ``trainer.accelerator`` name Lightning takes: ``auto``, ``gpu`` and its AcceleratorRegistry's."""
+    return [*ACCELERATOR_ALIASES, *sorted(AcceleratorRegistry.available_accelerators())]
+
+
+def available_accelerators() -> list[str]:
+    """The registered accelerators this machine has (each accelerator's own ``is_available()``)."""
+    def available(name: str) -> bool:
+        try:
+            return bool(AcceleratorRegistry[name]["accelerator"].is_available())
+        except Exception:  # noqa: BLE001 (an accelerator whose package is missing is not available)
+            return False
+
+    return [n for n in sorted(AcceleratorRegistry.available_accelerators()) if available(n)]
+
+
+def check_accelerator_name(value) -> None:
+    """``trainer.accelerator`` must be a name Lightning knows (:func:`accelerators`); an Accelerator object (a
+    ``_target_``) or an interpolation is left to Lightning. Whether this machine has it: :func:`check_training`."""
+    if isinstance(value, str) and "${" not in value and value not in accelerators():
+        raise ConfigError(f"trainer.accelerator={value!r} is unknown; valid accelerators (Lightning's "
+                          f"AcceleratorRegistry): {', '.join(accelerators())}")
 
 
 def _number(v) -> bool:
@@ -145,13 +177,15 @@ def check_training(cfg: DictConfig) -> None:
     try:
         instantiate(cfg.trainer, max_epochs=1, logger=False)
     except Exception as e:
-        accelerator = cfg.trainer.get("accelerator")
-        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-            raise ConfigError(
-                f"trainer.accelerator={accelerator!r} needs a GPU, but torch sees none ({cause_line(e)}; "
-                f"torch.cuda.is_available() is False, torch {torch.__version__} built for CUDA {torch.version.cuda}"
-                f", CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
-                "use trainer=cpu") from e
+        accelerator, here = cfg.trainer.get("accelerator"), available_accelerators()
+        if accelerator in ("gpu", *AcceleratorRegistry.available_accelerators()) and accelerator not in here and \
+                not (accelerator == "gpu" and {"cuda", "mps"} & set(here)):
+            gpu = (f"; torch.cuda.is_available() is False, torch {torch.__version__} built for CUDA "
+                   f"{torch.version.cuda}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}"
+                   if accelerator in ("gpu", "cuda") else "")
+            raise ConfigError(f"trainer.accelerator={accelerator!r} is not available on this machine "
+                              f"({cause_line(e)}{gpu}); available here: {', '.join(here) or 'none'}; "
+                              "use trainer=cpu") from e
         raise ConfigError(f"trainer={_choice_name(cfg, 'trainer')} is refused by pytorch_lightning.Trainer: "
                           f"{cause_line(e)}") from e
 

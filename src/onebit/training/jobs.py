@@ -160,11 +160,15 @@ def _pointer(job_dir: Path, key: str, action: str, record: str | None = None, er
 
 
 def prepare(cfg: DictConfig, explicit: frozenset[str]):
-    """Everything that can refuse a config, before any record exists: values, the recipe, the data, every model
-    of the recipe. Returns (stages, data, efficiency) or raises ConfigError (one line, the real cause kept).
+    """Everything that can refuse a config, before any record exists: values (then torch's threads are set from
+    ``threads``), the recipe, the data, every model of the recipe. Returns (stages, data, efficiency) or raises
+    ConfigError (one line, the real cause kept).
     ``efficiency``: per model kind of the recipe, its declared precision (``onebit.nn.summary.precision``) and
     efficiency summary at the data's input size."""
     check(cfg, explicit)
+    if cfg.get("threads"):  # checked above: a positive integer, or null for torch's default
+        torch.set_num_threads(int(cfg.threads))
+    log.info("torch threads: %d", torch.get_num_threads())   # threads=null: torch's (joblib: cores // n_jobs)
     check_training(cfg)  # optimizer, schedule and Trainer built once: e.g. trainer=gpu without a GPU
     try:
         stages = stages_for(cfg)
@@ -182,9 +186,6 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
     in a DDP helper rank. Raises ConfigError for a refused config (nothing recorded) and re-raises a training
     failure after recording it."""
     job_dir = Path(job_dir)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    log.info("torch threads: %d", torch.get_num_threads())   # threads=null: torch's (joblib: cores // n_jobs)
     key = job_key(cfg)
     rank_zero = global_rank() == 0
     try:
