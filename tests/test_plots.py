@@ -547,3 +547,116 @@ def test_cli_conclusions_one_file_per_conclusion_or_exit_1(pairs_root, tmp_path)
     r = run_cli(cli.main, ["conclusions", "--root", str(lone), "--out", str(tmp_path / "none")])
     assert r.returncode == 1 and "no paired Bi-Real Table 1 runs" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "none").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures split and name their runs as the tables do (issue 22)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mixed_root(tmp_path):
+    """An ordinary output folder: sign approx / ste at epochs=2 and epochs=8 (2 seeds each), and approx runs at
+    epochs=2 with ``trainer.gradient_clip_val=1.0`` (absent from every other run)."""
+    for epochs in (2, 8):
+        for sign, top in (("approx", 0.8), ("ste", 0.7)):
+            for s in (0, 1):
+                val = tuple(0.5 + 0.3 * e / epochs for e in range(epochs))
+                write_record(tmp_path, f"{sign}{s}-e{epochs}", sign=sign, seed=s, val=val,
+                             loss=tuple(1 - v for v in val), test=top + (0.05 if epochs == 8 else 0.0) + 0.01 * s)
+    for s in (0, 1):
+        write_record(tmp_path, f"clip{s}", sign="approx", seed=s, val=(0.5, 0.6), loss=(1.0, 0.9), test=0.9,
+                     trainer={"gradient_clip_val": 1.0})
+    return tmp_path
+
+
+def _unreadable(text: str) -> bool:
+    return any(bad in text for bad in ("<absent>", "{", "[", "nan"))
+
+
+def test_figure_parts_never_mix_epochs_and_name_the_keys_they_fix(mixed_root):
+    from onebit.results.figures import figure_parts
+
+    (sel,) = select(load_records(mixed_root)[0])
+    parts = figure_parts(sel, sel.records, ["structure", "sign"])
+    assert [p.name for p in parts] == ["-epochs=2-trainer.gradient_clip_val=unset",
+                                       "-epochs=2-trainer.gradient_clip_val=1.0",
+                                       "-epochs=8-trainer.gradient_clip_val=unset"]
+    assert [p.label for p in parts] == [f"study s [epochs={e}, trainer.gradient_clip_val={c}]"
+                                        for e, c in ((2, "unset"), (2, "1.0"), (8, "unset"))]
+    assert [len(p.records) for p in parts] == [4, 2, 4]
+    for p in parts:
+        assert len({r.options["epochs"] for r in p.records}) == 1  # one epochs value per figure
+        assert "one figure per combination" in p.notes[-1] and "epochs" in p.notes[-1]
+        df = ablation_data(p.records)
+        assert not any(_unreadable(t) for t in df["label"])
+        assert not any(_unreadable(c.label) for c in curve_data(p.records))
+        fig = draw.ablation_figure(p.records, scope=p.label, notes=p.notes)
+        title = fig._suptitle.get_text()
+        assert p.label in title and "cells as in tables.py" in title and "<absent>" not in title
+        assert len(fig.axes[0].containers[0]) == len(group_cells(p.records))  # one bar per cell of this part
+        plt.close(fig)
+        fig = draw.curves_figure(p.records, scope=p.label, notes=p.notes)
+        assert p.label in fig._suptitle.get_text() and "cells as in tables.py" in fig._suptitle.get_text()
+        (legend,) = fig.legends
+        assert not any(_unreadable(t.get_text()) for t in legend.get_texts())
+        plt.close(fig)
+    two, eight = parts[0], parts[2]
+    assert ablation_data(two.records)["cell"].map(lambda c: c.mean).tolist() == pytest.approx([80.5, 70.5])
+    assert ablation_data(eight.records)["cell"].map(lambda c: c.mean).tolist() == pytest.approx([85.5, 75.5])
+
+
+def test_cli_writes_one_figure_per_split_and_never_one_with_both_epochs(mixed_root, tmp_path):
+    out = tmp_path / "o"
+    for cmd in ("curves", "ablation"):
+        r = run_cli(cli.main, [cmd, "--root", str(mixed_root), "--out", str(out)])
+        assert r.returncode == 0, r.stderr
+    stems = ["epochs=2-trainer.gradient_clip_val=unset", "epochs=2-trainer.gradient_clip_val=1.0",
+             "epochs=8-trainer.gradient_clip_val=unset"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"ablation-final-test_top1-by-structure-{s}.png" for s in stems] + [f"curves-binary-{s}.png" for s in stems])
+    assert all(p.read_bytes()[:8] == PNG for p in out.iterdir())
+
+
+def test_labels_use_readable_options_never_absent_or_json(tmp_path):
+    """Cells told apart only by ``recipe.steps`` (a list, absent in one-step runs): named by the option that set it."""
+    from onebit.results.figures import figure_items, figure_label_keys, figure_parts
+
+    for s in (0, 1):
+        write_record(tmp_path, f"one{s}", seed=s, test=0.8)
+        rec = write_record(tmp_path, f"two{s}", seed=s, test=0.85, recipe__name="two_step",
+                           recipe__steps=[{"stage": "binary", "weight": "real"}, {"stage": "binary"}])
+        rec.options["recipe"] = "two_step"
+        rec.save()
+    (sel,) = select(load_records(tmp_path)[0])
+    items = [figure_items(rs) for rs in group_cells(sel.records).values()]
+    assert figure_label_keys(items) == ["recipe"]  # not recipe.steps, not recipe.name=<absent>
+    assert [c.label for c in curve_data(sel.records)] == ["recipe=one_step", "recipe=two_step"]
+    assert ablation_data(sel.records)["label"].tolist() == ["recipe=one_step", "recipe=two_step"]
+    parts = figure_parts(sel, sel.records, ["structure", "sign"])  # one position, two cells: two figures
+    assert [(p.fixed, p.name, p.label) for p in parts] == [
+        ({"recipe": r}, f"-recipe={r}", f"study s [recipe={r}]") for r in ("one_step", "two_step")]
+
+
+def test_conclusion_figure_leaves_out_parts_without_pairs_and_says_so(tmp_path):
+    """Bi-Real Table 1 runs split by scheduler.milestones; the [3, 4] part has ApproxSign runs only: no pairs, so
+    no ``nan ± nan`` row; the subtitle names it."""
+    from onebit.results.figures import conclusion_data
+
+    for s in range(2):
+        for name, sign, top, milestones in (("a", "approx", 0.8 + 0.01 * s, [2, 3]), ("s", "ste", 0.7, [2, 3]),
+                                            ("b", "approx", 0.9, [3, 4])):
+            write_record(tmp_path, f"{name}{s}", seed=s, sign=sign, test=top, scheduler__milestones=milestones,
+                         study="bireal_table1")
+    (sel,) = select(load_records(tmp_path)[0])
+    parts = conclusion_data(sel)["ApproxSign > STE"]
+    assert [bool(p.diffs) for p in parts] == [True, False]
+    fig = draw.conclusion_figure("ApproxSign > STE", parts)
+    ax = fig.axes[0]
+    assert len(ax.get_yticks()) == 1
+    texts = [t.get_text() for a in (ax, *ax.child_axes) for t in a.get_yticklabels()]
+    assert len(texts) == 2 and not any("nan" in t for t in texts)  # one row: its label and its numbers
+    assert "scheduler.milestones=[2, 3]" in texts[0] and "ours 10.5" in texts[1]
+    title = fig._suptitle.get_text()
+    assert f"no pairs (no row): {parts[1].label}" in title and "as in tables.py" in title
+    plt.close(fig)

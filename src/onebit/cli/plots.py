@@ -13,10 +13,13 @@ Without a subcommand it draws ``all``. The runs are read from ``--root`` (defaul
 ``outputs``, as every entry point) and the figures written to ``--out`` (default: ``<root>/figures``, beside the
 runs, never into the source tree).
 
-``onebit.figures`` draws; the runs, cells and numbers come from ``onebit.results`` (the same loader, cells and
-selection as the tables): one figure per study (``--all-studies`` mixes them, and the title says so), smoke runs
-left out unless ``--include-smoke``, one run per cell and seed (the latest finished), a damaged record named on
-stderr and skipped. Failed and running runs never enter a mean or a curve, but every figure counts them.
+``onebit.figures`` draws; the runs, cells and numbers come from ``onebit.results`` (the same loader, cells, splits and
+selection as the tables; every title says "cells as in tables.py"): one figure per study (``--all-studies`` mixes
+them, and the title says so), smoke runs left out unless ``--include-smoke``, one run per cell and seed (the latest
+finished), a damaged record named on stderr and skipped. Curves and bars are split as the tables split: runs at one
+``--by`` x ``--color`` position that differ in any other key (``epochs=2`` and ``epochs=8``) get separate figures
+(``...-epochs=2.png``), titled with the keys they fix; labels show options and readable values, never ``<absent>`` or
+a list. Failed and running runs never enter a mean or a curve, but every figure counts them.
 
 What a figure pasted into a paper needs: the ablation bars show the tables' cells (each run's final stage by
 default; mean ± std over seeds from ``onebit.results.cells``, n below each bar) on a value axis around the data, not
@@ -44,7 +47,16 @@ from onebit.core.registry import BINARY, DEFAULT_METRIC
 from onebit.figures.common import PROG, slug
 from onebit.figures.draw import conclusion_slug, plot_ablation, plot_conclusion, plot_curves
 from onebit.results.bireal import CONCLUSIONS
-from onebit.results.figures import BANDS, FINAL, UsageError, check_metric, conclusion_data, where
+from onebit.results.figures import (
+    BANDS,
+    FINAL,
+    UsageError,
+    check_metric,
+    check_option,
+    conclusion_data,
+    figure_parts,
+    where,
+)
 from onebit.results.load import NoRunsError, load_records
 from onebit.results.select import Selection, select
 
@@ -91,21 +103,30 @@ def _prefix(args, sel: Selection, several: bool) -> str:
     return f"{slug(sel.study)}-" if args.study or several else ""
 
 
+def parts(args, sel: Selection):
+    """The figures of one selection: its runs split as the tables split theirs, by what differs at one position of
+    the compared options ``--by`` and ``--color`` (``onebit.results.figures.figure_parts``): runs with epochs=2 and
+    epochs=8 never share a figure; each part's file name ends in ``-key=value`` and its title names the keys."""
+    check_option(sel.records, args.by, "--by")
+    check_option(sel.records, args.color, "--color")
+    return figure_parts(sel, sel.records, [args.by, args.color])
+
+
 def cmd_curves(args, sels=None) -> list[Path]:
     sels = sels if sels is not None else selections(args)
     stage = args.stage or BINARY
-    return [plot_curves(sel.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}curves-"
-                        f"{slug(stage)}.png", stage, band=args.band, scope=sel.label, notes=sel.notes)
-            for sel in sels]
+    return [plot_curves(part.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}curves-"
+                        f"{slug(stage)}{part.name}.png", stage, band=args.band, scope=part.label, notes=part.notes)
+            for sel in sels for part in parts(args, sel)]
 
 
 def cmd_ablation(args, sels=None) -> list[Path]:
     sels = sels if sels is not None else selections(args)
     stage = args.stage or FINAL
-    name = f"ablation-{slug(stage)}-{slug(args.metric.replace('/', '_'))}-by-{slug(args.by)}.png"
-    return [plot_ablation(sel.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}{name}", stage,
-                          metric=args.metric, by=args.by, color=args.color, scope=sel.label, notes=sel.notes)
-            for sel in sels]
+    name = f"ablation-{slug(stage)}-{slug(args.metric.replace('/', '_'))}-by-{slug(args.by)}"
+    return [plot_ablation(part.records, Path(args.out) / f"{_prefix(args, sel, len(sels) > 1)}{name}{part.name}.png",
+                          stage, metric=args.metric, by=args.by, color=args.color, scope=part.label, notes=part.notes)
+            for sel in sels for part in parts(args, sel)]
 
 
 def cmd_conclusions(args, sels=None, required: bool = True) -> list[Path]:
@@ -181,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     met = Parser(add_help=False)
     met.add_argument("--metric", default=DEFAULT_METRIC, help="metric of the bars and of the paired differences")
     abl = Parser(add_help=False)
-    abl.add_argument("--by", default="structure", help="option whose values group the bars")
+    abl.add_argument("--by", default="structure",
+                     help="option whose values group the bars (runs at one --by x --color position that differ in any "
+                          "other key go into separate figures, -key=value in the file name, as the tables split)")
     abl.add_argument("--color", default="sign", help="option whose values colour the bars")
     act = Parser(add_help=False)
     act.add_argument("--block", default="layer2.-1", help="layerN.i: the block whose Sign input is shown")
@@ -196,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="plots.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser,
                                 metavar="{" + ",".join(COMMANDS) + "}", help=f"default: {DEFAULT_COMMAND}")
-    sub.add_parser("curves", parents=[common, rec, stg, curves], help="training curves per cell (mean over seeds)")
+    sub.add_parser("curves", parents=[common, rec, stg, curves, abl],
+                   help="training curves per cell (mean over seeds; split as the ablation, by --by and --color)")
     sub.add_parser("ablation", parents=[common, rec, stg, met, abl], help="final metric per cell, bars with std and n")
     sub.add_parser("signs", parents=[common, sg], help="Bi-Real Fig. 3: sign approximations and derivatives")
     sub.add_parser("activations", parents=[common, rec, stg, act], help="Sign inputs with vs. without shortcuts")

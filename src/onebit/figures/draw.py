@@ -25,14 +25,17 @@ from matplotlib.ticker import MaxNLocator
 from onebit.core.registry import BINARY, DEFAULT_METRIC, METRICS
 from onebit.figures.common import PROG, axis_label, option_text, palette, plt, save_figure, slug, subtitle, value_limits
 from onebit.records.record import RunRecord
-from onebit.results.cells import group_cells, label_items, label_keys
+from onebit.results.cells import group_cells
 from onebit.results.figures import (
+    AS_TABLES,
     CURVE_METRICS,
     FINAL,
     CellCurves,
     ablation_data,
     check_stage,
     curve_data,
+    figure_items,
+    figure_label_keys,
     format_counts,
     stage_records,
 )
@@ -51,7 +54,7 @@ def choose_facet(cells: Sequence[dict], max_lines: int = MAX_LINES_PER_PANEL) ->
     if len(cells) <= max_lines:
         return None
     best, best_lines = None, len(cells)
-    for k in label_keys(cells) or []:
+    for k in figure_label_keys(cells) or []:
         values = Counter(option_text(c.get(k)) for c in cells)
         if len(values) < 2:
             continue
@@ -85,7 +88,7 @@ def curves_figure(records: Sequence[RunRecord], stage: str = BINARY, metrics: Se
     legend sits outside the axes. ``scope`` (the study) and ``notes`` (what was left out) go into the title."""
     check_stage(records, stage)
     recs = stage_records(records, stage)
-    items = [label_items(rs) for rs in group_cells(recs).values()]
+    items = [figure_items(rs) for rs in group_cells(recs).values()]
     facet = choose_facet(items) if facet == "auto" else facet
     data = curve_data(recs, stage, metrics, band, exclude_label=[facet] if facet else [])
     facet_values = sorted({option_text(c.items.get(facet)) for c in data}) if facet else [None]
@@ -151,7 +154,7 @@ def curves_figure(records: Sequence[RunRecord], stage: str = BINARY, metrics: Se
     for c in data:
         total.update(c.counts)
     title = (f"Training curves, stage {stage!r}{f', {scope}' if scope else ''}: {len(data)} cells, "
-             f"{format_counts(total)} (only finished runs averaged)")
+             f"{format_counts(total)} (only finished runs averaged; {AS_TABLES})")
     fig.suptitle(title + subtitle(recs, notes), fontsize=10)
     fig.tight_layout()
     return fig
@@ -254,7 +257,8 @@ def ablation_figure(records: Sequence[RunRecord], stage: str = FINAL, metric: st
     fig.suptitle(f"{metric} of {where_from} per cell{f', {scope}' if scope else ''}: {len(df)} cells, "
                  f"{format_counts(Counter(r.status for r in recs))}"
                  f"{f' ({missing} finished without {metric})' if missing else ''}; below each bar: mean ± std "
-                 f"(n = finished seeds), failed/running counted, not averaged" + subtitle(recs, notes), fontsize=9)
+                 f"(n = finished seeds), failed/running counted, not averaged; {AS_TABLES}" + subtitle(recs, notes),
+                 fontsize=9)
     fig.tight_layout()
     fit_tick_labels(fig, ax)
     return fig
@@ -286,8 +290,9 @@ def conclusion_figure(name: str, parts, metric: str = DEFAULT_METRIC, scope: str
     conclusions table's own rounded numbers (interval, P(better > worse), Holm-adjusted p, verdict)
     (``bireal.conclusions`` via ``figures.conclusion_data``); a zero line and the paper's difference over the same
     Table 1 positions (ImageNet top-1, a red diamond). The numbers are repeated beside each row, the legend sits
-    below the axes."""
-    rows = list(parts)
+    below the axes. A part without pairs gets no row (no ``nan ± nan``): the subtitle names it."""
+    rows = [p for p in parts if len(p.diffs)]
+    unpaired = [p.label for p in parts if not len(p.diffs)]
     fig, ax = plt.subplots(figsize=(9.0, 2.2 + 1.0 * len(rows)), layout="constrained")
     xs = [0.0]
     for i, part in enumerate(rows):
@@ -335,6 +340,8 @@ def conclusion_figure(name: str, parts, metric: str = DEFAULT_METRIC, scope: str
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Bi-Real Table 1's conclusion \"{name}\"{f', {scope}' if scope else ''}: paired differences "
-                 f"(points; runs identical except that option, same seed)" + "".join(f"\n{n}" for n in notes),
+                 f"(points; runs identical except that option, same seed); pairs and parts as in tables.py table1"
+                 + (f"\nno pairs (no row): {'; '.join(unpaired)}" if unpaired else "")
+                 + "".join(f"\n{n}" for n in notes),
                  fontsize=9)
     return fig
