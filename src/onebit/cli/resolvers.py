@@ -8,13 +8,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from onebit.cli import usage
-from onebit.core.paths import ROOT, output_root
+from onebit.core.paths import ROOT, absolute, output_root
 from onebit.core.registry import GROUPS
 
 
 def register_resolvers() -> None:
     """``${onebit_uid:}``: a random 6-hex suffix, resolved once per config, for collision-free output dirs;
-    ``${onebit_root:}``: the repository; ``${onebit_help:part}``: the generated parts of ``--help``
+    ``${onebit_outputs:}``: the default output root, absolute (``onebit.core.paths``); ``${onebit_root:}``: the
+    repository; ``${onebit_help:part}``: the generated parts of ``--help``
     (conf/hydra/help/onebit.yaml, ``onebit.cli.usage``); ``${onebit_axis:table,option}``: one axis of a
     registered paper table as a sweep value, ``${onebit_design:table,base|factors,key}``: a value of its one-factor
     design (``onebit.results.registry``); ``${onebit_choices:}``: the option chosen in each of onebit's groups
@@ -22,8 +23,9 @@ def register_resolvers() -> None:
     its option names from its config, not from Hydra's global state."""
     if not OmegaConf.has_resolver("onebit_uid"):
         OmegaConf.register_new_resolver("onebit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
-    if not OmegaConf.has_resolver("onebit_outputs"):  # the default output root, read as every entry point reads it
-        OmegaConf.register_new_resolver("onebit_outputs", output_root)
+    if not OmegaConf.has_resolver("onebit_outputs"):  # the default output root, read as every entry point reads it,
+        # absolute: under the directory the command was started in, also inside a job Hydra moved (hydra.job.chdir)
+        OmegaConf.register_new_resolver("onebit_outputs", lambda: absolute(output_root()))
     if not OmegaConf.has_resolver("onebit_root"):
         OmegaConf.register_new_resolver("onebit_root", lambda: str(ROOT))
     if not OmegaConf.has_resolver("onebit_axis"):  # a sweep's grid from the paper table's registered axes

@@ -24,17 +24,32 @@ from onebit.cli import preflight as P
 from onebit.cli.resolvers import register_resolvers
 from onebit.core.dist import global_rank
 from onebit.core.errors import ConfigError, error_line
-from onebit.core.paths import CONF_DIR
+from onebit.core.paths import CONF_DIR, absolute, launched_from
+
+PATH_KEYS = ("output_root", "cache_dir")  # written by a job: made absolute (not in a job's identity)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _task(cfg: DictConfig):
     # after Hydra set up logging: Lightning then logs through its handlers
     from onebit.tracking import progress
-    from onebit.training import jobs
 
     progress.quiet()
     hc = HydraConfig.get()
+    # relative paths (output_root, cache_dir, data.root) are the launch directory's, also where hydra.job.chdir=true
+    # moved the job into its own directory: the job index, resume and the pretrain cache stay where they were
+    with launched_from(hc.runtime.cwd):
+        for key in PATH_KEYS:
+            if isinstance(cfg.get(key), str):
+                cfg[key] = absolute(cfg[key])
+        return _job(cfg, hc)
+
+
+def _job(cfg: DictConfig, hc):
+    """The job of :func:`_task`, its paths absolute: run it and print its summary."""
+    from onebit.tracking import progress
+    from onebit.training import jobs
+
     if cfg.get("print_config") and global_rank() == 0:
         text = progress.config_yaml(cfg, dict(hc.runtime.choices))
         print(text, flush=True)

@@ -1,10 +1,12 @@
 """Where things are: the repository's config groups (``conf/``), the sweeps (``sweeps/``), the output root
 (``output_root``, default ``outputs``, or ``ONEBIT_OUTPUTS``) and the pretrain cache (``cache_dir``, default
 ``<output_root>/cache``, or ``ONEBIT_CACHE``), read the same way by every entry point; :func:`check_writable`: a
-directory onebit will write into, checked before any job."""
+directory onebit will write into, checked before any job. A relative path means one under the directory the command
+was started in (:func:`launch_dir`, :func:`absolute`), also where ``hydra.job.chdir=true`` moved the job elsewhere."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +21,31 @@ CACHE_ENV = "ONEBIT_CACHE"
 # a setting onebit writes into -> (its environment variable, its config key): what a refusal tells to change
 WRITABLE = {"output_root": (OUTPUTS_ENV, "output_root"), OUTPUTS_ENV: (OUTPUTS_ENV, "output_root"),
             "cache_dir": (CACHE_ENV, "cache_dir"), CACHE_ENV: (CACHE_ENV, "cache_dir")}
+
+
+_LAUNCH_DIRS: list[str] = []  # the directory the command was started in, while launched_from() holds it
+
+
+@contextlib.contextmanager
+def launched_from(directory: str | Path):
+    """While held, :func:`launch_dir` is ``directory``: a job that Hydra moved (``hydra.job.chdir=true``) reads and
+    writes relative paths where the command was started (``hydra.runtime.cwd``), not in its job directory."""
+    _LAUNCH_DIRS.append(os.path.abspath(directory))
+    try:
+        yield
+    finally:
+        _LAUNCH_DIRS.pop()
+
+
+def launch_dir() -> str:
+    """The directory relative paths are read against: :func:`launched_from`'s, else the working directory."""
+    return _LAUNCH_DIRS[-1] if _LAUNCH_DIRS else os.getcwd()
+
+
+def absolute(path: str | Path) -> str:
+    """``path`` (``~`` expanded) made absolute against :func:`launch_dir`."""
+    path = os.path.expanduser(str(path))
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(launch_dir(), path))
 
 
 def output_root() -> str:

@@ -15,6 +15,7 @@ from torchvision import transforms as T
 from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 
+from onebit.core.paths import absolute
 from onebit.data.common import _check_choice, _check_common, _check_int, _LoaderMixin, _one_line
 
 # per-channel pixel mean / std of each training set (std of the pixels, not the often-copied 0.2023 variant)
@@ -73,7 +74,7 @@ class CIFARData(_LoaderMixin, pl.LightningDataModule):
         _check_common(batch_size, num_workers, seed, stem)
         _check_int("data.val_size", val_size, 0)
         _check_int("data.split_seed", split_seed, 0)
-        self.variant, self.root, self.download, self.verify = variant, Path(root).expanduser(), download, verify
+        self.variant, self.root, self.download, self.verify = variant, Path(absolute(root)), download, verify
         self.val_size, self.split_seed = val_size, split_seed
         self.batch_size, self.num_workers, self.seed, self.stem = batch_size, num_workers, seed, stem
         self.name, self.in_channels, self.input_size = variant, 3, (3, 32, 32)

@@ -14,6 +14,7 @@ from torch import Tensor
 from torchvision import datasets
 from torchvision import transforms as T
 
+from onebit.core.paths import absolute
 from onebit.data.common import _check_choice, _check_common, _check_int, _LoaderMixin, _one_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -200,7 +201,7 @@ class _ImageFolderData(_LoaderMixin, pl.LightningDataModule):
         _check_choice("data.in_channels", in_channels, (1, 3))
         if num_classes is not None:
             _check_int("data.num_classes", num_classes)
-        self.root, self.image_size, self.resize = Path(root).expanduser(), image_size, resize
+        self.root, self.image_size, self.resize = Path(absolute(root)), image_size, resize
         self.batch_size, self.num_workers, self.seed, self.stem = batch_size, num_workers, seed, stem
         self.name, self.in_channels = name, in_channels
         self.input_size = (in_channels, image_size, image_size)

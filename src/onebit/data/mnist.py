@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets
 
+from onebit.core.paths import absolute
 from onebit.data.common import (
     TensorBatches,
     _check_choice,
@@ -140,7 +141,7 @@ class MNISTData(_InMemoryLoaders, pl.LightningDataModule):
         if not isinstance(download, bool):
             raise ValueError(f"data.download={download!r} is invalid: choose one of true, false")  # noqa: TRY004
         self.variant, self.download = variant, download
-        self.root = None if root is None else Path(root).expanduser()
+        self.root = None if root is None else Path(absolute(root))
         if system_dirs is None:
             self.system_dirs = [(Path(d), why) for d, why in MNIST_SYSTEM_DIRS.get(variant, ())]
         else:
@@ -161,7 +162,7 @@ class MNISTData(_InMemoryLoaders, pl.LightningDataModule):
         return MNIST_VARIANTS[self.variant]
 
     def _default_dir(self) -> Path:
-        return Path(os.environ.get("ONEBIT_DATA", "data")).expanduser() / self.variant
+        return Path(absolute(os.environ.get("ONEBIT_DATA", "data"))) / self.variant
 
     def _candidates(self) -> list[tuple[Path, str]]:
         """(folder, what put it there) in search order, each followed by its torchvision raw/ folder."""
