@@ -331,3 +331,27 @@ def test_fashion_mnist_example_reproduces_the_committed_tables(tmp_path):
         assert (tmp_path / name).read_text().splitlines()[0] == (example / name).read_text().splitlines()[0]
     sgd = _markdown_frame(example / "bireal_table1-bireal_conclusions-protocol=paper_sgd_conclusions.md")
     assert list(sgd["pairs"]) == ["3"] * 4
+
+
+def test_adaptive_fashion_mnist_example_states_its_sequential_design(tmp_path):
+    """analysis/example/adaptive/: the same Fashion-MNIST star under paper_sgd with ``hydra.sweeper.seeds=auto``
+    (looks at 3, 4, 5, 6 seeds): every record carries the design outside its identity, the cells received different
+    numbers of seeds (only the open comparisons were extended), and the committed tables are what tables.py makes of
+    the records, with the sequential rule's verdicts and the design stated under the conclusions."""
+    example = ROOT / "analysis" / "example" / "adaptive"
+    records, problems = load_records(example / "records")
+    assert problems == [] and all(r.status == "finished" and not r.smoke for r in records)
+    designs = {json.dumps(r.config["sequential"], sort_keys=True) for r in records}
+    assert len(designs) == 1 and json.loads(designs.pop())["looks"] == [3, 4, 5, 6]
+    seeds = {}
+    for rec in records:
+        seeds.setdefault(cell_key(rec.config), set()).add(rec.config["seed"])
+    assert len(seeds) == 5 and max(map(len, seeds.values())) > min(map(len, seeds.values())) >= 3
+    r = run_cli(tables, ["table1", "--root", example / "records", "--format", "markdown", "--out", tmp_path])
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in example.glob("bireal_table1*.md"))
+    assert names == sorted(p.name for p in tmp_path.glob("*.md")) and len(names) == 2
+    for name in names:
+        assert (tmp_path / name).read_text() == (example / name).read_text()
+    conclusions = (example / names[1]).read_text()
+    assert "seeds chosen by the data: looks at 3, 4, 5, 6 seeds" in conclusions

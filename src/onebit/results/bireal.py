@@ -192,7 +192,8 @@ def one_factor_base(records: Sequence[RunRecord]) -> tuple | None:
     """The base position when the binary runs form a one-factor-at-a-time design (``sweeps=bireal_conclusions``):
     their Table 1 positions are a star (every other position differs from the base in exactly one of init,
     weight update, activation backward and structure, same depth; along at least two of them) and every position
-    has runs of the same seeds (a design crossed with its seeds). None otherwise: a grid, a line, a single cell,
+    has runs of the same seeds (a design crossed with its seeds; for a ``seeds=auto`` sweep, every position has the
+    first look's seeds and the open comparisons more). None otherwise: a grid, a line, a single cell,
     a few runs that happen to form a star, a design whose sweep has not finished."""
     seeds: dict[tuple, set] = {}
     for rec in records:
@@ -204,7 +205,14 @@ def one_factor_base(records: Sequence[RunRecord]) -> tuple | None:
         return [i for i in range(len(a)) if a[i] != b[i]]
 
     bases = [c for c in found if all(len(d := changed(c, p)) == 1 and d[0] < 4 for p in found if p != c)]
-    if len(bases) != 1 or len({frozenset(s) for s in seeds.values()}) != 1:
+    design = paired.design_of([r for r in records if position(r) is not None])
+    if design is not None:   # seeds chosen by the data: every cell has the first look's seeds, then more or not
+        first = {json.dumps(seed(r), default=str) for r in records if position(r) is not None
+                 and isinstance(r.config.get("seed"), int) and r.config["seed"] < design.initial_seeds}
+        same_seeds = all(first <= s for s in seeds.values()) and len(first) == design.initial_seeds
+    else:
+        same_seeds = len({frozenset(s) for s in seeds.values()}) == 1
+    if len(bases) != 1 or not same_seeds:
         return None
     base = bases[0]
     return base if len({changed(base, p)[0] for p in found if p != base}) >= 2 else None
