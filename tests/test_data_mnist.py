@@ -242,7 +242,8 @@ def test_system_dir_then_default_folder(tmp_path, monkeypatch, caplog):
     assert f"images from {debian} (system folder)" in caplog.text
     dm = MNISTData(val_size=10, system_dirs=[str(tmp_path / "empty")])
     dm.setup()
-    assert dm.source == (Path("data") / "fashion_mnist", "default folder")
+    # the default folder is the launch directory's (absolute: a job that changed directory reads the same one)
+    assert dm.source == (tmp_path / "data" / "fashion_mnist", "default folder")
     monkeypatch.setenv("ONEBIT_DATA", str(tmp_path / "usr"))
     write_mnist(tmp_path / "usr" / "mnist")
     dm = MNISTData(variant="mnist", val_size=10)
@@ -266,8 +267,8 @@ def test_missing_data_message(tmp_path, monkeypatch):
     assert "\n" not in line
     assert line.startswith("fashion_mnist: no IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],"
                            " t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) found in "
-                           f"{debian}, {debian / 'FashionMNIST' / 'raw'}, data/fashion_mnist, "
-                           "data/fashion_mnist/FashionMNIST/raw; ")
+                           f"{debian}, {debian / 'FashionMNIST' / 'raw'}, {tmp_path / 'data' / 'fashion_mnist'}, "
+                           f"{tmp_path / 'data' / 'fashion_mnist' / 'FashionMNIST' / 'raw'}; ")
     assert line.endswith("set data.download=true (needs network), or apt-get install dataset-fashion-mnist, "
                          "or point data.root at a folder holding the four IDX files")
     # a folder with some files: says which are missing; no apt-get for mnist
