@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import CONF, FAST, compose_cfg, run_cli, run_train
 from pytorch_lightning.accelerators import AcceleratorRegistry
+from test_bad_input import _nothing_recorded
+from test_bad_input import _one_error_line as _line
 
 from onebit.cli import eval as eval_cli
 from onebit.cli import export as export_cli
@@ -17,17 +19,6 @@ from onebit.cli import preflight as P
 from onebit.core.errors import ConfigError
 from onebit.core.registry import METRICS
 from onebit.records.recipe import epochs_key
-
-
-def _line(r, code: int = 2) -> str:
-    assert r.returncode == code, r.stderr[-3000:]
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("wandb:")]
-    assert len(lines) == 1, r.stderr[-3000:]
-    return lines[0]
-
-
-def _nothing_recorded(root: Path) -> None:
-    assert not list(root.rglob("record.json")) and not list(root.rglob("*.ckpt")) and not (root / "index").exists()
 
 
 def _available(name: str) -> bool:
