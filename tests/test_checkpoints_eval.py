@@ -157,13 +157,17 @@ def test_eval_last_on_test_equals_the_record(run, tmp_path):
 
 
 def test_eval_best_on_val_from_a_hydra_job_folder(run, tmp_path):
-    """RUN may name the Hydra job folder of a later command that reused the run (job.json points to it). The older
-    ``key=value`` spelling (``run=DIR weights=best split=val out=FILE``) still works."""
+    """RUN may name a Hydra job folder whose job.json points to the run: what older onebit left for a later
+    command that reused the run (now that command leaves no folder). The older ``key=value`` spelling
+    (``run=DIR weights=best split=val out=FILE``) still works."""
     run = copy_run(run, tmp_path / "outputs")  # the shared run stays as it is
     again = run_train([*ARGS, f"output_root={tmp_path / 'outputs'}"])
     assert again.returncode == 0 and "skipped" in again.stdout, again.stderr[-2000:]
-    (job_dir,) = [p.parent for p in (tmp_path / "outputs").rglob("job.json")
-                  if not (p.parent / "record.json").exists()]
+    assert [p.parent for p in (tmp_path / "outputs").rglob("job.json")] == [Path(run.run_dir)]
+    job_dir = tmp_path / "outputs" / "runs" / "older-skipped-job"
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.json").write_text(json.dumps({"job_key": run.job_key, "action": "skipped",
+                                                  "record": run.run_dir, "error": None}))
     out = tmp_path / "eval.json"
     ok(run_eval(f"run={job_dir}", "weights=best", "split=val", f"out={out}"))
     result = json.loads(out.read_text())

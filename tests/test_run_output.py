@@ -54,9 +54,12 @@ def job_log(record: RunRecord) -> str:
 
 
 def resumed_job_log(root: Path) -> str:
-    """Hydra's log of the job that resumed a record: its own job directory, whose job.json says ``resumed``."""
-    (job_dir,) = [p.parent for p in root.rglob("job.json") if json.loads(p.read_text())["action"] == "resumed"]
-    return (job_dir / "train.log").read_text()
+    """The lines of the attempt that resumed the record: the run's own log from that attempt's offset on (the
+    resumed command's Hydra directory held no run and is gone)."""
+    (rec,) = records(root)
+    assert [a["action"] for a in rec.attempt_log] == ["started", "resumed"]
+    assert not [p for p in root.rglob("job.json") if json.loads(p.read_text())["action"] == "resumed"]
+    return Path(rec.attempt_log[1]["log"]).read_bytes()[rec.attempt_log[1]["log_offset"]:].decode()
 
 
 def epoch_lines(text: str) -> list[tuple]:

@@ -50,6 +50,7 @@ def evaluate(record, stage: str, weights: str, split: str) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from onebit.core import cluster
     from onebit.core.errors import config_error
     from onebit.tracking.progress import quiet
     from onebit.training.checkpoints import stage_module
@@ -73,7 +74,8 @@ def evaluate(record, stage: str, weights: str, split: str) -> dict:
 
     count = CountImages()
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[count])
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[count],
+                         plugins=cluster.plugins())
     run = trainer.test if split == "test" else trainer.validate
     metrics = run(module, datamodule=data, verbose=False)[0]
     return {"run_dir": record.run_dir, "run_id": record.run_id, "study": record.study, "stage": stage,

@@ -7,12 +7,21 @@ tables) in one command.
 
 The root (``--root``; a positional ROOT is accepted as the older spelling) defaults to ``$ONEBIT_OUTPUTS``, else
 ``outputs`` (``onebit.core.paths.output_root``), as for every onebit command. Each onebit stage writes one W&B run
-directory ``<run dir>/wandb/offline-run-<time>-<id>/`` (``onebit.tracking.loggers``), at any depth under the root,
-where ``wandb sync`` does not look. This finds them all and hands them, sorted (a resumed run's attempts in the
-order they ran), to ``wandb sync --yes``, which leaves out the runs it uploaded before, uploads the others and
-marks them; ``--dry-run`` is its own: it lists them and uploads nothing. ``wandb sync``'s output is passed on to
-this command's stdout. Uploading needs a W&B API key (``WANDB_API_KEY`` or ``wandb login``); without one the
-command stops with one line instead of asking. :func:`main` returns the exit status: callable in-process.
+directory ``<run dir>/wandb/offline-run-<time>-<id>/`` per attempt (``onebit.tracking.loggers``; a resumed stage
+writes one more, whose steps continue the earlier ones', :mod:`onebit.tracking.wandb_run`), at any depth under the
+root, where ``wandb sync`` does not look. This finds them all, groups them by W&B run (entity/project/id of the run
+record in each ``.wandb`` file) in the order the attempts ran (the run record's ``start_time``, not the folder
+name: :func:`offline_attempts`), and hands them to ``wandb sync --yes``, every attempt of a run in the same call
+(:func:`batches`): wandb 0.31's ``wandb sync`` uploads the files of one run given in one call one after the other
+in order of start time, so the server appends each attempt to the run's history (separate calls would be separate
+uploads, in no set order). ``wandb sync`` leaves out the files it uploaded before (``run-<id>.wandb.synced``),
+uploads the others and marks them. No ``--id`` is needed (the files name their run) and none is passed: it would
+rename every run of the call. A folder whose ``.wandb`` holds no run record (its process killed as it started)
+is left out with one line: ``wandb sync`` would stop the whole call on it. ``--dry-run`` lists each run's attempts
+in the order they would be uploaded, then ``wandb sync --dry-run``'s own list, and uploads nothing. ``wandb
+sync``'s output is passed on to this command's stdout. Uploading needs a W&B API key (``WANDB_API_KEY`` or ``wandb
+login``); without one the command stops with one line instead of asking. :func:`main` returns the exit status:
+callable in-process.
 """
 
 from __future__ import annotations
@@ -25,14 +34,65 @@ from pathlib import Path
 from onebit.cli.runs import Parser, run_main
 from onebit.core.errors import ConfigError
 from onebit.core.paths import output_root
-from onebit.tracking.wandb_run import wandb_credentials
+from onebit.tracking.wandb_run import log_run_info, wandb_credentials
 
 BATCH = 200  # run directories per `wandb sync` call (a command line of bounded length)
 
 
+def offline_attempts(root: Path, project: str | None = None, entity: str | None = None,
+                     problems: list[Path] | None = None) -> dict[str, list[Path]]:
+    """Every offline W&B run directory under ``root``, grouped by the W&B run it belongs to (``entity/project/id``
+    of the run record in its ``.wandb`` file, ``project``/``entity`` overriding the files' as ``wandb sync -p/-e``
+    does) and, within a run, in the order its attempts ran: by the run record's ``start_time`` (what ``wandb sync``
+    orders them by), then by path. Runs in order of their first attempt's start. Directories without a run
+    record go to ``problems`` (if given)."""
+    by_run: dict[str, list[tuple[float, Path]]] = {}
+    for path in sorted({log.parent for log in root.rglob("offline-run-*/*.wandb")}):
+        (log, *_) = sorted(path.glob("*.wandb"))
+        info = log_run_info(log)
+        if info is None:
+            if problems is not None:
+                problems.append(path)
+            continue
+        key = "/".join(p for p in (entity or info["entity"], project or info["project"], info["id"]) if p)
+        by_run.setdefault(key, []).append((info["start"], path))
+    ordered = {key: [p for _, p in sorted(attempts)] for key, attempts in by_run.items()}
+    return dict(sorted(ordered.items(), key=lambda kv: (min(t for t, _ in by_run[kv[0]]), kv[0])))
+
+
 def offline_runs(root: Path) -> list[Path]:
-    """Every offline W&B run directory under ``root``, sorted."""
-    return sorted({log.parent for log in root.rglob("offline-run-*/*.wandb")})
+    """Every offline W&B run directory under ``root`` with a run record: run by run, each run's attempts in the
+    order they ran (:func:`offline_attempts`)."""
+    return [p for attempts in offline_attempts(root).values() for p in attempts]
+
+
+def batches(runs: dict[str, list[Path]], size: int = BATCH) -> list[list[Path]]:
+    """The directories of ``runs`` (:func:`offline_attempts`) in calls of at most ``size`` directories, a run's
+    attempts never split over two calls (a run with more than ``size`` attempts is a call of its own), in order."""
+    out: list[list[Path]] = []
+    for attempts in runs.values():
+        if out and len(out[-1]) + len(attempts) <= size:
+            out[-1].extend(attempts)
+        else:
+            out.append(list(attempts))
+    return out
+
+
+def listing(runs: dict[str, list[Path]], root: Path) -> list[str]:
+    """Each run and its attempts not yet uploaded, in the order they would be uploaded (paths under ``root``)."""
+    lines = []
+    for key, attempts in runs.items():
+        todo = [p for p in attempts if not any(p.glob("*.wandb.synced"))]
+        if not todo:
+            continue
+        where = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in todo]
+        if len(attempts) == 1:
+            lines.append(f"  {key}: {where[0]}")
+        else:
+            lines.append(f"  {key}: {len(attempts)} attempts, uploaded in the order they ran"
+                         f"{f' ({len(attempts) - len(todo)} uploaded before)' if len(todo) < len(attempts) else ''}")
+            lines += [f"    {i}. {w}" for i, w in enumerate(where, 1)]
+    return lines
 
 
 def parser() -> Parser:
@@ -69,10 +129,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"onebit: error: {root} is not a directory (the outputs root; default: $ONEBIT_OUTPUTS, else "
                   "outputs)", file=sys.stderr)
             return 2
-        runs = offline_runs(root)
-        print(f"onebit sync: {len(runs)} offline W&B run(s) under {root}", flush=True)
+        problems: list[Path] = []
+        runs = offline_attempts(root, args.project, args.entity, problems)
+        folders = sum(map(len, runs.values()))
+        print(f"onebit sync: {len(runs)} offline W&B run(s){f' in {folders} folders' if folders != len(runs) else ''}"
+              f" under {root}", flush=True)
+        for path in problems:
+            print(f"onebit: warning: {path} left out: its .wandb file holds no W&B run record (its process ended as "
+                  "it started)", file=sys.stderr)
         if not runs:
             return 0
+        if args.dry_run:
+            print("\n".join(listing(runs, root)), flush=True)
         if not args.dry_run and not wandb_credentials():
             print("onebit: error: no W&B API key: set WANDB_API_KEY or run `wandb login`, then run this again",
                   file=sys.stderr)
@@ -80,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, "-m", "wandb", "sync", "--yes", *(["--dry-run"] if args.dry_run else []),
                    *(["--project", args.project] if args.project else []),
                    *(["--entity", args.entity] if args.entity else [])]
-        failed = [wandb_sync([*command, *map(str, runs[i:i + BATCH])]) for i in range(0, len(runs), BATCH)]
+        failed = [wandb_sync([*command, *map(str, batch)]) for batch in batches(runs)]
         return 1 if any(failed) else 0
 
     return run_main(body)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from onebit.cli import preflight as P
@@ -25,6 +26,8 @@ from onebit.cli.resolvers import register_resolvers
 from onebit.core.dist import global_rank
 from onebit.core.errors import ConfigError, error_line
 from onebit.core.paths import CONF_DIR, absolute, launched_from
+from onebit.records.layout import remove_if_empty, remove_stub
+from onebit.records.lifecycle import RESUME_HINT, SIGNALS, RunInterrupted, catching_signals, signal_name
 
 PATH_KEYS = ("output_root", "cache_dir")  # written by a job: made absolute (not in a job's identity)
 
@@ -38,11 +41,15 @@ def _task(cfg: DictConfig):
     hc = HydraConfig.get()
     # relative paths (output_root, cache_dir, data.root) are the launch directory's, also where hydra.job.chdir=true
     # moved the job into its own directory: the job index, resume and the pretrain cache stay where they were
-    with launched_from(hc.runtime.cwd):
+    with launched_from(hc.runtime.cwd), catching_signals():  # also in a launcher's worker process
         for key in PATH_KEYS:
             if isinstance(cfg.get(key), str):
                 cfg[key] = absolute(cfg[key])
-        return _job(cfg, hc)
+        try:
+            return _job(cfg, hc)
+        finally:  # a single run's directory that holds no run (refused, skipped, resumed); a sweep's: SweepSummary
+            if hc.mode != RunMode.MULTIRUN and global_rank() == 0 and remove_stub(hc.runtime.output_dir):
+                remove_if_empty(Path(hc.runtime.output_dir).parent)
 
 
 def _job(cfg: DictConfig, hc):
@@ -57,6 +64,9 @@ def _job(cfg: DictConfig, hc):
     explicit = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
     try:
         outcome = jobs.run(cfg, Path(hc.runtime.output_dir), explicit)
+    except RunInterrupted as e:   # a signal, not an error: the record says interrupted, the sweep stops here
+        print(interrupted_line(e, jobs.is_multirun()), file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
     except Exception as e:
         print(error_line(e), file=sys.stderr)
         if jobs.is_multirun():
@@ -73,6 +83,18 @@ def _job(cfg: DictConfig, hc):
     return record.final_stage.metrics.get("val/top1_best")
 
 
+def interrupted_line(e: RunInterrupted, sweep: bool = False) -> str:
+    """What the console says when a signal stops a job (``onebit.records.lifecycle``)."""
+    why = f"{signal_name(e.signum)} ({SIGNALS.get(e.signum, 'a signal')})"
+    record = getattr(e, "record", None)
+    if record is None:
+        return f"onebit: interrupted by {why} before the run started; nothing was recorded"
+    again = ("run the same command again: finished jobs are skipped and this one resumes from its last checkpoint"
+             if sweep else f"{RESUME_HINT} from its last checkpoint")
+    return (f"onebit: interrupted by {why} after {record.training_seconds or 0.0:.1f}s; recorded as interrupted, "
+            f"not failed: {again} ({record.run_dir})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``train.py argv`` (default: the process's command line) and return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -87,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     saved, sys.argv = sys.argv, [sys.argv[0] if sys.argv and sys.argv[0] else "train.py", *argv]
     try:
-        _task()
+        with catching_signals():
+            _task()
+    except RunInterrupted as e:  # between jobs, or while Hydra composes: nothing of a run to record
+        print(interrupted_line(e), file=sys.stderr, flush=True)
+        return e.exit_code
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:

@@ -5,6 +5,9 @@ Points: ``epoch_end:<stage>:<epoch>`` (after that epoch's checkpoint was request
 last epoch, before the test), ``test:<stage>`` (during the test), ``cache_save`` (weights written, metadata not),
 ``stage_end:<stage>`` (stage recorded, next stage not started), ``job_end`` (all stages done, run not finished),
 ``seeds_look:<k>`` (a ``hydra.sweeper.seeds=auto`` sweep: look k-1 decided, look k's jobs not launched).
+
+``ONEBIT_KILL_SIGNAL`` (``KILL`` by default; ``TERM``, ``INT``, ``HUP``...) picks the signal the process sends itself
+there: SIGKILL leaves no chance to record anything, the others are an interruption (``onebit.records.lifecycle``).
 """
 
 from __future__ import annotations
@@ -15,4 +18,4 @@ import signal
 
 def kill_point(name: str) -> None:
     if os.environ.get("ONEBIT_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.Signals[f"SIG{os.environ.get('ONEBIT_KILL_SIGNAL', 'KILL')}"])

@@ -3,8 +3,9 @@ analysis reads.
 
 :class:`RunRecord` holds the resolved config, the chosen options, whether it is a smoke run, one
 :class:`StageRecord` per stage of its recipe (in order), the status (``running`` / ``finished`` / ``failed`` with
-the error), timings, versions and the git commit. It is written only through its methods, atomically
-(``onebit.core.files``), so a reader sees the previous complete record or the new one, never a torn file.
+the error / ``interrupted`` by a signal: ``onebit.records.lifecycle``), every attempt at it (``attempt_log``: when,
+where, its log and how it ended), timings, versions and the git commit. It is written only through its methods,
+atomically (``onebit.core.files``), so a reader sees the previous complete record or the new one, never a torn file.
 
 :func:`read_record` is the one validating reader: it migrates every older layout (:data:`MIGRATIONS`) and checks
 every field's type, raising :class:`CorruptRecordError` that names the file and the field.
@@ -13,8 +14,9 @@ every field's type, raising :class:`CorruptRecordError` that names the file and 
 from __future__ import annotations
 
 import json
+import os
 import platform
-import subprocess
+import signal
 import sys
 import time
 import uuid
@@ -22,14 +24,13 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from onebit import __version__
 from onebit.core.files import atomic_write_json
 from onebit.records.identity import smoke_reasons
+from onebit.records.layout import LOG, RECORD_NAME
+from onebit.records.provenance import git_commit, versions
+from onebit.records.lifecycle import RUN_STATUSES, STAGE_STATUSES, check_transition
 
-RECORD_NAME = "record.json"
 SCHEMA = 3
-RUN_STATUSES = ("running", "finished", "failed")
-STAGE_STATUSES = ("pending", "running", "finished", "failed")
 
 
 class CorruptRecordError(ValueError):
@@ -137,6 +138,10 @@ class RunRecord:
     efficiency: dict | None = None
     timings: dict = field(default_factory=dict)
     attempts: int = 1
+    # one entry per attempt (:meth:`start`, :meth:`resume`): n, action, started, ended, seconds, status, signal,
+    # error, host, pid, argv (the command line) and log (the run's log file; the attempt's lines start at byte
+    # log_offset). Records from before it have [] (one attempt, described by ``timings``).
+    attempt_log: list = field(default_factory=list)
     versions: dict = field(default_factory=dict)
     git_commit: str | None = None
     host: str | None = None
@@ -155,6 +160,7 @@ class RunRecord:
                   stages={s.name: s for s in stages}, timings={"started": time.time(), "ended": None,
                                                                "seconds": None},
                   versions=versions(), git_commit=git_commit(), host=platform.node())
+        rec._new_attempt("started")
         rec.save()
         return rec
 
@@ -168,7 +174,34 @@ class RunRecord:
         return d
 
     def save(self) -> None:
+        """Write the record atomically; the current attempt's ``ended`` / ``seconds`` advance to now, so an attempt
+        killed without a chance to say so (SIGKILL) still counts the time up to its last save."""
+        if self.attempt_log and self.attempt_log[-1]["status"] == "running":
+            a = self.attempt_log[-1]
+            a["ended"] = time.time()
+            a["seconds"] = round(a["ended"] - a["started"], 3)
         atomic_write_json(self.path, self.to_dict())
+
+    @property
+    def log_path(self) -> Path:
+        """The run's log: every attempt's lines, in order (``onebit.records.layout.LOG``)."""
+        return Path(self.run_dir) / LOG
+
+    def _new_attempt(self, action: str) -> None:
+        log = self.log_path
+        offset = log.stat().st_size if action == "resumed" and log.exists() else 0
+        self.attempt_log.append({
+            "n": self.attempts, "action": action, "started": time.time(), "ended": None, "seconds": None,
+            "status": "running", "signal": None, "error": None, "host": platform.node(), "pid": os.getpid(),
+            "argv": list(sys.argv), "log": str(log), "log_offset": offset})
+
+    @property
+    def training_seconds(self) -> float | None:
+        """The time the run worked, over all its attempts (not the idle time between an interruption and the
+        resume): the sum of its attempts' seconds; a record from before ``attempt_log``: ended - started."""
+        if self.attempt_log:
+            return round(sum(a.get("seconds") or 0.0 for a in self.attempt_log), 3)
+        return self.timings.get("seconds")
 
     # -- changes -------------------------------------------------------------------------------------------
     def stage(self, name: str) -> StageRecord:
@@ -184,19 +217,32 @@ class RunRecord:
         return st
 
     def resume(self) -> None:
-        """A new attempt at an interrupted or failed run: same run directory, ids and finished stages."""
+        """A new attempt at an interrupted or failed run (or one whose process was killed while ``running``): same
+        run directory, ids and finished stages."""
+        check_transition(self.status, "running")
+        if self.attempt_log and self.attempt_log[-1]["status"] == "running":
+            self.attempt_log[-1]["status"] = "killed"   # its process died without recording why (SIGKILL, OOM)
         self.status, self.error, self.traceback = "running", None, None
         self.attempts += 1
+        self._new_attempt("resumed")
         self.save()
 
-    def finish(self, status: str, error: str | None = None, traceback: str | None = None) -> None:
+    def finish(self, status: str, error: str | None = None, traceback: str | None = None,
+               signum: int | None = None) -> None:
+        """End the current attempt: ``finished``, ``failed`` (``error``: the real cause in one line) or
+        ``interrupted`` (``signum``: the signal); a stage still running ends as the run does."""
+        check_transition(self.status, status)
+        self.save()   # the attempt's seconds up to now
         t = self.timings
         t["ended"] = time.time()
-        t["seconds"] = round(t["ended"] - t["started"], 3)
         self.status, self.error, self.traceback = status, error, traceback
+        if self.attempt_log:
+            self.attempt_log[-1].update(status=status, error=error,
+                                        signal=signal.Signals(signum).name if signum else None)
+        t["seconds"] = self.training_seconds if self.attempt_log else round(t["ended"] - t["started"], 3)
         for st in self.stages.values():
-            if status == "failed" and st.status == "running":
-                st.status = "failed"
+            if status in ("failed", "interrupted") and st.status == "running":
+                st.status = status
         self.save()
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -348,33 +394,3 @@ def _v2_to_v3(d: dict) -> dict:
 
 
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Provenance
-# ----------------------------------------------------------------------------------------------------------
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def versions() -> dict:
-    import hydra
-    import pytorch_lightning
-    import torch
-
-    v = {"python": sys.version.split()[0], "platform": platform.platform(), "torch": torch.__version__,
-         "pytorch_lightning": pytorch_lightning.__version__, "hydra": hydra.__version__, "onebit": __version__}
-    try:
-        import wandb
-
-        v["wandb"] = wandb.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return v

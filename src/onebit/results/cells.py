@@ -49,14 +49,14 @@ def started(rec: RunRecord) -> float:
 
 
 def stage_status(rec: RunRecord, stage: str | None = None) -> str:
-    """finished / failed / running: the run's status (its final stage), or one ``stage``'s (a stage that never
-    finished in a failed run is failed)."""
+    """finished / failed / interrupted / running: the run's status (its final stage), or one ``stage``'s (a stage
+    that never finished in a failed or interrupted run is failed or interrupted)."""
     if stage is None:
         return rec.status
     st = rec.stages.get(stage)
-    if st is not None and st.status in ("finished", "failed"):
+    if st is not None and st.status in ("finished", "failed", "interrupted"):
         return st.status
-    return "failed" if rec.status == "failed" else "running"
+    return rec.status if rec.status in ("failed", "interrupted") else "running"
 
 
 def metric(rec: RunRecord, name: str, stage: str | None = None) -> float | None:
@@ -116,6 +116,7 @@ class CellSummary:
     values: list = field(default_factory=list)
     seeds: list = field(default_factory=list)
     failed: int = 0
+    interrupted: int = 0   # stopped by a signal (onebit.records.lifecycle): resumable, not a failure
     running: int = 0
     missing: int = 0
 
@@ -145,7 +146,7 @@ class CellSummary:
         parts = []
         if self.n:
             parts.append(f"{self.mean:{mean}}{'' if math.isnan(self.std) else f' ± {self.std:{std}}'} (n={self.n})")
-        for count, what in ((self.failed, "failed"), (self.running, "running"),
+        for count, what in ((self.failed, "failed"), (self.interrupted, "interrupted"), (self.running, "running"),
                             (self.missing, f"missing {self.metric}")):
             if count:
                 parts.append(f"{count} {what}")
@@ -161,6 +162,8 @@ def summarize(records: Iterable[RunRecord], metric_name: str, stage: str | None 
         status = stage_status(rec, stage)
         if status == "failed":
             c.failed += 1
+        elif status == "interrupted":
+            c.interrupted += 1
         elif status != "finished":
             c.running += 1
         elif (v := metric(rec, metric_name, stage)) is None:

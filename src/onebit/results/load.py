@@ -20,7 +20,8 @@ from onebit.records.recipe import stages_for
 from onebit.records.record import SCHEMA, CorruptRecordError, RunRecord, read_record
 from onebit.tracking.wandb_record import NOT_OPTIONS, metrics_from_summary
 
-WANDB_STATES = {"finished": "finished", "failed": "failed", "crashed": "failed", "killed": "failed"}
+WANDB_STATES = {"finished": "finished", "failed": "failed", "crashed": "failed",
+                "killed": "interrupted"}  # W&B's "killed": stopped by the user or a signal
 METRIC_PREFIXES = ("train/", "val/", "test/")
 
 
@@ -107,8 +108,8 @@ def record_dict_from_wandb(run_id: str, runs: list) -> dict:
                         "status": _stage_status(run.state) if run is not None else "pending",
                         "metrics": {k: v for k, v in summary.items() if str(k).startswith(METRIC_PREFIXES)}}
     statuses = [s["status"] for s in stages.values()]
-    status = ("failed" if "failed" in statuses else "finished" if statuses and all(s == "finished" for s in statuses)
-              else "running")
+    status = ("failed" if "failed" in statuses else "interrupted" if "interrupted" in statuses
+              else "finished" if statuses and all(s == "finished" for s in statuses) else "running")
     started = [t for t in map(_started, runs) if t is not None]
     data = {"schema": SCHEMA, "run_id": run_id, "run_dir": f"wandb:{run_id}", "status": status, "stages": stages,
             "options": {k: v for k, v in cfg.items() if k not in NOT_OPTIONS and "/" not in k},

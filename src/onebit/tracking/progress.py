@@ -5,7 +5,8 @@
 - **Every run**: one INFO line per epoch through ``logging.getLogger("onebit")`` (:class:`EpochLog`), plus lines
   when a stage starts, ends, resumes, is skipped or comes from the pretrain cache (:func:`stage_started` ...;
   :func:`stage_result` is also the run's summary, ``onebit.training.jobs.summary_lines``), so
-  Hydra's per-job log file (``<job dir>/train.log``) holds the run's story. Where a bar is shown, the per-epoch
+  the run's log file (``<run dir>/train.log``: Hydra's job log of its first attempt, to which every resumed
+  attempt's lines are appended by :func:`logging_into`) holds the run's story. Where a bar is shown, the per-epoch
   lines go to the log file only (:func:`info_to_file`): the bar already shows them on the terminal.
 - ``trainer.enable_progress_bar``: ``null`` (default) = auto (:func:`want_bar`), ``true`` / ``false`` force it.
 - :func:`quiet` silences what a user cannot act on (Lightning's tips and start-up banner, one torch deprecation
@@ -21,6 +22,8 @@ import logging
 import sys
 import time
 import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm, convert_inf
@@ -49,6 +52,29 @@ def info_to_file(msg: str, *args) -> None:
                 and not any(isinstance(f, _NotOnConsole) for f in h.filters)):
             h.addFilter(_NotOnConsole())
     log.info(msg, *args, extra={FILE_ONLY: True})
+
+
+@contextmanager
+def logging_into(path: Path, header: str):
+    """While the block runs, every log line also goes to ``path`` (appended, after a ``header`` line): a resumed
+    attempt runs in a new Hydra directory, and this keeps the run's story in the run's own log. A no-op when
+    ``path`` is already a log file of the root logger (the first attempt: its Hydra directory is the run's)."""
+    root = logging.getLogger()
+    path = Path(path).resolve()
+    if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve() == path for h in root.handlers):
+        yield
+        return
+    fmt = next((h.formatter for h in root.handlers if isinstance(h, logging.FileHandler) and h.formatter), None)
+    handler = logging.FileHandler(path, mode="a")
+    handler.setFormatter(fmt or logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setLevel(logging.INFO)
+    root.addHandler(handler)
+    try:
+        log.info(header, extra={FILE_ONLY: True})
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def want_bar(setting) -> bool:
@@ -263,7 +289,11 @@ def quiet() -> None:
     - Lightning's INFO lines (``GPU available: ...``, ``Trainer.fit stopped: max_epochs reached``, the
       ``💡 Tip: ... litlogger / litmodels`` adverts), once per Trainer and stage: its loggers at WARNING;
     - torch's ``isinstance(treespec, LeafSpec) is deprecated`` FutureWarning, raised inside Lightning's own
-      ``_pytree`` helpers (not onebit's code; Lightning will change it).
+      ``_pytree`` helpers (not onebit's code; Lightning will change it);
+    - Lightning's "The `srun` command is available on your system but is not used" on every machine with ``srun``
+      (a SLURM login node): onebit decides whether it runs in a SLURM job step and gives Lightning that decision
+      (``onebit.core.cluster``), but Lightning's checkpoint connector still probes ``SLURMEnvironment.detect()``,
+      which warns; inside a job step onebit says so in its own line instead.
     """
     import pytorch_lightning  # noqa: F401  (sets its loggers to INFO on import; quieten them after)
 
@@ -271,6 +301,7 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def config_yaml(cfg, choices: dict | None = None) -> str:

@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import AcceleratorRegistry
 
+from onebit.core import cluster
 from onebit.core.errors import ConfigError, cause_line
 from onebit.core.registry import BINARY_ONLY, chosen, is_real_model, options, parent_option
 from onebit.nn.optim import ROLE_DECAY_KEYS
@@ -175,7 +176,7 @@ def check_training(cfg: DictConfig) -> None:
         raise ConfigError(f"scheduler={_choice_name(cfg, 'scheduler')} is refused by "
                           f"{cfg.scheduler.get('_target_')}: {cause_line(e)}") from e
     try:
-        instantiate(cfg.trainer, max_epochs=1, logger=False)
+        instantiate(cfg.trainer, max_epochs=1, logger=False, plugins=cluster.plugins())
     except Exception as e:
         accelerator, here = cfg.trainer.get("accelerator"), available_accelerators()
         if accelerator in ("gpu", *AcceleratorRegistry.available_accelerators()) and accelerator not in here and \

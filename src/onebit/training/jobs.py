@@ -33,6 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from onebit.core import cluster
 from onebit.core.dist import global_rank
 from onebit.core.errors import ConfigError, cause_line, config_error
 from onebit.core.files import atomic_write_json
@@ -40,10 +41,11 @@ from onebit.core.killpoints import kill_point
 from onebit.core.registry import BINARY_ONLY, OPTION_GROUPS, chosen, is_real_model
 from onebit.nn.summary import precision, summarize
 from onebit.records.identity import job_key
-from onebit.records.layout import POINTER, RECORD_NAME, read_pointer
+from onebit.records.layout import POINTER, RECORD_NAME, read_pointer, remove_if_empty, remove_stub
+from onebit.records.lifecycle import RESUME_HINT, outcome, signal_name
 from onebit.records.recipe import stages_for
 from onebit.records.record import CorruptRecordError, RunRecord, read_record
-from onebit.tracking.progress import bits, stage_result
+from onebit.tracking.progress import bits, logging_into, stage_result
 from onebit.training.build import make_data, make_model
 from onebit.training.checks import check, check_training
 from onebit.training.loop import run_recipe
@@ -169,6 +171,8 @@ def prepare(cfg: DictConfig, explicit: frozenset[str]):
     if cfg.get("threads"):  # checked above: a positive integer, or null for torch's default
         torch.set_num_threads(int(cfg.threads))
     log.info("torch threads: %d", torch.get_num_threads())   # threads=null: torch's (joblib: cores // n_jobs)
+    if (where := cluster.describe()) is not None and global_rank() == 0:
+        log.info(where)   # said once, in onebit's words (onebit.core.cluster decides; Lightning does not guess)
     check_training(cfg)  # optimizer, schedule and Trainer built once: e.g. trainer=gpu without a GPU
     try:
         stages = stages_for(cfg)
@@ -223,14 +227,22 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
             record.stages[s.name].efficiency = efficiency[s.model]
         record.save()
         job = Job(cfg, key, Path(record.run_dir), rank_zero=True, resuming=action == "resumed")
-        try:
-            run_recipe(job, record, data, stages)
-            kill_point("job_end")
-        except BaseException as e:
-            error = cause_line(e)
-            record.finish("failed", error=error, traceback=traceback.format_exc(limit=20))
-            raise
-        record.finish("finished")
+        header = (f"==== attempt {record.attempts} ({action}) of run {record.run_id}, pid {os.getpid()} "
+                  f"on {platform.node()} ====")
+        with logging_into(record.log_path, header):
+            try:
+                run_recipe(job, record, data, stages)
+                kill_point("job_end")
+            except BaseException as e:
+                status, signum = outcome(e)
+                if status == "interrupted":
+                    e.record = record   # the console's line names it (onebit.cli.train.interrupted_line)
+                    log.info("interrupted by %s: %s", signal_name(signum), RESUME_HINT)
+                    record.finish("interrupted", error=f"interrupted by {signal_name(signum)}", signum=signum)
+                else:
+                    record.finish("failed", error=cause_line(e), traceback=traceback.format_exc(limit=20))
+                raise
+            record.finish("finished")
         return record, action
     finally:
         lock.release()
@@ -283,9 +295,10 @@ def _guard_against_orphaning() -> None:
 
 def summary_lines(record: RunRecord) -> list[str]:
     """The short summary printed at the end of a run: one line per stage (``onebit.tracking.progress.stage_result``)."""
-    seconds = record.timings.get("seconds") or 0.0
+    seconds = record.training_seconds or 0.0
     smoke = f"  SMOKE RUN ({', '.join(record.smoke)}): not counted in tables" if record.smoke else ""
-    lines = [f"onebit: {record.status} in {seconds:.1f}s  ({record.run_dir}){smoke}"]
+    attempts = f" over {record.attempts} attempts" if record.attempts > 1 else ""
+    lines = [f"onebit: {record.status} in {seconds:.1f}s{attempts}  ({record.run_dir}){smoke}"]
     width = max([10, *(len(n) for n in record.stages)])
     lines += [f"  {st.name:<{width}} {bits(st):<8} {stage_result(st)}" for st in record.stages.values()]
     return lines
@@ -301,7 +314,7 @@ def job_outcome(job_dir: Path, output_root: Path | str | None = None) -> tuple[s
     if p is None:
         return "failed", f"{job_dir}: no record (the job stopped before it started)"
     if p.get("action") in ("refused", "busy"):
-        return ("running elsewhere" if p["action"] == "busy" else "refused"), f"{job_dir}: {p.get('error')}"
+        return ("running elsewhere" if p["action"] == "busy" else "refused"), f"{_job_name(job_dir)}: {p.get('error')}"
     try:
         record = read_record(Path(p["record"]) / RECORD_NAME)
     except (CorruptRecordError, KeyError, TypeError) as e:
@@ -310,9 +323,21 @@ def job_outcome(job_dir: Path, output_root: Path | str | None = None) -> tuple[s
         return ("skipped" if p.get("action") == "skipped" else "finished"), record.run_dir
     if record.status == "failed":
         return "failed", f"{record.run_dir}: {record.error}"
+    if record.status == "interrupted":
+        return "interrupted", f"{record.run_dir}: {record.error} ({RESUME_HINT})"
     if output_root is not None and JobIndex(output_root).running(record.job_key):
         return "running elsewhere", f"{record.run_dir}: running in {JobIndex(output_root).holder(record.job_key)}"
     return "interrupted", f"{record.run_dir}: interrupted (run the sweep again to resume it)"
+
+
+def _job_name(job_dir: Path) -> str:
+    """``job 3 (seed=2 sign=ste)``: a job by its number and overrides (its directory is removed at the sweep's end:
+    it holds no run, ``onebit.records.layout.remove_stub``)."""
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.load(Path(job_dir) / ".hydra" / "overrides.yaml"))
+    except (OSError, ValueError):
+        overrides = []
+    return f"job {Path(job_dir).name}" + (f" ({' '.join(map(str, overrides))})" if overrides else "")
 
 
 def sweep_job_dirs(sweep_dir: Path) -> list[Path]:
@@ -331,7 +356,13 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        outcomes = [job_outcome(d, config.get("output_root")) for d in sweep_job_dirs(sweep_dir)]
+        job_dirs = sweep_job_dirs(sweep_dir)
+        outcomes = [job_outcome(d, config.get("output_root")) for d in job_dirs]
+        for d in job_dirs:  # directories that hold no run; then the sweep's folders if nothing is left in them
+            remove_stub(d)
+        for parent in {d.parent for d in job_dirs} | {sweep_dir}:
+            if remove_if_empty(parent, names=("multirun.yaml",)):
+                remove_if_empty(parent.parent)
         done = [o for o in outcomes if o[0] in ("finished", "skipped")]
         skipped = sum(o[0] == "skipped" for o in outcomes)
         bad = [o for o in outcomes if o[0] not in ("finished", "skipped")]
@@ -341,7 +372,8 @@ class SweepSummary(Callback):
             counts[state] = counts.get(state, 0) + 1
         failed = sum(n for s, n in counts.items() if s in ("failed", "refused"))
         others = "".join(f", {n} {s}" for s, n in counts.items() if s not in ("failed", "refused"))
-        print(f"onebit sweep: {len(done)} finished{note}, {failed} failed{others}  ({sweep_dir})")
+        where = sweep_dir if sweep_dir.exists() else "no new run: no sweep directory kept"
+        print(f"onebit sweep: {len(done)} finished{note}, {failed} failed{others}  ({where})")
         for state, detail in bad:
             print(f"  {state.upper()} {detail}")
         if bad:

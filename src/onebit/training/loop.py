@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 
+from onebit.core import cluster
 from onebit.core.killpoints import kill_point
 from onebit.nn.speed import apply_speed_options
 from onebit.records.identity import pretrain_key
@@ -162,7 +163,7 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
     callbacks += progress.callbacks(stage.name, bar)
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=stage.epochs, logger=logger if logger else False,
                                       callbacks=callbacks, enable_progress_bar=bar, default_root_dir=str(job.run_dir),
-                                      plugins=[atomic_async_io()])
+                                      plugins=[atomic_async_io(), *cluster.plugins()])
     failed = True
     try:
         t0 = time.perf_counter()

@@ -1,0 +1,107 @@
+"""A run's life, one state machine: which status follows which, and what every way of stopping a run records.
+
+::
+
+    (no record) --start--> running --returns----------------------> finished
+                           running --an exception------------------> failed       --same command--> running
+                           running --SIGINT / SIGTERM / SIGHUP -----> interrupted  --same command--> running
+                           running --SIGKILL, power loss, OOM killer> (stays running; no live lock holder, so the
+                                                                      next command resumes it)
+    refused: a config stopped before any record existed (only ``job.json`` says so; no record, nothing in tables)
+
+- A signal (:data:`SIGNALS`: Ctrl-C, ``kill``, SLURM's preemption and time limit, a closed terminal) is not an error:
+  the run is ``interrupted``, the console says so and how to resume, the exit status is 128 + the signal's number
+  (the shell's convention), and running the same command again resumes it from its last checkpoint.
+- Only an exception raised by the work itself is ``failed`` (with its real cause in one line).
+- :func:`check_transition` refuses any other change, so a finished record can never turn into anything else.
+
+Lightning handles Ctrl-C itself (``KeyboardInterrupt`` becomes ``sys.exit(1)``) and SIGTERM by raising
+``SIGTERMException`` at the next batch; onebit's handler (:func:`catching_signals`) replaces the first and joins the
+second (Lightning composes existing SIGTERM handlers with its own), raising :class:`RunInterrupted` at once, so the
+record knows which signal stopped the run however Lightning would have reported it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+RUN_STATUSES = ("running", "finished", "failed", "interrupted")
+STAGE_STATUSES = ("pending", "running", "finished", "failed", "interrupted")
+# status -> the statuses it may become (None: no record yet)
+TRANSITIONS = {None: {"running"}, "running": {"running", "finished", "failed", "interrupted"},
+               "failed": {"running"}, "interrupted": {"running"}, "finished": set()}
+# the signals that interrupt a run (SIGKILL cannot be caught: the run stays `running` and resumes the same way)
+SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "kill, or SLURM's preemption or time limit",
+           signal.SIGHUP: "the terminal closed"}
+RESUME_HINT = "run the same command again to resume it"
+
+
+class RunInterrupted(BaseException):
+    """A signal of :data:`SIGNALS` reached the process. A BaseException (like KeyboardInterrupt), so that no
+    ``except Exception`` on the way up records it as a failure."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"interrupted by {signal_name(signum)}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+class TransitionError(RuntimeError):
+    """A status change the lifecycle does not allow (a bug in onebit, not bad input)."""
+
+
+def check_transition(old: str | None, new: str) -> None:
+    if new not in TRANSITIONS.get(old, set()):
+        raise TransitionError(f"a run cannot go from {old!r} to {new!r} (allowed: "
+                              f"{', '.join(sorted(TRANSITIONS.get(old, set()))) or 'nothing'})")
+
+
+def outcome(e: BaseException) -> tuple[str, int | None]:
+    """The status a run stopped by ``e`` ends in, and the signal if one stopped it: :class:`RunInterrupted` ->
+    interrupted; anything else (an error of the work, or Lightning's own ``SIGTERMException`` / ``exit(1)`` after a
+    signal onebit did not catch) -> interrupted when :func:`received` saw a signal, else failed."""
+    if isinstance(e, RunInterrupted):
+        return "interrupted", e.signum
+    got = received()
+    return ("interrupted", got) if got is not None else ("failed", None)
+
+
+_received: list[int] = []
+
+
+def received() -> int | None:
+    """The last signal of :data:`SIGNALS` this process received while :func:`catching_signals` was active."""
+    return _received[-1] if _received else None
+
+
+def _handler(signum, frame) -> None:
+    _received.append(signum)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the record's last write
+    raise RunInterrupted(signum)
+
+
+@contextmanager
+def catching_signals():
+    """Within the block, every signal of :data:`SIGNALS` raises :class:`RunInterrupted` in the main thread; the
+    previous handlers come back after it. Outside the main thread (where Python cannot set handlers) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    _received.clear()
+    for s in SIGNALS:
+        signal.signal(s, _handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
