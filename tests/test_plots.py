@@ -660,3 +660,17 @@ def test_conclusion_figure_leaves_out_parts_without_pairs_and_says_so(tmp_path):
     title = fig._suptitle.get_text()
     assert f"no pairs (no row): {parts[1].label}" in title and "as in tables.py" in title
     plt.close(fig)
+
+
+def test_parts_are_named_by_the_options_that_tell_them_apart(tmp_path):
+    """The committed example's one-factor star: its figures split by protocol, weight and pretrain (as the tables'
+    generic selection does), named ``pretrain=clip``, never by the config leaf ``pretrain.activation._target_``."""
+    from onebit.results.figures import figure_parts
+
+    example = Path(__file__).resolve().parents[1] / "analysis" / "example"
+    (sel,) = [s for s in select(load_records(example)[0]) if "bireal_conclusions" in s.label]
+    parts = figure_parts(sel, sel.records, ["structure", "sign"])  # plots.py ablation: --by structure --color sign
+    names = sorted(p.name for p in parts)
+    assert names and all("_target_" not in n and "." not in n.replace("=1.0", "") for n in names), names
+    assert "-weight=plain-pretrain=clip-protocol=paper_sgd" in names
+    assert all(set(p.fixed) <= {"weight", "pretrain", "protocol", "bn_retrain"} for p in parts)
