@@ -140,35 +140,57 @@ def bench_threads(repeats: int) -> dict:
             "bound_for_2_one_thread_workers": 2 / (t[1] / t[2])}
 
 
-def bench_epoch(repeats: int) -> dict:
-    """One digits epoch through the pipeline (in-process: compose -> onebit.training.jobs.run, as src/train.py) vs a
-    hand-written loop (same model, data, batch size, Adam, train + validation each epoch)."""
+def _pipeline_epoch(tmp: Path, epochs: int, overrides: tuple[str, ...] = ()) -> float:
+    """The median seconds of epochs 2.. of one binary digits run through the pipeline (in-process: compose ->
+    onebit.training.jobs.run, as src/train.py; the first epoch includes one-off warm-up)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from onebit.cli.resolvers import register_resolvers
-    from onebit.data import DigitsData
     from onebit.training import jobs
 
     register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"output_root={tmp}", "pretrain=none", f"epochs={epochs}",
+                                          "resume=false", "logger=csv", *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp / "run")
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    rec, _ = jobs.run(cfg, tmp / f"run{time.perf_counter_ns()}", set())
+    return statistics.median(h["seconds"] for h in rec.stages["binary"].history[1:])
+
+
+def bench_diagnostics(repeats: int) -> dict:
+    """The cost of the per-layer diagnostics (``diagnostics=true``, the default: flip ratio, +1 share; with
+    ``optimizer.latent_weight_clip`` the clip share too) on one digits epoch of the default model through the
+    pipeline, against ``diagnostics=false``; runs alternate which goes first."""
+    epochs, tmp = 4, Path(tempfile.mkdtemp(prefix="onebit-bench-"))
+    clip = "optimizer.latent_weight_clip=1.3"  # both sides clip; only "on" measures the share at the bound
+    sides = {"on": ("diagnostics=true", clip), "off": ("diagnostics=false", clip)}
+    res: dict[str, list[float]] = {k: [] for k in sides}
+    _pipeline_epoch(tmp, 2, sides["off"])  # warm-up: the process's first run pays one-off costs
+    for i in range(repeats):
+        for side in (("on", "off") if i % 2 == 0 else ("off", "on")):
+            res[side].append(_pipeline_epoch(tmp, epochs, sides[side]))
+    med = {k: statistics.median(v) for k, v in res.items()}
+    return {"epoch_s": med, "on_over_off": med["on"] / med["off"]}
+
+
+def bench_epoch(repeats: int) -> dict:
+    """One digits epoch through the pipeline (:func:`_pipeline_epoch`) vs a hand-written loop (same model, data,
+    batch size, Adam, train + validation each epoch)."""
+    from onebit.data import DigitsData
+
     epochs = 4  # the median of epochs 2-4 (the first includes one-off warm-up) of each run
     tmp = Path(tempfile.mkdtemp(prefix="onebit-bench-"))
 
     def framework():
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[f"output_root={tmp}", "pretrain=none", f"epochs={epochs}",
-                                              "resume=false", "logger=csv"], return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp / "run")
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        rec, _ = jobs.run(cfg, tmp / f"run{time.perf_counter_ns()}", set())
-        hist = rec.stages["binary"].history
-        return statistics.median(h["seconds"] for h in hist[1:])  # epoch 0 includes one-off warm-up
+        return _pipeline_epoch(tmp, epochs)
 
     data = DigitsData(batch_size=64)
     data.setup("fit")
@@ -381,6 +403,8 @@ def bench_table1_gpu(data_root: str | None) -> dict:
 ROWS = [
     ("digits epoch, pipeline / hand-written loop", lambda r: r["epoch"]["framework_over_hand_written"], "<= 1.05",
      lambda v: v <= 1.05),
+    ("digits epoch, diagnostics on / off", lambda r: r["diagnostics"]["on_over_off"], "<= 1.03",
+     lambda v: v <= 1.03),
     ("start-up of src/train.py to first step (s)", lambda r: r["startup"]["startup_to_first_step_s"], "<= 5 s",
      lambda v: v <= 5),
     ("binary / real training step (CPU)", lambda r: r["step"]["binary_over_real"], "<= 1.03", lambda v: v <= 1.03),
@@ -419,7 +443,8 @@ def main(argv=None) -> int:
     parts = {"step": lambda: bench_step(args.repeats), "inference": lambda: bench_inference(args.repeats),
              "epoch": lambda: bench_epoch(max(2, args.repeats // 2)), "startup": lambda: bench_startup(3),
              "threads": lambda: bench_threads(args.repeats), "speed": lambda: bench_speed(args.repeats),
-             "decode": lambda: bench_decode(), "gpu": bench_gpu, "sweep": bench_sweep,
+             "decode": lambda: bench_decode(), "diagnostics": lambda: bench_diagnostics(max(3, args.repeats)),
+             "gpu": bench_gpu, "sweep": bench_sweep,
              "table1_gpu": lambda: bench_table1_gpu(args.data_root)}
     p.add_argument("--only", choices=list(parts), help="run one part and merge it into an existing results file")
     p.add_argument("--out", type=Path, default=ROOT / "analysis" / "bench_results.json")
@@ -433,7 +458,8 @@ def main(argv=None) -> int:
         names = [args.only]
     else:
         results = {}
-        names = ["step", "inference", "epoch", "startup", "threads", "speed", "decode", *(["gpu"] if gpu else []),
+        names = ["step", "inference", "epoch", "diagnostics", "startup", "threads", "speed", "decode",
+                 *(["gpu"] if gpu else []),
                  *(["sweep"] if args.sweep else []), *(["table1_gpu"] if args.table1_gpu and gpu else [])]
     results["machine"] = machine
     for name in names:

@@ -77,7 +77,7 @@ def test_last_and_best_checkpoints(run):
     assert plain(dict(hp)), hp
     assert dict(hp) == {"config": run.config, "in_channels": 1, "num_classes": 10, "default_width": 32,
                         "stage": {"name": "binary", "model": "binary", "epochs": 6, "init": None, "cached": False,
-                                  "trainable": "all", "fixed_weights": False, "optimizer": {}}}
+                                  "trainable": "all", "fixed_weights": False, "optimizer": {}, "distill": False}}
 
 
 def test_load_from_checkpoint_needs_no_arguments(run):

@@ -38,6 +38,7 @@ from onebit.nn.quantizers import (
     XnorScaling,
 )
 from onebit.records.record import read_record
+from onebit.training.checkpoints import stage_weights
 
 MISSING = ex.missing_modules()
 needs_extra = pytest.mark.skipif(bool(MISSING), reason=f"needs the export extra: pip install -e '.[export]' "
@@ -147,6 +148,16 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def with_thresholds(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Learnable input thresholds (ReActNet's RSign, ``sign.learnable_threshold=true``) away from 0, as after
+    training: ``sign(x - alpha_c)`` with alpha ~ N(0, 0.5)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, BinaryConv2d):
+            m.threshold.data.normal_(0, 0.5, generator=g)
+    return model
+
+
 def resnet(**kw):
     kw = {"depth": 18, "width": 8, "stem": "small", "in_channels": 3, "num_classes": 10, **kw}
     weight = kw.pop("weight", MagnitudeAware())
@@ -168,6 +179,12 @@ MODELS = {
                                                 stem="small", num_classes=10), (3, 8, 8)),
     "binarydensenet37-imagenet-stem-scaled": (lambda: BinaryDenseNet(ApproxSign(), MagnitudeAware(), depth=37,
                                                                       growth=8, width=8, num_classes=10), (3, 32, 32)),
+    # a learnable threshold before every sign: after a residual addition (Bi-Real), after a BatchNorm (DenseNet)
+    "bireal18-learnable-threshold": (lambda: with_thresholds(resnet(sign=SwishSign(learnable_threshold=True),
+                                                                    downsample="binary")), (3, 9, 9)),
+    "binarydensenet28-learnable-threshold": (lambda: with_thresholds(BinaryDenseNet(
+        SteSign(t=1.3, learnable_threshold=True), PlainSign(), depth=28, growth=16, width=16, stem="small",
+        num_classes=10)), (3, 8, 8)),
 }
 
 
@@ -195,6 +212,36 @@ def test_lce_model_equals_pytorch(name):
         close = np.abs(lite - ours).max(axis=1) <= 1e-3 * np.maximum(1.0, np.abs(ours).max(axis=1))
         agree = (lite.argmax(1) == ours.argmax(1)).mean()
         assert agree >= 0.95 and close.mean() >= 0.9, (kernels, np.abs(lite - ours).max(1))
+
+
+@needs_extra
+def test_learnable_thresholds_are_exported_as_a_subtraction_before_the_sign():
+    """The thresholds change what PyTorch computes (zeroed, its logits differ on most images), and the LCE model
+    matches the thresholded PyTorch model: the subtraction is in the graph, one per binary conv, not folded away."""
+    factory, size = MODELS["binarydensenet28-learnable-threshold"]
+    torch.manual_seed(0)
+    model = randomize_batchnorm(factory())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fb, info = ex.convert(model, size)
+        plain_fb, _ = ex.convert(randomize_batchnorm(BinaryDenseNet(SteSign(t=1.3), PlainSign(), depth=28, growth=16,
+                                                                    width=16, stem="small", num_classes=10)), size)
+    n = sum(isinstance(m, BinaryConv2d) for m in model.modules())
+    assert ex.operators(fb)["SUB"] - ex.operators(plain_fb).get("SUB", 0) == n == info.binary_convs
+    x = torch.randn(64, *size)
+    with torch.inference_mode():
+        ours = model(x).numpy()
+        zeroed = model.apply(_zero_thresholds)(x).numpy()
+    lite = ex.predict(ex.interpreter(fb), x.permute(0, 2, 3, 1).numpy())
+    tolerance = 1e-3 * np.maximum(1.0, np.abs(ours).max(axis=1))
+    assert (np.abs(lite - ours).max(axis=1) <= tolerance).mean() >= 0.9
+    assert (lite.argmax(1) == ours.argmax(1)).mean() >= 0.95
+    assert (np.abs(lite - zeroed).max(axis=1) <= tolerance).mean() < 0.5  # the thresholds matter
+
+
+def _zero_thresholds(m: nn.Module) -> None:
+    if isinstance(m, BinaryConv2d) and m.threshold is not None:
+        m.threshold.data.zero_()
 
 
 @needs_extra
@@ -279,6 +326,23 @@ def test_export_a_finished_run_verifies_measures_and_records(trained_run, tmp_pa
     assert row["agreement"] == round(e["check"]["agreement"], 4) and row["lce_ms"] == e["latency_ms"]["lce_binary"]
     assert row["counted_speedup"] == round(e["twin_counted_ops"] / e["counted_ops"], 2)
     assert "LCE's optimised binary kernels target ARM" in t.stderr + t.stdout
+
+
+@needs_extra
+def test_export_a_run_with_learnable_thresholds(tmp_path):
+    """A real digits run with ``sign.learnable_threshold=true`` (thresholds trained away from 0): the exported model's
+    top-1 equals PyTorch's on the test split (export's own check), each threshold a subtraction before its sign."""
+    r = run_train([*ARGS, "model.width=8", "sign.learnable_threshold=true", f"output_root={tmp_path}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rec = only_record(tmp_path)
+    thresholds = [v for k, v in stage_weights(rec, "binary").items() if k.endswith(".threshold")]
+    assert len(thresholds) == 16 and all(float(v.abs().max()) > 1e-3 for v in thresholds)
+    e = run_export(rec.run_dir)
+    assert e.returncode == 0, e.stderr[-3000:]
+    x = read_record(rec.path).export
+    assert x["check"]["n"] == 270 and x["check"]["agreement"] >= 0.999 and x["check"]["equal_logits"] >= 0.9, x
+    assert x["binary_convs"] == 16 and x["ops"]["LceBconv2d"] == 16 and x["ops"].get("SUB", 0) >= 16, x["ops"]
+    assert x["real_params"] == rec.efficiency["real_params"]  # the thresholds: 32-bit parameters in both counts
 
 
 @needs_extra

@@ -84,3 +84,21 @@ def test_identity_from_the_shell_config_equals_the_records(tmp_path, compose_fn)
     """The key is the same whether computed from the DictConfig or from the resolved dict a record stores."""
     cfg = compose_fn(["sign=ste"])
     assert I.job_key(cfg) == I.job_key(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_a_key_added_later_leaves_the_identity_only_at_its_default(config):
+    """``DEFAULT_NOT_IN_IDENTITY``: a config with ``sign.learnable_threshold=false`` (the default) has the job, pretrain
+    and cell keys of the same config without the key (as every earlier record stores it); true is another job and
+    cell, the same twin (only the binary stages read ``sign``); a value of another type (0) is in the identity."""
+    assert config["sign"]["learnable_threshold"] is False
+    earlier = copy.deepcopy(config)
+    del earlier["sign"]["learnable_threshold"]
+    for key in (I.job_key, I.pretrain_key, I.cell_key):
+        assert key(config) == key(earlier), key.__name__
+    assert "sign.learnable_threshold" not in I.cell_items(config)
+    on = _with(config, "sign.learnable_threshold", True)
+    assert I.job_key(on) != I.job_key(config) and I.cell_key(on) != I.cell_key(config)
+    assert I.pretrain_key(on) == I.pretrain_key(config) and I.cell_items(on)["sign.learnable_threshold"] is True
+    assert I.job_key(_with(config, "sign.learnable_threshold", 0)) != I.job_key(config)
+    for dotted, (default, reason) in I.DEFAULT_NOT_IN_IDENTITY.items():
+        assert len(reason) > 10, dotted

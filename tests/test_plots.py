@@ -631,11 +631,14 @@ def test_labels_use_readable_options_never_absent_or_json(tmp_path):
     (sel,) = select(load_records(tmp_path)[0])
     items = [figure_items(rs) for rs in group_cells(sel.records).values()]
     assert figure_label_keys(items) == ["recipe"]  # not recipe.steps, not recipe.name=<absent>
-    assert [c.label for c in curve_data(sel.records)] == ["recipe=one_step", "recipe=two_step"]
-    assert ablation_data(sel.records)["label"].tolist() == ["recipe=one_step", "recipe=two_step"]
+    # a two-step run without a teacher (no distill in its config: recorded before distillation) is named by what it
+    # ran, two_step_no_distill, never as recipe=two_step, which now brings a teacher (onebit.results.cells)
+    two = "two_step_no_distill"
+    assert [c.label for c in curve_data(sel.records)] == ["recipe=one_step", f"recipe={two}"]
+    assert ablation_data(sel.records)["label"].tolist() == ["recipe=one_step", f"recipe={two}"]
     parts = figure_parts(sel, sel.records, ["structure", "sign"])  # one position, two cells: two figures
     assert [(p.fixed, p.name, p.label) for p in parts] == [
-        ({"recipe": r}, f"-recipe={r}", f"study s [recipe={r}]") for r in ("one_step", "two_step")]
+        ({"recipe": r}, f"-recipe={r}", f"study s [recipe={r}]") for r in ("one_step", two)]
 
 
 def test_conclusion_figure_leaves_out_parts_without_pairs_and_says_so(tmp_path):

@@ -120,7 +120,8 @@ def test_tags_and_config(runs):
     for stage, run in by_stage.items():
         assert run.id == f"{rec.run_id}-{stage}" and run.group == "wb"
         assert run.tags == ["study=wb", f"stage={stage}", "data=digits", "model=bireal18", "sign=approx",
-                            "weight=magnitude_aware", "pretrain=clip", "recipe=one_step", "shortcut=true", "smoke"]
+                            "weight=magnitude_aware", "pretrain=clip", "recipe=one_step", "distill=none",
+                            "shortcut=true", "smoke"]
         assert all(1 <= len(t) <= 64 for t in run.tags)
         c = run.config
         assert c["stage"] == stage and c["run_id"] == rec.run_id and c["job_key"] == rec.job_key

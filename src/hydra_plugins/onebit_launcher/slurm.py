@@ -9,17 +9,39 @@ and exit status 2, naming what was asked and what the partition's nodes offer::
     onebit: error: SLURM cannot run these jobs (Requested node configuration is not available): asked
     (hydra.launcher.*) partition=debug, ..., cpus_per_task=64, mem_gb=1, ...; partition debug (up, 1 nodes) offers
     per node: 2 CPUs, 21694 MB memory, no GPUs or other gres, time limit infinite
+
+While the jobs run, the sweep waits for their results (submitit's ``Job.results()``) with two changes
+(:func:`waiting`), both for jobs that end without a result file (cancelled with ``scancel``, killed, a node lost):
+
+- **Clusters without accounting.** submitit learns a job's state only from ``sacct``; where SLURM keeps no
+  accounting (``AccountingStorageType=accounting_storage/none``: sacct says "Slurm accounting storage is disabled")
+  a job that died without its result file would be waited for forever. :class:`StateWatcher` asks ``sacct`` first
+  and, when it fails, ``scontrol show job`` (the controller's own view, kept ``MinJobAge`` seconds after a job
+  ends; a job it no longer knows is ``GONE``, i.e. over). ``JobCompType=jobcomp/filetxt`` would not help: submitit
+  never reads it (``sacct --completion``).
+- **A job without a result** is not an error of the sweep: its record (interrupted, or none) says what happened, and
+  onebit's sweep summary reports it (``1 interrupted``; exit 1) instead of a submitit traceback; the same command
+  skips what finished and resumes it. Its Hydra return value is ``None`` (as for a failed job).
+
+Requeueing (a job preempted, at its time limit, or ``scontrol requeue``) is SLURM's and submitit's: SLURM sends
+SIGTERM, onebit records the run ``interrupted``, the job goes back to the queue with its same batch script and
+pickled call, and its next start resumes the run; submitit's pre-timeout signal (``--signal=USR2@signal_delay_s``)
+is recorded first and then handled by submitit (``onebit.records.lifecycle``). The sweep keeps waiting through a
+requeue (``PENDING`` / ``REQUEUED`` are not done) and gets the requeued job's result.
 """
 
+import logging
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
@@ -27,6 +49,7 @@ from omegaconf import OmegaConf
 ASKED = ("partition", "nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "gpus_per_node", "timeout_min", "gres",
          "constraint", "account", "qos")
 TIMEOUT_S = 60
+SCONTROL_EVERY_S = 10  # without accounting, the controller is asked at most this often (submitit's sacct: 600 s)
 
 
 def batch_script(params: dict, jobs: int, folder: Path) -> str:
@@ -90,10 +113,109 @@ def _stop(line: str) -> None:
     sys.exit(2)  # not an exception: Hydra would print its traceback
 
 
+# scontrol's states that are not over yet but that submitit's list of unfinished states (taken from sacct) lacks
+NOT_OVER = {"CONFIGURING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED", "RESIZING", "REQUEUE_HOLD",
+            "REQUEUE_FED", "RESV_DEL_HOLD"}
+log = logging.getLogger(__name__)
+
+
+def scontrol_states(array_id: str) -> dict[str, str] | None:
+    """``{"<job>_<task>" or "<job>": state}`` of a job (array) from ``scontrol show job``; ``{}`` when the controller
+    no longer knows it; ``None`` when scontrol gave no answer."""
+    try:
+        r = _run(["scontrol", "show", "job", "-o", array_id])
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode != 0:
+        return {} if "Invalid job id" in r.stderr else None
+    states = {}
+    for line in r.stdout.splitlines():
+        f = {}
+        for kv in line.split():  # the first of each key: a later value (a comment, a path) may hold "k=v" too
+            if "=" in kv:
+                f.setdefault(*kv.split("=", 1))
+        if "JobState" not in f:
+            continue
+        state = "RUNNING" if f["JobState"] in NOT_OVER else f["JobState"]
+        if f.get("ArrayJobId") and f.get("ArrayTaskId"):
+            for part in f["ArrayTaskId"].split("%")[0].split(","):  # 3 / 3-5 / 3,5 / 3-9%2
+                lo, _, hi = part.partition("-")
+                for i in range(int(lo), int(hi or lo) + 1):
+                    states[f"{f['ArrayJobId']}_{i}"] = state
+        else:
+            states[f["JobId"]] = state
+    return states
+
+
+def _state_watcher():
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class StateWatcher(SlurmInfoWatcher):
+        """submitit's sacct watcher (asked at 2, 4, 8... s after the last submission, then at most every 60 s), with
+        ``scontrol show job`` where sacct fails (no accounting; then at most every :data:`SCONTROL_EVERY_S`)."""
+
+        def update(self) -> None:
+            command = self._make_command()
+            if command is None:
+                return
+            try:
+                self._output = subprocess.check_output(command, stderr=subprocess.PIPE, timeout=TIMEOUT_S)
+            except (OSError, subprocess.SubprocessError):  # no sacct, or no accounting: ask the controller
+                self._num_calls += 1
+                self._delay_s = SCONTROL_EVERY_S
+                for array_id in {j.split("_")[0] for j in self._registered - self._finished}:
+                    states = scontrol_states(array_id)
+                    if states is None:
+                        continue  # no answer this time: ask again at the next update
+                    mine = [j for j in self._registered if j == array_id or j.startswith(array_id + "_")]
+                    self._info_dict.update({j: {"State": states.get(j, "GONE")} for j in mine})
+            else:
+                self._num_calls += 1
+                self._info_dict.update(self.read_info(self._output))
+            self._last_status_check = time.time()
+            for job_id in self._registered - self._finished:
+                if self.is_done(job_id, mode="cache"):
+                    self._finished.add(job_id)
+
+    return StateWatcher
+
+
+@contextmanager
+def waiting():
+    """While the sweep waits for its SLURM jobs: :class:`StateWatcher` and results that tolerate a job without a
+    result file (see the module's docstring). submitit's job class (``submitit.slurm.slurm.SlurmJob``) is swapped
+    for a subclass for the duration, in this process."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+    from submitit.slurm import slurm
+
+    class Job(slurm.SlurmJob):
+        watcher = _state_watcher()(delay_s=60)
+
+        def results(self):
+            try:
+                return super().results()
+            except (UncompletedJobError, FailedJobError) as e:  # no result, or submitit's own error in the job
+                why = re.search(r"\(state: ([^)]*)\)", str(e))
+                lines = [ln for ln in str(e).splitlines() if ln.strip()]
+                log.warning("SLURM job %s ended without a result (%s); its record says what happened (log: %s)",
+                            self.job_id, f"state {why.group(1)}" if why else (lines or ["no result"])[-1],
+                            self.paths.stderr)
+                return [JobReturn(status=JobStatus.COMPLETED, _return_value=None)]
+
+    # the executor makes a job array's jobs with the module's name SlurmJob, a single job with its job_class
+    saved = slurm.SlurmJob, slurm.SlurmExecutor.job_class
+    slurm.SlurmJob = slurm.SlurmExecutor.job_class = Job
+    try:
+        yield
+    finally:
+        slurm.SlurmJob, slurm.SlurmExecutor.job_class = saved
+
+
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    """hydra-submitit-launcher's SlurmLauncher after :func:`check`."""
+    """hydra-submitit-launcher's SlurmLauncher after :func:`check`, waiting for its jobs as :func:`waiting` says."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         check(self.params, len(job_overrides))
-        return super().launch(job_overrides, initial_job_idx)
+        with waiting():
+            return super().launch(job_overrides, initial_job_idx)
 

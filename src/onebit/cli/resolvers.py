@@ -20,7 +20,8 @@ def register_resolvers() -> None:
     registered paper table as a sweep value, ``${onebit_design:table,base|factors,key}``: a value of its one-factor
     design (``onebit.results.registry``); ``${onebit_choices:}``: the option chosen in each of onebit's groups
     (``onebit.core.registry.GROUPS``), by name, as Hydra composed it: the config's ``choices`` node, so a job reads
-    its option names from its config, not from Hydra's global state."""
+    its option names from its config, not from Hydra's global state; ``${onebit_teacher_key:path}``: the identity
+    of a ``distill=teacher`` teacher, its weights' checksum (``onebit.training.teacher.teacher_key``)."""
     if not OmegaConf.has_resolver("onebit_uid"):
         OmegaConf.register_new_resolver("onebit_uid", lambda: uuid.uuid4().hex[:6], use_cache=True)
     if not OmegaConf.has_resolver("onebit_outputs"):  # the default output root, read as every entry point reads it,
@@ -34,6 +35,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("onebit_design", _design)
     if not OmegaConf.has_resolver("onebit_choices"):  # the option names of the composed config (conf/train.yaml)
         OmegaConf.register_new_resolver("onebit_choices", _choices)
+    if not OmegaConf.has_resolver("onebit_teacher_key"):  # conf/distill/teacher.yaml: the teacher by its weights
+        OmegaConf.register_new_resolver("onebit_teacher_key", _teacher_key)
     if not OmegaConf.has_resolver("onebit_help"):
         OmegaConf.register_new_resolver("onebit_help", lambda part, *, _root_: usage.text(part, _root_))
 
@@ -48,6 +51,12 @@ def _design(table: str, part: str, key: str):
     from onebit.results.registry import paper_table  # pandas and the tables load only when a sweep asks
 
     return paper_table(table).design_value(part, key)
+
+
+def _teacher_key(path):
+    from onebit.training.teacher import teacher_key  # torch loads only when a config names a teacher
+
+    return teacher_key(path)
 
 
 def _choices() -> DictConfig:

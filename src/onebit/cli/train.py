@@ -27,7 +27,8 @@ from onebit.core.dist import global_rank
 from onebit.core.errors import ConfigError, error_line
 from onebit.core.paths import CONF_DIR, absolute, launched_from
 from onebit.records.layout import remove_if_empty, remove_stub
-from onebit.records.lifecycle import RESUME_HINT, SIGNALS, RunInterrupted, catching_signals, signal_name
+from onebit.records.lifecycle import (RESUME_HINT, RunInterrupted, catching_signals, describe, interruption,
+                                      signal_name)
 
 PATH_KEYS = ("output_root", "cache_dir")  # written by a job: made absolute (not in a job's identity)
 
@@ -68,6 +69,9 @@ def _job(cfg: DictConfig, hc):
         print(interrupted_line(e, jobs.is_multirun()), file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     except Exception as e:
+        if (stop := interruption(e)) is not None:  # an error on the way out of an interrupted run: still interrupted
+            print(interrupted_line(stop, jobs.is_multirun()), file=sys.stderr, flush=True)
+            sys.exit(stop.exit_code)  # never a normal return: submitit would report a requeued job as done
         print(error_line(e), file=sys.stderr)
         if jobs.is_multirun():
             return None  # recorded as failed; the sweep goes on and SweepSummary reports it
@@ -85,7 +89,7 @@ def _job(cfg: DictConfig, hc):
 
 def interrupted_line(e: RunInterrupted, sweep: bool = False) -> str:
     """What the console says when a signal stops a job (``onebit.records.lifecycle``)."""
-    why = f"{signal_name(e.signum)} ({SIGNALS.get(e.signum, 'a signal')})"
+    why = f"{signal_name(e.signum)} ({describe(e.signum)})"
     record = getattr(e, "record", None)
     if record is None:
         return f"onebit: interrupted by {why} before the run started; nothing was recorded"

@@ -12,6 +12,26 @@ cluster environment explicitly (``Trainer(plugins=[...])``), so that detection, 
   requeues the job itself, so Lightning's ``auto_requeue`` is off (two owners would requeue it twice); in a job a
   user submitted with ``sbatch``/``srun`` directly Lightning's auto-requeue stays on (``--signal=USR1@90``). onebit
   says which, once, in its own words (:func:`describe`).
+
+  **Who owns a requeue under ``launcher=submitit_slurm``** (tested on a real cluster: tests/test_slurm.py):
+
+  - *SLURM* requeues a preempted job or one requeued by hand (``scontrol requeue``) and cancels with ``scancel``; in
+    every case it first sends SIGTERM to all of the job's processes. onebit's handler
+    (``onebit.records.lifecycle.catching_signals``) records the run ``interrupted`` and the process exits 143
+    without a result file, so the sweep, which waits for results, waits on; the requeued job starts the same
+    batch script with the same pickled call, i.e. the same Hydra job with the same overrides, and onebit resumes it
+    from its last checkpoint (same run directory, run id, W&B ids; the record gets a second attempt).
+  - *submitit* owns the time limit: SLURM sends it ``USR2`` ``signal_delay_s`` before the limit
+    (``#SBATCH --signal=USR2@120``); submitit's handler, installed before the job runs, calls
+    hydra-submitit-launcher's ``checkpoint()`` (the same job again), ``scontrol requeue`` and exits. onebit records
+    the run ``interrupted by SIGUSR2`` first and then calls submitit's handler (the signal is handed over,
+    ``lifecycle.handed_over``), so both happen and in that order. ``hydra.launcher.max_num_timeout`` (5 in
+    conf/launcher/submitit_slurm.yaml) bounds how many time-outs are requeued; preemptions are not counted.
+  - *onebit* owns no requeue: it records, and resumes what it finds interrupted. *Lightning* owns none either
+    under submitit (``auto_requeue`` off; its SIGUSR1 handler is not installed).
+  - *A DDP job* (``trainer=ddp``, ``hydra.launcher.tasks_per_node=N`` = ``trainer.devices``): submitit starts
+    the Hydra job in each of the N tasks; the rank is SLURM_PROCID (``onebit.core.dist``); only rank 0 takes the
+    job's index lock and writes the record; submitit's USR2 handler checkpoints and requeues from rank 0 only.
 - **Anything else** (a laptop, a login node where ``srun`` merely exists, ``salloc``'s shell): torchrun's,
   LSF's and MPI's environments are still detected by Lightning as before; otherwise Lightning's default
   ``LightningEnvironment`` is given explicitly.

@@ -8,6 +8,9 @@ last epoch, before the test), ``test:<stage>`` (during the test), ``cache_save``
 
 ``ONEBIT_KILL_SIGNAL`` (``KILL`` by default; ``TERM``, ``INT``, ``HUP``...) picks the signal the process sends itself
 there: SIGKILL leaves no chance to record anything, the others are an interruption (``onebit.records.lifecycle``).
+``STOP`` halts the process there, so that a test can act on it from outside as a cluster would (tests/test_slurm.py:
+``scontrol requeue``, ``scancel``, submitit's USR2; SLURM sends SIGCONT before its SIGTERM). A point fires in every
+attempt that reaches it; an ``epoch_end`` point is not reached again by the attempt that resumes after that epoch.
 """
 
 from __future__ import annotations

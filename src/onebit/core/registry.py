@@ -48,14 +48,20 @@ GROUPS: dict[str, Group] = {
                     recorded=True, binary_only=True, tag=True),
     "pretrain": Group("the activation of the real-valued twin pretrained first and handed to the binary net, or none",
                       recorded=True, binary_only=True, tag=True),
-    "recipe": Group("the binary steps between pretraining and bn_retrain: one_step, or two_step (activations first)",
+    "recipe": Group("the binary steps between pretraining and bn_retrain: one_step, or two_step (activations first, "
+                    "distilled from the twin as ReActNet runs it; two_step_no_distill without the teacher)",
                     recorded=True, binary_only=True, tag=True),
+    "distill": Group("the teacher of the binary steps: none, the run's own pretrained twin, or a finished real-valued "
+                     "run (distill.teacher=<run dir or .ckpt>); ReActNet's distributional loss",
+                     recorded=True, binary_only=True, tag=True),
     "protocol": Group("a paper's optimizer, schedule and loss, over the chosen model and data (Bi-Real Table 1)",
                       recorded=True, overlay=True, tag=True),
     "optimizer": Group("the optimizer, with weight decay per parameter role", recorded=True),
     "scheduler": Group("the learning-rate schedule of each stage", recorded=True),
     "trainer": Group("the Lightning Trainer; any Trainer argument is accepted as trainer.<argument>=value",
                      recorded=True),
+    "callbacks": Group("your own Lightning callbacks beside onebit's: early_stopping, rich_progress, or any class "
+                       "with +callbacks.<name>._target_=<class>"),
     "logger": Group("where metrics go besides the local record: W&B (offline by default), CSV, or none",
                     not_in_identity="where metrics are sent (W&B, CSV, none), not what is computed"),
     "launcher": Group("how a multirun (-m) starts its jobs: in turn, in parallel (joblib), or through submitit / SLURM",

@@ -2,16 +2,18 @@
 
 Modules, each importing only those listed before it: :mod:`~onebit.deploy.extra` (the optional ``export`` extra,
 the import order tensorflow needs, :class:`ExportError`), :mod:`~onebit.deploy.padding` (PyTorch's windows in
-TensorFlow's "same" geometry), :mod:`~onebit.deploy.graph` (the Keras graph of a onebit model, layer for layer),
+TensorFlow's "same" geometry), :mod:`~onebit.deploy.binary` (what one binary conv computes: sign, input
+threshold, 1-bit kernel and scales), :mod:`~onebit.deploy.graph` (the Keras graph of a onebit model, layer for layer),
 :mod:`~onebit.deploy.convert` (LCE conversion and its interpreter), :mod:`~onebit.deploy.check` (agreement with
 PyTorch, latency) and :mod:`~onebit.deploy.run` (a finished run -> ``model.tflite``, verified and recorded). This
 package re-exports their public names.
 """
 
+from onebit.deploy.binary import binary_kernel, input_threshold, is_sign, ste_sign
 from onebit.deploy.check import compare, latency_ms, measure_latency
 from onebit.deploy.convert import INTERPRETER, convert, interpreter, operators, predict
 from onebit.deploy.extra import EXTRA, REQUIRED_MODULES, ExportError, missing_modules, require_extra, versions
-from onebit.deploy.graph import BuildInfo, KerasGraph, binary_kernel, is_sign, ste_sign
+from onebit.deploy.graph import BuildInfo, KerasGraph
 from onebit.deploy.padding import same_extension, same_padding, torch_out
 from onebit.deploy.run import (
     AGREEMENT_MIN,
@@ -41,6 +43,7 @@ __all__ = [
     "counted_bytes",
     "export_run",
     "exportable_stage",
+    "input_threshold",
     "interpreter",
     "is_sign",
     "latency_ms",

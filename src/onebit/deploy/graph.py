@@ -14,7 +14,10 @@ made real. This module builds that graph from onebit's own module tree, layer fo
   approximation does: they differ only in the backward pass), as ``ste_sign`` does. Its weight component must
   give ``alpha_o sign(W_r)`` with one ``alpha_o > 0`` per output channel (plain sign: ``alpha_o = 1``;
   magnitude-aware, Bi-Real Eq. 6, and XNOR scaling: ``alpha_o = ||W_r,o||_1 / n``). Checked on the layer's
-  actual weights, not on its class name.
+  actual weights, not on its class name. A learnable input threshold (ReActNet's RSign, ``sign(x - alpha_c)``,
+  ``sign.learnable_threshold=true``) is the same per-channel float32 subtraction before ``ste_sign``
+  (:func:`~onebit.deploy.binary.input_threshold`); it is not folded into a preceding BatchNorm, which would round
+  differently. These per-layer pieces live in :mod:`onebit.deploy.binary`.
 - the scale goes into the BatchNorm that follows (Bi-Real section 4.1: "the scaling factor can be absorbed into
   the BatchNorm"): ``BN(alpha c) = gamma (alpha c - mu) / sqrt(var + eps) + beta = gamma' (c - mu') + beta`` with
   ``gamma' = gamma alpha / sqrt(var + eps)``, ``mu' = mu / alpha``, written as a Keras BatchNorm of variance
@@ -48,51 +51,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from onebit.deploy.binary import binary_kernel, input_threshold, is_sign, ste_sign
 from onebit.deploy.extra import ExportError, _tf
 from onebit.deploy.padding import same_extension, same_padding, torch_out
 from onebit.nn.layers import FPReLU, RPReLU
 from onebit.nn.models import BinaryDenseNet, BiRealResNet
-from onebit.nn.quantizers import Clip, LeakyClip, Quantizer, RealWeight, binary_sign
+from onebit.nn.quantizers import Clip, LeakyClip, Quantizer, RealWeight
 from onebit.nn.quantizers import ReLU as ReLUActivation
-
-
-def ste_sign(t):
-    """larq's ``ste_sign`` forward, ``sign(sign(x) + 0.1)`` (+1 at 0, Bi-Real Eq. 1): the pattern LCE's converter
-    turns into ``LceQuantize`` (bit-packing) feeding ``LceBconv2d``."""
-    import tensorflow as tf
-
-    return tf.sign(tf.sign(t) + 0.1)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Binary layers: what the deployed model computes
-# ----------------------------------------------------------------------------------------------------------
-
-
-def is_sign(component: Quantizer) -> bool:
-    """True if ``component`` computes Bi-Real Eq. 1 ``sign(x)`` (+1 at 0) in inference: checked on a probe that
-    holds 0, +-tiny, +-1 and ordinary values, in eval mode without gradient."""
-    probe = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0])
-    was = component.training
-    try:
-        with torch.no_grad():
-            out = component.eval()(probe)
-    finally:
-        component.train(was)
-    return out.shape == probe.shape and torch.equal(out, binary_sign(probe))
-
-
-def binary_kernel(conv, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(sign(W), alpha)`` of a binary conv whose weight component gives ``alpha_o sign(W)`` (``alpha_o > 0`` per
-    output channel, exactly equal within a channel); :class:`ExportError` otherwise. ``sign(W)`` is (O, I, kh, kw)
-    of +-1, ``alpha`` (O,)."""
-    with torch.no_grad():
-        w = conv.weight_quantizer(conv.weight.detach()).float()
-    alpha = w.abs().amax(dim=tuple(range(1, w.dim())))
-    if not bool((alpha > 0).all()) or not torch.equal(w.abs(), alpha.view(-1, *[1] * (w.dim() - 1)).expand_as(w)):
-        raise ExportError(f"layer {name}: its weight component {type(conv.weight_quantizer).__name__} does not give "
-                          "one +-alpha per output channel, so it has no 1-bit equivalent")
-    return (w / alpha.view(-1, *[1] * (w.dim() - 1))).numpy(), alpha.numpy()
 
 
 @dataclass
@@ -225,6 +190,9 @@ class KerasGraph:
             # LCE 0.16's optimised kernels compute zero padding wrongly when the input is smaller than the kernel
             # (its reference kernel is right): pad with +1 there and subtract what the +1s added, exactly
             pad_value, correction = 1.0, self._one_padding_excess(signs, x.shape[1], x.shape[2], conv)
+        threshold = input_threshold(conv)
+        if threshold is not None:  # RSign (ReActNet Eq. 1): sign(x - alpha_c), the subtraction PyTorch computes
+            x = self.keras.layers.Lambda(lambda t, a=threshold: t - a, name=self._name("threshold"))(x)
         if any(extend):
             x = self.keras.layers.ZeroPadding2D(((0, extend[0]), (0, extend[1])))(x)
         x = self.keras.layers.Lambda(ste_sign, name=self._name("sign"))(x)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from onebit.nn.quantizers import Quantizer, RealWeight
 
-__all__ = ["BinaryConv2d", "PReLU", "RPReLU", "FPReLU", "make_nonlinearity", "NONLINEARITIES"]
+__all__ = ["BinaryConv2d", "PReLU", "RPReLU", "FPReLU", "make_nonlinearity", "NONLINEARITIES", "threshold_names"]
 
 PAD_VALUES = (0.0, -1.0, 1.0)
 
@@ -20,6 +20,17 @@ class BinaryConv2d(nn.Conv2d):
     With ``a`` a sign approximation and ``w`` a weight binarizer, the multiply-accumulates are XNOR-popcounts
     (BOPs). The real-valued twin uses this same layer with a real activation (clip, ReLU...) and
     :class:`~onebit.nn.quantizers.RealWeight`, so twin and binary models have identical state dicts.
+
+    **Learnable threshold** (``sign.learnable_threshold=true``; ReActNet's RSign, Liu et al. ECCV 2020 Eq. 1-2): when
+    the input component declares ``learnable_threshold``, the layer has a parameter ``threshold`` ``alpha`` of shape
+    (in_channels,), initialised to 0, and computes ``y = conv(a(x - alpha_c), w(W_r))``: ``x_b = +1 if x >= alpha_c
+    else -1`` per input channel c (ReActNet's Eq. 1 writes ``x > alpha_c``; onebit keeps Bi-Real Eq. 1's ``+1`` at
+    equality, a difference only where ``x = alpha_c`` exactly). Autograd through ``x - alpha`` gives ReActNet's Eq. 2
+    with the sign approximation's pseudo-gradient g: ``dL/dx = dL/dy g(x - alpha_c)`` and
+    ``dL/dalpha_c = -sum_{n,h,w} dL/dy g(x - alpha_c)`` over the channel's elements. A 1-D parameter, it is in the
+    optimizer's ``bn`` role (no weight decay) and counts as a 32-bit parameter in the summary. Without it (the
+    default) the layer has no ``threshold`` and its state dict is unchanged. The padding is applied after the
+    binarization, so it is not shifted.
 
     ``pad_value`` is the value used to pad the *binarized* input: 0 (default, as in the paper's and the official
     code's convolutions, which makes the border ternary) or -1 / +1 (a purely binary input).
@@ -51,6 +62,8 @@ class BinaryConv2d(nn.Conv2d):
         self.input_quantizer = input_quantizer
         self.weight_quantizer = weight_quantizer if weight_quantizer is not None else RealWeight()
         self.pad_value = float(pad_value)
+        learnable = getattr(input_quantizer, "learnable_threshold", False)
+        self.threshold = nn.Parameter(torch.zeros(in_channels)) if learnable else None
         self._inference_weight: tuple | None = None  # (key, w(W_r)) in eval mode without gradient
 
     @property
@@ -88,6 +101,8 @@ class BinaryConv2d(nn.Conv2d):
         return {**super().__getstate__(), "_inference_weight": None}
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.threshold is not None:  # RSign (ReActNet Eq. 1): sign(x - alpha_c)
+            x = x - self.threshold.view(1, -1, 1, 1)
         x = self.input_quantizer(x)
         w = self.quantized_weight()
         padding = self.padding
@@ -96,6 +111,13 @@ class BinaryConv2d(nn.Conv2d):
             x = F.pad(x, (pw, pw, ph, ph), value=self.pad_value)
             padding = 0
         return F.conv2d(x, w, None, self.stride, padding, self.dilation, self.groups)
+
+
+def threshold_names(model: nn.Module) -> list[str]:
+    """The state-dict names of the learnable thresholds of ``model``'s binary convs (``layer1.0.conv1.threshold``...):
+    what a model initialised from a real-valued twin (which has none) starts at 0, ReActNet's initialisation."""
+    return [f"{name}.threshold" if name else "threshold" for name, m in model.named_modules()
+            if isinstance(m, BinaryConv2d) and m.threshold is not None]
 
 
 # ----------------------------------------------------------------------------------------------------------

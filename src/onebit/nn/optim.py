@@ -34,8 +34,9 @@ def parameter_roles(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 def param_groups(model: nn.Module, decays: dict[str, float]) -> list[dict]:
-    """Parameter groups for ``torch.optim``: one per non-empty role, with ``weight_decay`` from ``decays``."""
-    return [{"params": ps, "weight_decay": float(decays[role]), "role": role}
+    """Parameter groups for ``torch.optim``: one per non-empty role, with ``weight_decay`` from ``decays``; each is
+    named by its role, so Lightning's LearningRateMonitor logs ``lr-Adam/binary`` (not ``lr-Adam/pg1``)."""
+    return [{"params": ps, "weight_decay": float(decays[role]), "role": role, "name": role}
             for role, ps in parameter_roles(model).items() if ps]
 
 

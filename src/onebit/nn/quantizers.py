@@ -14,6 +14,11 @@ ApproxSign     ``2 + 2x`` on [-1, 0), ``2 - 2x`` on [0, 1), else 0    Bi-Real (E
 SwishSign      ``b (2 - b x tanh(b x / 2)) / (1 + cosh(b x))``        BNN+ (as in larq)
 =============  =====================================================  ============================
 
+Every sign approximation takes ``learnable_threshold`` (``sign.learnable_threshold``, default false): true asks the
+binary conv that applies it (:class:`onebit.nn.layers.BinaryConv2d`) for ReActNet's learnable per-channel threshold,
+``sign(x - alpha_c)`` (RSign, Liu et al. ECCV 2020 Eq. 1-2); the threshold is the layer's parameter, since it has
+one value per input channel.
+
 Weight binarizers (Hydra group ``weight``) map a latent conv weight ``W_r`` of shape (out, in, kh, kw) to the
 weight used in the forward pass: ``PlainSign`` (Bi-Real Eq. 4), ``MagnitudeAware`` (Bi-Real Eq. 6-7),
 ``MagnitudeAwareOfficial`` (the official PyTorch code's variant: scaled forward, plain gradient) and
@@ -161,6 +166,12 @@ class SignApproximation(Quantizer):
 
     precision = 1
 
+    def __init__(self, learnable_threshold: bool = False):
+        super().__init__()
+        if not isinstance(learnable_threshold, bool):
+            raise ValueError(f"sign.learnable_threshold={learnable_threshold!r} is invalid: must be true or false")
+        self.learnable_threshold = learnable_threshold  # read by BinaryConv2d: a per-channel threshold (RSign)
+
     def derivative(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -179,8 +190,8 @@ class SteSign(SignApproximation):
     ``ste_sign`` (``torch.clamp``'s gradient, by contrast, is 0 at the bounds).
     """
 
-    def __init__(self, t: float = 1.0):
-        super().__init__()
+    def __init__(self, t: float = 1.0, learnable_threshold: bool = False):
+        super().__init__(learnable_threshold)
         self.t = _positive("sign.t", t, "the STE threshold must be a positive finite number")
 
     def derivative(self, x: Tensor) -> Tensor:
@@ -207,8 +218,8 @@ class ApproxSign(SignApproximation):
     ``sign.t``.
     """
 
-    def __init__(self, t: float | None = None):
-        super().__init__()
+    def __init__(self, t: float | None = None, learnable_threshold: bool = False):
+        super().__init__(learnable_threshold)
         if t is not None and not (t > 0 and math.isfinite(t)):
             raise ValueError(f"sign.t={t!r} is invalid: must be null or a positive finite number")
         self.t = None if t is None else float(t)
@@ -231,8 +242,8 @@ class SwishSign(SignApproximation):
     the derivative of ``2 sigmoid(b x) (1 + b x (1 - sigmoid(b x))) - 1``.
     """
 
-    def __init__(self, beta: float = 5.0):
-        super().__init__()
+    def __init__(self, beta: float = 5.0, learnable_threshold: bool = False):
+        super().__init__(learnable_threshold)
         if not (beta > 0 and math.isfinite(beta)):
             raise ValueError(f"sign.beta={beta!r} is invalid: must be a positive finite number")
         self.beta = float(beta)

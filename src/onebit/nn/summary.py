@@ -6,8 +6,10 @@ each layer's declared precision decides how they count:
 - a :class:`~onebit.nn.layers.BinaryConv2d` whose input and weight components are both 1 bit contributes its
   MACs to **BOPs** (XNOR-popcount MACs) and its weight to the **binary parameters**;
 - every other conv / linear layer contributes **FLOPs** (real MACs); every other parameter (real convs, FC,
-  BatchNorm affine, PReLU slopes, biases) is a **real parameter**. BatchNorm running statistics are buffers, not
-  parameters, and are not counted (as in torchvision's and larq's parameter counts).
+  BatchNorm affine, PReLU slopes, biases, the learnable Sign thresholds of ReActNet's RSign) is a **real
+  parameter**. BatchNorm running statistics are buffers, not parameters, and are not counted (as in torchvision's
+  and larq's parameter counts). Element-wise operations (BatchNorm, the thresholds' subtraction, additions) are not
+  MACs and are not counted, as in Bi-Real section 4.4.
 
 Then ``memory = 1 bit x binary + 32 bit x real`` (in Mbit = 1e6 bit) and ``OPs = BOPs / 64 + FLOPs``.
 """

@@ -5,6 +5,11 @@
   key, including every Trainer argument not on that list, is in it: a smoke run
   (``+trainer.limit_train_batches=2``) is a different job from the full run, and so is the same config in another
   ``study``. Its hash is the :func:`job_key` of the job index (skip finished, resume interrupted).
+- Keys added after runs were recorded, in :data:`DEFAULT_NOT_IN_IDENTITY`, leave the job identity while they hold
+  their default, the value that reproduces what every earlier run computed: an existing config keeps its job key,
+  pretrain key and cell, and its earlier records stay its records. Any other value is in the identity.
+- The user's ``callbacks`` (conf/callbacks): each is in the identity unless its class is one of
+  :data:`NEUTRAL_CALLBACKS` (a progress bar, a checkpoint writer, a monitor): an early stop is, a progress bar is not.
 - The **twin identity** (the pretrain-cache key) is the job identity minus :data:`LATER_STAGE_KEYS`, the keys
   that only stages after pretraining read: a sweep over ``sign`` shares one twin.
 - A **cell** of a table is the job identity minus :data:`SEED_KEYS` and ``study``: runs in one cell are identical
@@ -42,6 +47,10 @@ NOT_IN_IDENTITY: dict[str, str] = {
     "compile": "torch.compile of the model: speed (and at most float summation order, fused kernels), like threads",
     "shortcut": "only an input of model.shortcut (${shortcut}); the model's resolved value is in the identity, "
                 "and a contradiction (model=plain18 shortcut=true) is refused",
+    "distill.teacher": "where a distill=teacher teacher's files are (a path); what it is, its weights' checksum, is "
+                       "distill.teacher_key, in the identity",
+    "diagnostics": "what is measured about the binary layers (flip ratio, clip share, +1 share: diag/*) and logged; "
+                   "the training is the same",
 }
 
 # Lightning Trainer arguments that cannot change a result; every other Trainer argument is in the identity
@@ -65,6 +74,36 @@ TRAINER_NOT_IN_IDENTITY: dict[str, str] = {
     "max_epochs": "set by onebit per stage from epochs / pretrain.epochs, which are in the identity",
 }
 
+# dotted keys added after records existed -> (the default, reason): out of the identity while they hold exactly the
+# default (same type and value), which computes what every earlier run computed; any other value is in it
+DEFAULT_NOT_IN_IDENTITY: dict[str, tuple[Any, str]] = {
+    "sign.learnable_threshold": (False, "ReActNet's learnable per-channel threshold of the Sign (RSign), added later; "
+                                        "false is the plain sign(x) of every earlier run"),
+    "distill": ({"name": "none"}, "the teacher of the binary steps (conf/distill), added later; distill=none is the "
+                                  "cross-entropy training of every earlier run"),
+    "callbacks": ({}, "the user's own Lightning callbacks (conf/callbacks), added later; none (callbacks=default, or "
+                      "only NEUTRAL_CALLBACKS) is what every earlier run did"),
+}
+
+# The ``callbacks`` group's rule: a user's callback whose ``_target_`` is one of these Lightning classes (in
+# CALLBACK_PACKAGES) cannot change a result, so its entry leaves the identity; every other callback (EarlyStopping,
+# a Timer, which can stop training, any class of the user's own or a subclass of these) is in it.
+NEUTRAL_CALLBACKS: dict[str, str] = {
+    "RichProgressBar": "terminal display", "TQDMProgressBar": "terminal display",
+    "ModelSummary": "prints the model's summary", "RichModelSummary": "prints the model's summary",
+    "ModelCheckpoint": "writes checkpoint files of its own beside onebit's; the training is the same",
+    "LearningRateMonitor": "sends the learning rates to the logger",
+    "DeviceStatsMonitor": "sends device statistics to the logger",
+}
+CALLBACK_PACKAGES = ("pytorch_lightning.callbacks", "lightning.pytorch.callbacks")
+
+
+def neutral_callback(target) -> bool:
+    """Whether a callback's ``_target_`` names a class of :data:`NEUTRAL_CALLBACKS` (by any module path inside
+    :data:`CALLBACK_PACKAGES`, e.g. ``pytorch_lightning.callbacks.RichProgressBar``)."""
+    module, _, name = str(target).rpartition(".")
+    return name in NEUTRAL_CALLBACKS and any(module == p or module.startswith(p + ".") for p in CALLBACK_PACKAGES)
+
 # keys read only by the stages after pretraining: not part of the pretrained twin's identity
 LATER_STAGE_KEYS: dict[str, str] = {
     "sign": "the twin has the pretraining activation where the Sign is",
@@ -72,6 +111,7 @@ LATER_STAGE_KEYS: dict[str, str] = {
     "epochs": "the binary stage's length; the twin's is pretrain.epochs (resolved, so it is in the key)",
     "bn_retrain": "a stage after the binary one",
     "recipe": "the steps after pretraining (one_step, two_step)",
+    "distill": "the teacher of the steps after pretraining; the twin trains on cross-entropy",
     "study": "a twin depends on its config, not on the study that asked for it: studies share it",
     "optimizer.latent_weight_clip": "clips the latent weights of binary convs only",
     "optimizer.binary_weight_decay": "the decay of the latent weights of binary convs only",
@@ -115,6 +155,13 @@ def _pop(config: dict, dotted: str) -> None:
         node.pop(last, None)
 
 
+def _get(config: dict, dotted: str):
+    node = config
+    for p in dotted.split("."):
+        node = node.get(p) if isinstance(node, dict) else None
+    return node
+
+
 def _plain(config) -> dict:
     """A plain, resolved ``dict`` of a DictConfig or mapping."""
     if not isinstance(config, dict):
@@ -131,6 +178,14 @@ def job_identity(config: Mapping) -> dict:
         _pop(c, key)
     for key in TRAINER_NOT_IN_IDENTITY:
         _pop(c, f"trainer.{key}")
+    callbacks = c.get("callbacks")
+    if isinstance(callbacks, dict):  # the callbacks that cannot change a result leave it (NEUTRAL_CALLBACKS)
+        c["callbacks"] = {k: v for k, v in callbacks.items() if v is not None
+                          and not (isinstance(v, dict) and neutral_callback(v.get("_target_")))}
+    for key, (default, _) in DEFAULT_NOT_IN_IDENTITY.items():
+        value = _get(c, key)
+        if type(value) is type(default) and value == default:
+            _pop(c, key)
     return c
 
 

@@ -44,6 +44,8 @@ class Stage:
         fixed_weights: binary weights fixed to +-1 without a scale (Bi-Real 4.1's BN retraining).
         optimizer: ``(key, value)`` pairs that replace the optimizer config's values in this stage only
             (e.g. ReActNet's step-1 weight decay).
+        distill: trained with the teacher of ``distill`` (conf/distill; ``onebit.nn.distill``): every step of
+            the recipe when ``distill`` is not none, never the pretrain or bn_retrain stage.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Stage:
     trainable: str = "all"
     fixed_weights: bool = False
     optimizer: tuple = ()
+    distill: bool = False
 
     def record(self) -> StageRecord:
         return StageRecord(name=self.name, model=self.model, epochs=self.epochs,
@@ -98,7 +101,8 @@ def stages_for(cfg: DictConfig) -> tuple[Stage, ...]:
                                  f"{', '.join(k for k in cfg.optimizer if not k.startswith('_'))}")
         stages.append(Stage(str(step["name"]), str(step["model"]), epochs,
                             init=stages[-1].name if stages else None,
-                            optimizer=tuple(sorted((str(k), v) for k, v in overrides.items()))))
+                            optimizer=tuple(sorted((str(k), v) for k, v in overrides.items())),
+                            distill=distill_name(cfg) != "none"))
     if cfg.bn_retrain:
         if stages[-1].model != "binary":
             raise ValueError(f"bn_retrain=true needs a recipe that ends with a binary model; recipe={name} ends "
@@ -106,6 +110,11 @@ def stages_for(cfg: DictConfig) -> tuple[Stage, ...]:
         stages.append(Stage(BN_RETRAIN, "binary", 1, init=stages[-1].name, trainable="batchnorm",
                             fixed_weights=True))
     return validate(tuple(stages))
+
+
+def distill_name(cfg) -> str:
+    """The config's ``distill`` option (``none`` for a config from before the group)."""
+    return str((cfg.get("distill") or {}).get("name", "none"))
 
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.]*)\}")  # ${key.path}: an interpolation that is one absolute key

@@ -111,6 +111,7 @@ class StageRecord:
     cache: dict | None = None      # {"key", "hit", "trained_by", ...} for a stage served by the pretrain cache
     wandb: dict | None = None      # {"id", "mode", "project"}
     efficiency: dict | None = None  # the stage model's precision (activations / weights bits) and counts
+    teacher: dict | None = None    # a distilled stage's teacher: {"source": twin|teacher, "key", ...} (conf/distill)
 
     # checks beyond the annotation's type (every other field is checked by its annotation: :func:`_types`)
     CHECKS = {"status": lambda v: v in STAGE_STATUSES, "metrics": _metrics, "history": _history, "cache": _cache}

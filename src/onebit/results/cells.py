@@ -25,7 +25,7 @@ from onebit.records.record import RunRecord
 
 ABSENT = "<absent>"
 # the order in which keys are tried when naming cells (first ones that tell cells apart win)
-LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "depth", "model", "shortcut", "sign_t", "data",
+LABEL_ORDER = ("structure", "sign", "weight", "pretrain", "distill", "depth", "model", "shortcut", "sign_t", "data",
                "optimizer", "scheduler", "epochs", "bn_retrain", "experiment", "trainer", "study")
 
 
@@ -66,18 +66,43 @@ def metric(rec: RunRecord, name: str, stage: str | None = None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def distill_name(rec: RunRecord) -> str:
+    """The run's teacher option (``conf/distill``: none, twin, teacher); ``none`` for records from before it."""
+    return rec.options.get("distill") or (rec.config.get("distill") or {}).get("name") or "none"
+
+
 def recipe_name(rec: RunRecord) -> str:
-    """The run's recipe (``conf/recipe``: one_step, two_step); ``one_step`` for records from before recipes."""
+    """The run's recipe, named by what it ran (``conf/recipe``: one_step, two_step, two_step_no_distill);
+    ``one_step`` for records from before recipes.
+
+    Both ``two_step`` options run the steps whose config ``name`` is ``two_step``; ``recipe=two_step`` brings the
+    twin as teacher (ReActNet's way), ``two_step_no_distill`` none. So a run of those steps is ``two_step`` when a
+    teacher taught it and ``two_step_no_distill`` when none did, whatever option name it was started with: the
+    records of ``recipe=two_step`` from before distillation (no ``distill`` in their config) and runs of
+    ``recipe=two_step distill=none`` are ``two_step_no_distill``, never mistaken for the distilled recipe."""
+    config_name = (rec.config.get("recipe") or {}).get("name")
+    if config_name == "two_step":
+        return "two_step" if distill_name(rec) != "none" else "two_step_no_distill"
     if rec.options.get("recipe"):
         return rec.options["recipe"]
-    return (rec.config.get("recipe") or {}).get("name", "one_step")
+    return config_name or "one_step"
+
+
+# switches compared like options that live in a group's config: name -> (config path, value when absent)
+CONFIG_OPTIONS = {"learnable_threshold": (("sign", "learnable_threshold"), False)}   # ReActNet's RSign
 
 
 def option_value(rec: RunRecord, name: str):
-    """An option of the run (``sign``, ``structure``...), or else the model's config value of that name
-    (``downsample`` -> ``config.model.downsample``)."""
+    """An option of the run (``sign``, ``structure``...; ``recipe`` as :func:`recipe_name` names it), a switch of
+    :data:`CONFIG_OPTIONS` (``learnable_threshold`` -> ``config.sign.learnable_threshold``, false when a record
+    predates it), or else the model's config value of that name (``downsample`` -> ``config.model.downsample``)."""
+    if name == "recipe" and rec.options.get("recipe"):
+        return recipe_name(rec)
     if name in rec.options:
         return rec.options[name]
+    if name in CONFIG_OPTIONS:
+        (group, key), absent = CONFIG_OPTIONS[name]
+        return (rec.config.get(group) or {}).get(key, absent)
     return (rec.config.get("model") or {}).get(name)
 
 

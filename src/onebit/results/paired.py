@@ -26,7 +26,10 @@ OPTION_CONFIG = {
     "pretrain": ("pretrain.name", "pretrain.activation"),
     "structure": ("model.shortcut",),   # Bi-Real vs Plain: the same model without its shortcuts
     "downsample": ("model.downsample",),
-    "recipe": ("recipe",),               # one_step vs two_step (the steps after pretraining)
+    "recipe": ("recipe", "distill"),     # one_step vs two_step: the steps after pretraining and their teacher
+    "distill": ("distill",),             # a teacher or none (conf/distill)
+    "learnable_threshold": ("sign.learnable_threshold",),   # ReActNet's RSign or a fixed sign(x)
+    "optimizer": ("optimizer",),         # Bop vs latent weights: the whole optimizer
 }
 
 

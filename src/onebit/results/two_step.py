@@ -1,11 +1,14 @@
 """Bi-Real's two-step scheme (IJCV 2020) against one-step training, from our runs (``sweeps=bireal_two_step``).
 
-Layout: one row per model (Bi-Real-18/34/50 in the sweep); columns the one-step cell and the two-step cell
-(mean ± std over seeds (n) of the final stage), then the paired difference ``d_i = 100 (two-step_i - one-step_i)``
-over runs identical except for ``recipe`` with the same seed: its mean, 95 % interval, P(two-step > one-step), the
-Holm-adjusted p and the verdict (``onebit.results.stats``: supported / contradicted / inconclusive). The IJCV paper
-reports the scheme for its deep nets without a one-step ablation that this table could be set beside (its text
-was not available here): there is no paper column.
+Layout: one row per model (Bi-Real-18/34/50 in the sweep); columns the one-step cell, the two-step cell as the
+authors run it (``recipe=two_step``: distilled from a real-valued teacher, here the twin) and, when there are such
+runs, the two-step cell without a teacher (``two_step_no_distill``: every ``recipe=two_step`` record from before
+distillation, ``onebit.results.cells.recipe_name``), each mean ± std over seeds (n) of the final stage; then per
+model and two-step variant the paired difference ``d_i = 100 (two-step_i - one-step_i)`` over runs identical
+except for ``recipe`` (and the teacher it brings) with the same seed: its mean, 95 % interval, P(two-step >
+one-step), the Holm-adjusted p and the verdict (``onebit.results.stats``: supported / contradicted /
+inconclusive). The IJCV paper reports the scheme for its deep nets without a one-step ablation that this table
+could be set beside (its text was not available here): there is no paper column.
 
 Budget: ``two_step`` trains ``recipe.step1_epochs`` (default ``epochs``) with binary activations and real weights,
 then ``epochs`` fully binary, so it spends more epochs than ``one_step``; the title says so.
@@ -29,10 +32,11 @@ from onebit.results.select import Selection, Table, paper_tables
 
 NAME = "bireal_two_step"
 AXES = {"recipe": ("one_step", "two_step"), "model": ("bireal18", "bireal34", "bireal50")}  # sweeps/bireal_two_step
-RECIPES = AXES["recipe"]
+RECIPES = ("one_step", "two_step_no_distill", "two_step")  # the columns (a two-step one only when it has runs)
+TWO_STEPS = {"two_step": "", "two_step_no_distill": " (no teacher)"}  # compared with one_step, each by its pairs
 TITLE = ("Bi-Real two-step scheme vs one-step training, {label} ({metric}, %): mean ± std over seeds (n); two-step "
          "= binary activations with real weights, then fully binary from those weights (ReActNet's step1/step2), "
-         "each step its own epochs")
+         "each step its own epochs, distilled from the real-valued twin (two-step-no-distill: without a teacher)")
 CONCLUSIONS_TITLE = ("Two-step minus one-step, {label} (paired differences over runs identical except for the "
                      "recipe, same seed; points; 95 % t-intervals over pairs; p and verdicts Holm-adjusted over the "
                      "models, alpha 0.05)")
@@ -56,12 +60,13 @@ def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.Data
         if (pos := position(rec)) is not None:
             found.setdefault(pos, []).append(rec)
     if not found:
-        raise NoRunsError("no runs for the two-step table (recipe one_step|two_step)")
+        raise NoRunsError(f"no runs for the two-step table (recipe {'|'.join(RECIPES)})")
     models = sorted({m for m, _ in found}, key=lambda m: (len(str(m)), str(m)))
+    ran = [r for r in RECIPES if r == "one_step" or any(pos[1] == r for pos in found)]  # a column per recipe run
     rows = []
     for model in models:
         row = {"model": model}
-        for r in RECIPES:
+        for r in ran:
             recs = found.get((model, r))
             row[r.replace("_", "-")] = format_cell(summarize(recs, metric) if recs else None)
         rows.append(row)
@@ -69,22 +74,25 @@ def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.Data
 
 
 def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    """Per model: the paired difference two-step - one-step (``onebit.results.paired``) with its statistics
-    (``onebit.results.stats``; p and verdicts Holm-adjusted over the models)."""
+    """Per model and two-step variant that has runs (with the twin as teacher; ``(no teacher)``): the paired
+    difference two-step - one-step (``onebit.results.paired``) with its statistics (``onebit.results.stats``; p and
+    verdicts Holm-adjusted over the rows)."""
     by_model: dict = {}
     for rec in records:
         if (pos := position(rec)) is not None:
             by_model.setdefault(pos[0], []).append(rec)
     models = sorted(by_model, key=lambda m: (len(str(m)), str(m)))
-    found = [paired.pairs(by_model[m], "recipe", "two_step", "one_step", metric) for m in models]
-    names = [f"{m}: two-step > one-step" for m in models]
+    ran = {recipe(r) for rs in by_model.values() for r in rs}
+    rows_of = [(m, two) for m in models for two in TWO_STEPS if two in ran]
+    found = [paired.pairs(by_model[m], "recipe", two, "one_step", metric) for m, two in rows_of]
+    names = [f"{m}{TWO_STEPS[two]}: two-step > one-step" for m, two in rows_of]
     inside = [r for m in models for r in by_model[m]]
     tested = paired.comparisons(found, records=inside, names=names)
     rows = []
-    for model, c in zip(models, tested):
+    for (model, two), c in zip(rows_of, tested):
         cols = paired.columns(c)
-        rows.append({"model": model, "two-step - one-step (points)": cols.pop("ours (points)"), **cols,
-                     "verdict": c.verdict})
+        rows.append({"model": f"{model}{TWO_STEPS[two]}", "two-step - one-step (points)": cols.pop("ours (points)"),
+                     **cols, "verdict": c.verdict})
     frame = pd.DataFrame(rows)
     frame.attrs["notes"] = paired.design_notes(inside, names, tested) + paired.power_notes(names, tested)
     return frame
@@ -93,13 +101,13 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
 def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:
     """The two-step table and its paired differences, when the selection has two-step runs; else []."""
     records = [r for r in sel.records if position(r) is not None]
-    if not any(recipe(r) == "two_step" for r in records):
+    if not any(recipe(r) in TWO_STEPS for r in records):
         return []
     return paper_tables(sel, records, placements, NAME, (TITLE, CONCLUSIONS_TITLE), table, conclusions, metric)
 
 
 def in_table(rec: RunRecord) -> bool:
-    return position(rec) is not None and recipe(rec) == "two_step"
+    return position(rec) is not None and recipe(rec) in TWO_STEPS
 
 
 TABLE = register(PaperTable("two_step", "the two-step table", NAME, AXES, tables, in_table,

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from onebit.core.registry import MODEL_KINDS, is_real_model
+from onebit.nn.layers import threshold_names
 from onebit.records.recipe import Stage
 
 
@@ -41,13 +42,19 @@ def make_data(cfg: DictConfig):
 
 def transfer(state: dict, model: torch.nn.Module) -> dict:
     """Load ``state`` into ``model`` with ``strict=True`` (a missing or unexpected weight is an error, never a
-    silent skip) and return the audit for the record."""
-    result = model.load_state_dict(state, strict=True)
+    silent skip) and return the audit for the record.
+
+    One explicit exception: the learnable thresholds of binary convs (``sign.learnable_threshold=true``) that
+    ``state`` lacks (a real-valued twin has none) keep the model's initial value 0 (ReActNet's initialisation) and
+    are named in the audit's ``initialised``; any other missing weight is still an error."""
+    fresh = [k for k in threshold_names(model) if k not in state]
+    own = model.state_dict()
+    result = model.load_state_dict({**state, **{k: own[k].clone() for k in fresh}}, strict=True)
     n_params = sum(v.numel() for v in state.values())
     digest = hashlib.sha256(b"".join(v.detach().cpu().contiguous().numpy().tobytes()
                                      for v in state.values())).hexdigest()[:16]
     return {"strict": True, "tensors": len(state), "elements": n_params, "missing": list(result.missing_keys),
-            "unexpected": list(result.unexpected_keys), "sha256": digest}
+            "unexpected": list(result.unexpected_keys), "sha256": digest, **({"initialised": fresh} if fresh else {})}
 
 
 def stage_model(cfg: DictConfig, data, stage: Stage) -> torch.nn.Module:

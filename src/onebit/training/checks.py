@@ -18,15 +18,17 @@ import os
 import re
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import AcceleratorRegistry
 
 from onebit.core import cluster
 from onebit.core.errors import ConfigError, cause_line
 from onebit.core.registry import BINARY_ONLY, chosen, is_real_model, options, parent_option
+from onebit.nn.bop import check_bop
 from onebit.nn.optim import ROLE_DECAY_KEYS
 from onebit.nn.speed import check_speed_options
+from onebit.tracking.callbacks import user_callbacks
 from onebit.tracking.loggers import check_logger
 
 
@@ -68,11 +70,13 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
         _nonneg_float(f"optimizer.{key}", opt[key])
     if opt.latent_weight_clip is not None:
         _nonneg_float("optimizer.latent_weight_clip", opt.latent_weight_clip, positive=True)
+    check_bop(opt, _target_class(opt))  # optimizer=bop: no latent weight to clip or decay
     _check_lists(cfg)
     _nonneg_float("label_smoothing", cfg.label_smoothing)
     if cfg.label_smoothing >= 1:
         raise ConfigError(f"label_smoothing={cfg.label_smoothing!r} is invalid: must be in [0, 1)")
     check_logger(cfg)  # the `_target_` logger class, its arguments and package, W&B's mode
+    _check_distill(cfg)
     _check_shortcut(cfg, explicit_groups)
     if is_real_model(cfg):
         chosen = sorted(explicit_groups & set(BINARY_ONLY))
@@ -85,6 +89,27 @@ def check(cfg: DictConfig, explicit_groups: set[str] = frozenset()) -> None:
             raise ConfigError(f"bn_retrain=true does not apply to model={_model_name(cfg)}, a real-valued model")
     elif cfg.pretrain.name != "none":
         _positive_int("pretrain.epochs", cfg.pretrain.epochs)
+
+
+def _check_distill(cfg: DictConfig) -> None:
+    """``distill`` (conf/distill): alpha in [0, 1], temperature > 0, attention_weight >= 0; ``twin`` needs a
+    pretrained twin, ``teacher`` a path (what it names is checked with the data: ``onebit.training.teacher``)."""
+    d = cfg.get("distill")
+    if not d or d.get("name", "none") == "none" or is_real_model(cfg):
+        return
+    alpha = d.get("alpha")
+    if not _number(alpha) or not 0 <= alpha <= 1:
+        raise ConfigError(f"distill.alpha={alpha!r} is invalid: must be a number in [0, 1] (the weight of the "
+                          "distillation loss; 1 - alpha weighs cross-entropy)")
+    _nonneg_float("distill.temperature", d.get("temperature"), positive=True)
+    _nonneg_float("distill.attention_weight", d.get("attention_weight"))
+    if d.name == "twin" and cfg.pretrain.name == "none":
+        raise ConfigError("distill=twin needs the run's pretrained twin, and pretrain=none trains none: choose "
+                          f"pretrain={', '.join(o for o in options('pretrain') if o != 'none')}, or distill=teacher "
+                          "distill.teacher=<a finished real-valued run>")
+    if d.name == "teacher" and d.get("teacher") in (None, ""):
+        raise ConfigError("distill=teacher needs distill.teacher=<a finished real-valued onebit run directory or "
+                          ".ckpt of one>, e.g. of model=resnet18")
 
 
 # what pytorch_lightning.Trainer takes besides its AcceleratorRegistry's names (AcceleratorConnector)
@@ -135,6 +160,14 @@ def _check_lists(cfg: DictConfig) -> None:
                               "positive numbers (epochs, or fractions of the stage if < 1), e.g. [0.5, 0.75]")
 
 
+def _target_class(node: DictConfig):
+    """The class a ``_target_`` names, or None when it names none (instantiation reports that later)."""
+    try:
+        return get_class(str(node.get("_target_")))
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _target_name(node: DictConfig) -> str:
     return str(node.get("_target_", "?")).rsplit(".", 1)[-1]
 
@@ -175,6 +208,7 @@ def check_training(cfg: DictConfig) -> None:
     except Exception as e:
         raise ConfigError(f"scheduler={_choice_name(cfg, 'scheduler')} is refused by "
                           f"{cfg.scheduler.get('_target_')}: {cause_line(e)}") from e
+    user_callbacks(cfg)  # conf/callbacks: each instantiated once, refused in one line (onebit.tracking.callbacks)
     try:
         instantiate(cfg.trainer, max_epochs=1, logger=False, plugins=cluster.plugins())
     except Exception as e:

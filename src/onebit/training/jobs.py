@@ -42,13 +42,14 @@ from onebit.core.registry import BINARY_ONLY, OPTION_GROUPS, chosen, is_real_mod
 from onebit.nn.summary import precision, summarize
 from onebit.records.identity import job_key
 from onebit.records.layout import POINTER, RECORD_NAME, read_pointer, remove_if_empty, remove_stub
-from onebit.records.lifecycle import RESUME_HINT, outcome, signal_name
+from onebit.records.lifecycle import RESUME_HINT, interruption, outcome, signal_name
 from onebit.records.recipe import stages_for
 from onebit.records.record import CorruptRecordError, RunRecord, read_record
 from onebit.tracking.progress import bits, logging_into, stage_result
 from onebit.training.build import make_data, make_model
 from onebit.training.checks import check, check_training
 from onebit.training.loop import run_recipe
+from onebit.training.teacher import check_teacher
 
 log = logging.getLogger("onebit")
 
@@ -163,8 +164,8 @@ def _pointer(job_dir: Path, key: str, action: str, record: str | None = None, er
 
 def prepare(cfg: DictConfig, explicit: frozenset[str]):
     """Everything that can refuse a config, before any record exists: values (then torch's threads are set from
-    ``threads``), the recipe, the data, every model of the recipe. Returns (stages, data, efficiency) or raises
-    ConfigError (one line, the real cause kept).
+    ``threads``), the recipe, the data, every model of the recipe, a distilled recipe's teacher. Returns (stages,
+    data, efficiency) or raises ConfigError (one line, the real cause kept).
     ``efficiency``: per model kind of the recipe, its declared precision (``onebit.nn.summary.precision``) and
     efficiency summary at the data's input size."""
     check(cfg, explicit)
@@ -180,6 +181,7 @@ def prepare(cfg: DictConfig, explicit: frozenset[str]):
         models = {kind: make_model(cfg, data, kind) for kind in dict.fromkeys(s.model for s in stages)}
     except (ValueError, TypeError, FileNotFoundError, InstantiationException) as e:
         raise config_error(e) from e
+    check_teacher(cfg, data, models)  # distill: the teacher exists, is real-valued and fits this data and student
     efficiency = {kind: {**precision(m), **summarize(m, tuple(data.input_size)).as_dict()}
                   for kind, m in models.items()}
     return stages, data, efficiency
@@ -237,6 +239,8 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
                 status, signum = outcome(e)
                 if status == "interrupted":
                     e.record = record   # the console's line names it (onebit.cli.train.interrupted_line)
+                    if (stop := interruption(e)) is not None:
+                        stop.record = record
                     log.info("interrupted by %s: %s", signal_name(signum), RESUME_HINT)
                     record.finish("interrupted", error=f"interrupted by {signal_name(signum)}", signum=signum)
                 else:

@@ -1,7 +1,7 @@
 """The one loop that runs any recipe (``onebit.records.recipe``: a list of :class:`Stage` specs), resuming wherever a
 previous attempt stopped: a finished stage is skipped, an interrupted one continues from its last checkpoint, a
 cached one (the pretrained twin) comes from the pretrain cache, and every new one is initialised from the stage it
-names, trained, tested and recorded.
+names, trained (a distilled stage with its teacher, ``onebit.training.teacher``), tested and recorded.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor
 
 from onebit.core import cluster
 from onebit.core.killpoints import kill_point
+from onebit.core.registry import PRETRAIN
 from onebit.nn.speed import apply_speed_options
 from onebit.records.identity import pretrain_key
 from onebit.records.recipe import Stage
 from onebit.tracking import progress
+from onebit.tracking.callbacks import merge, shows_bar, user_callbacks
+from onebit.tracking.diagnostics import BinaryDiagnostics
 from onebit.tracking.loggers import finish_logger, make_logger
 from onebit.tracking.wandb_run import log_stage_end, log_twin, wandb_info, wandb_run_path
 from onebit.training.build import stage_model, transfer
@@ -33,6 +36,7 @@ from onebit.training.checkpoints import (
     stage_weights,
 )
 from onebit.training.module import Classifier
+from onebit.training.teacher import load_teacher
 
 log = logging.getLogger("onebit")
 
@@ -75,7 +79,11 @@ def run_recipe(job, record, data, stages: tuple[Stage, ...]) -> None:
             resume_from = last_checkpoint(job.run_dir, stage.name) if job.resuming else None
             if stage.init is not None and resume_from is None:
                 record.update_stage(stage.name, transfer=transfer(final_weights(by_name[stage.init].name), model))
-            train_stage(job, record, data, stage, model, resume_from)
+            teacher = None
+            if stage.distill:  # its teacher (conf/distill): the twin's final weights, or a finished real-valued run
+                teacher, about = load_teacher(job.cfg, data, lambda: final_weights(PRETRAIN))
+                record.update_stage(stage.name, teacher=about)
+            train_stage(job, record, data, stage, model, resume_from, teacher=teacher)
             state = model.state_dict()
         if say:
             progress.stage_finished(i, len(stages), record.stage(stage.name))
@@ -127,19 +135,21 @@ def _cached_stage(job, record, data, stage: Stage, model) -> dict:
 
 def stage_metrics(history: list[dict], test: dict) -> dict:
     """A stage's final metrics from its per-epoch history (so a stage resumed after its last epoch has them
-    too): the last epoch's ``val/*`` and ``train/*``, the best ``val/top1`` over epochs, and the test metrics."""
+    too): the last epoch's ``val/*`` and ``train/*`` (and its ``diag/*`` diagnostics, onebit.tracking.diagnostics),
+    the best ``val/top1`` over epochs, and the test metrics."""
     last = {k: v for k, v in (history[-1] if history else {}).items() if k not in ("epoch", "seconds")}
     vals = [h["val/top1"] for h in history if "val/top1" in h]
     return {**last, **({"val/top1_best": max(vals)} if vals else {}), **test}
 
 
 def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None, finish: bool = True,
-                on_trained=None):
+                on_trained=None, teacher=None):
     """Fit ``model`` for the stage's epochs (continuing from ``resume_from``), test it, and record the result
     (status ``finished`` unless ``finish=False``: the caller records completion); then ``on_trained(stage record,
-    logger)``, before the stage's logger run ends. Returns the StageRecord."""
+    logger)``, before the stage's logger run ends; ``teacher``: the frozen teacher of a distilled stage. Returns the
+    StageRecord."""
     cfg = job.cfg
-    module = Classifier.for_stage(cfg, stage, data, model)
+    module = Classifier.for_stage(cfg, stage, data, model, teacher)  # a teacher: distilled (its cost is in fit)
     if resume_from is not None:  # a torn checkpoint is one line, not a Lightning traceback
         done = read_checkpoint(resume_from)["epoch"] + 1  # the epochs it finished (saved at an epoch's end)
         if job.rank_zero:
@@ -159,8 +169,11 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
     callbacks = [*checkpoints, KillDuringTest()]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-    bar = progress.want_bar(cfg.trainer.get("enable_progress_bar"))  # null: a bar when interactive
-    callbacks += progress.callbacks(stage.name, bar)
+    if cfg.get("diagnostics", True):  # diag/* per binary layer and epoch (onebit.tracking.diagnostics)
+        callbacks.append(BinaryDiagnostics())
+    user = user_callbacks(cfg)  # conf/callbacks: beside onebit's; a user's bar takes the bar's place
+    bar = progress.want_bar(cfg.trainer.get("enable_progress_bar")) or shows_bar(user)  # null: a bar if interactive
+    callbacks = merge([*callbacks, *progress.callbacks(stage.name, bar)], user)
     trainer: pl.Trainer = instantiate(cfg.trainer, max_epochs=stage.epochs, logger=logger if logger else False,
                                       callbacks=callbacks, enable_progress_bar=bar, default_root_dir=str(job.run_dir),
                                       plugins=[atomic_async_io(), *cluster.plugins()])

@@ -1,6 +1,8 @@
 """The training algorithm: one LightningModule for every stage (real-valued pretraining, binary, BN retraining).
 
-Loss: cross-entropy (optional label smoothing). Metrics: top-1 / top-5 accuracy (torchmetrics), accumulated on
+Loss: cross-entropy (optional label smoothing); in a distilled stage (``distill=twin|teacher``), the training loss
+is ``onebit.nn.distill.distillation_loss`` against a frozen real-valued teacher (validation and test losses stay
+cross-entropy). Metrics: top-1 / top-5 accuracy (torchmetrics), accumulated on
 the device and computed once per epoch, so logging never synchronises per step. The best validation top-1 of
 the stage is not logged as a metric of its own: it is ``val/top1``'s maximum (the record's ``val/top1_best``,
 W&B's ``val/top1`` summary through ``define_metric``, ``onebit.tracking.loggers``).
@@ -8,6 +10,7 @@ W&B's ``val/top1`` summary through ``define_metric``, ``onebit.tracking.loggers`
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict
 from types import SimpleNamespace
@@ -20,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from onebit.nn.distill import BlockOutputs, distillation_loss
 from onebit.nn.optim import ROLE_DECAY_KEYS, clip_latent_weights, param_groups
 from onebit.records.recipe import Stage
 from onebit.training.build import stage_model
@@ -41,8 +45,12 @@ class Classifier(pl.LightningModule):
             top-min(5, classes)).
         model: the network (binary model or its real-valued twin); ``None``: a fresh one for the stage
             (``onebit.training.build.stage_model``).
+        teacher: the real-valued teacher of a distilled stage (``onebit.training.teacher``), or ``None``. It is
+            frozen (eval mode, no gradients) and held outside the module's children: not in the optimizer, not
+            in the checkpoint's state dict, never switched to train mode by Lightning; it moves to the student's
+            device when fitting starts and runs under ``torch.no_grad`` in every training step.
 
-    Everything but ``model`` is saved as plain hyperparameters in every checkpoint (``checkpoint
+    Everything but ``model`` and ``teacher`` is saved as plain hyperparameters in every checkpoint (``checkpoint
     ["hyper_parameters"]``, not sent to the logger: the W&B config is the run's options), so
     ``Classifier.load_from_checkpoint(path)`` rebuilds the module, ready to evaluate or to train on, with no
     arguments. :meth:`for_stage` builds one for a stage of a config.
@@ -52,16 +60,19 @@ class Classifier(pl.LightningModule):
     deferred_nonfinite_check = False  # True: the accelerator's deferred check on the CPU too (tests)
 
     def __init__(self, config: dict, stage: dict, in_channels: int, num_classes: int, default_width: int | None = None,
-                 model: nn.Module | None = None):
+                 model: nn.Module | None = None, teacher: nn.Module | None = None):
         super().__init__()
         if OmegaConf.is_config(config):
             config = OmegaConf.to_container(config, resolve=True)
-        self.save_hyperparameters(ignore=["model"], logger=False)
+        self.save_hyperparameters(ignore=["model", "teacher"], logger=False)
         if model is None:
             shape = SimpleNamespace(in_channels=in_channels, num_classes=num_classes, default_width=default_width)
             spec = Stage(**{**stage, "optimizer": tuple(sorted(stage["optimizer"].items()))})
             model = stage_model(OmegaConf.create(config), shape, spec)
         self.model = model
+        self._teacher = () if teacher is None else (teacher.eval().requires_grad_(False),)  # a tuple: no child
+        self.distill_cfg = dict(config.get("distill") or {}) if teacher is not None else None
+        self._blocks: tuple[BlockOutputs, BlockOutputs] | None = None  # (student's, teacher's) while fitting
         optimizer = {**config["optimizer"], **stage["optimizer"]}
         self.decays = {role: optimizer.pop(key) for role, key in ROLE_DECAY_KEYS.items()}
         clip = optimizer.pop("latent_weight_clip")
@@ -79,12 +90,13 @@ class Classifier(pl.LightningModule):
         self.first_step_time: float | None = None  # wall-clock time of the first training step (start-up bench)
 
     @classmethod
-    def for_stage(cls, cfg: DictConfig | dict, stage, data, model: nn.Module | None = None) -> Classifier:
+    def for_stage(cls, cfg: DictConfig | dict, stage, data, model: nn.Module | None = None,
+                  teacher: nn.Module | None = None) -> Classifier:
         """The module that trains ``stage`` (an ``onebit.records.recipe.Stage``) on ``data``, around ``model``
-        (``None``: a
-        freshly built one)."""
+        (``None``: a freshly built one), distilled from ``teacher`` when given."""
         spec = {**asdict(stage), "optimizer": dict(stage.optimizer)}
-        return cls(cfg, spec, data.in_channels, data.num_classes, getattr(data, "default_width", None), model)
+        return cls(cfg, spec, data.in_channels, data.num_classes, getattr(data, "default_width", None), model,
+                   teacher)
 
     def forward(self, x):
         return self.model(x)
@@ -94,8 +106,11 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.model(x)
-        loss = self._loss(logits, y)
+        if self._teacher:
+            logits, loss = self._distilled(x, y)
+        else:
+            logits = self.model(x)
+            loss = self._loss(logits, y)
         self._watch_loss(loss, batch_idx)
         # training metrics are accumulated on the device and logged once per epoch (on_train_epoch_end): no
         # per-step logging bookkeeping and no host synchronisation inside the epoch
@@ -104,6 +119,32 @@ class Classifier(pl.LightningModule):
         self._seen += len(y)
         self._batches += 1
         return loss
+
+    def _distilled(self, x, y):
+        """The student's logits and the distilled training loss (``onebit.nn.distill.distillation_loss``): the
+        teacher runs in eval mode under ``torch.no_grad``; block outputs are kept only for attention transfer."""
+        d, (teacher,) = self.distill_cfg, self._teacher
+        with (self._blocks[0].capture() if self._blocks else contextlib.nullcontext(())) as student_blocks:
+            logits = self.model(x)
+        with torch.no_grad(), (self._blocks[1].capture() if self._blocks else contextlib.nullcontext(())) \
+                as teacher_blocks:
+            teacher_logits = teacher(x)
+        loss = distillation_loss(logits, teacher_logits, y, alpha=d["alpha"], temperature=d["temperature"],
+                                 label_smoothing=self.label_smoothing, attention_weight=d["attention_weight"],
+                                 student_blocks=student_blocks, teacher_blocks=teacher_blocks)
+        return logits, loss
+
+    def on_fit_start(self):
+        """A distilled stage: the teacher on the student's device, and the block hooks of attention transfer."""
+        if self._teacher:
+            self._teacher[0].to(self.device)
+            if self.distill_cfg["attention_weight"] > 0:
+                self._blocks = (BlockOutputs(self.model), BlockOutputs(self._teacher[0]))
+
+    def on_fit_end(self):
+        for hooks in self._blocks or ():
+            hooks.remove()
+        self._blocks = None
 
     def _watch_loss(self, loss, batch_idx: int) -> None:
         """Stop a run whose training loss is not finite, without a host synchronisation per step on an accelerator.
