@@ -222,6 +222,18 @@ TRAINED = ["model.width=4", "epochs=6", "logger=none", "pretrain=none", "trainer
            "optimizer.lr=0.1", "scheduler=constant"]
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's thread count as it found it: a test that runs a job in this process
+    (``jobs.run`` sets torch's threads from ``threads``) would otherwise change it for the tests after it in the
+    same worker (one of them compares a job's threads with torch's default)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def train_once(tmp_path_factory):
     """``train_once(*overrides)``: the record of one run of ``python src/train.py overrides`` (in-process), trained

@@ -355,3 +355,24 @@ def test_adaptive_fashion_mnist_example_states_its_sequential_design(tmp_path):
         assert (tmp_path / name).read_text() == (example / name).read_text()
     conclusions = (example / names[1]).read_text()
     assert "seeds chosen by the data: looks at 3, 4, 5, 6 seeds" in conclusions
+
+
+def test_distillation_fashion_mnist_example_reproduces_the_committed_tables(tmp_path):
+    """analysis/example/distillation/: `sweeps=distillation` on Fashion-MNIST at the example's scale, 3 seeds: 15
+    finished full runs in the design's 5 cells, and the committed tables are what tables.py makes of the records."""
+    from onebit.results.distillation import ROWS, position
+
+    example = ROOT / "analysis" / "example" / "distillation"
+    records, problems = load_records(example / "records")
+    assert problems == [] and len(records) == 15
+    assert all(r.status == "finished" and not r.smoke and r.options["data"] == "fashion_mnist" for r in records)
+    assert sorted(position(r) for r in records) == sorted(ROWS * 3)
+    r = run_cli(tables, ["distillation", "--study", "distillation", "--root", example / "records", "--format",
+                         "markdown", "--out", tmp_path])
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in example.glob("distillation*.md"))
+    assert names == sorted(p.name for p in tmp_path.glob("*.md")) and len(names) == 2
+    for name in names:
+        assert (tmp_path / name).read_text() == (example / name).read_text()
+    conclusions = _markdown_frame(example / "distillation_conclusions.md")
+    assert list(conclusions["pairs"]) == ["3"] * 4

@@ -56,17 +56,23 @@ class GridSweeper(basic_sweeper.BasicSweeper):
 
 
 DEFAULT_STUDY = "default"  # conf/train.yaml's study
-NOT_A_FACTOR = ("seed",)   # seeds replicate a cell: sweeping only seeds keeps the study
+# seeds replicate a cell (sweeping only seeds keeps the study); the overlays that name their own study (`debug`,
+# `experiment`, `sweeps`: conf/debug/default.yaml, conf/experiment/*.yaml) are left to name it
+NOT_A_FACTOR = ("seed",)
+OWN_STUDY = ("debug", "experiment", "sweeps", "hydra/sweeper", "hparams_search")
 
 
 def own_study(config, arguments: list[str], params: list[str]) -> list[str]:
     """``arguments`` plus ``study=sweep-<swept keys>`` when the sweep's config has the default study and the command
-    line names none (the sweep's own config takes the name too, so its directory is ``sweeps/<that study>/``).
+    line names none (the sweep's own config takes the name too, so its directory is ``sweeps/<that study>/``), and
+    no overlay that names its own study is chosen (:data:`OWN_STUDY`: ``debug=``, ``experiment=``, ``sweeps=``).
     The name is the sorted keys swept by the command line and ``hydra.sweeper.params``, seeds left out; a sweep of
     seeds alone keeps the default study (replicates of one config)."""
     if config.get("study") != DEFAULT_STUDY or any(a.lstrip("+~").startswith("study=") for a in arguments):
         return arguments
     overrides = OverridesParser.create().parse_overrides([*params, *arguments])
+    if any(o.key_or_group in OWN_STUDY for o in overrides):
+        return arguments
     swept = sorted({o.key_or_group for o in overrides if o.is_sweep_override()} - set(NOT_A_FACTOR))
     if not swept:
         return arguments
