@@ -175,13 +175,16 @@ class RunRecord:
         return d
 
     def save(self) -> None:
-        """Write the record atomically; the current attempt's ``ended`` / ``seconds`` advance to now, so an attempt
-        killed without a chance to say so (SIGKILL) still counts the time up to its last save."""
+        """Write the record atomically, the running attempt's time up to now (a SIGKILLed one keeps it)."""
+        self._tick()
+        atomic_write_json(self.path, self.to_dict())
+
+    def _tick(self) -> None:
+        """The running attempt's ``ended`` / ``seconds``: now."""
         if self.attempt_log and self.attempt_log[-1]["status"] == "running":
             a = self.attempt_log[-1]
             a["ended"] = time.time()
             a["seconds"] = round(a["ended"] - a["started"], 3)
-        atomic_write_json(self.path, self.to_dict())
 
     @property
     def log_path(self) -> Path:
@@ -233,7 +236,7 @@ class RunRecord:
         """End the current attempt: ``finished``, ``failed`` (``error``: the real cause in one line) or
         ``interrupted`` (``signum``: the signal); a stage still running ends as the run does."""
         check_transition(self.status, status)
-        self.save()   # the attempt's seconds up to now
+        self._tick()   # the attempt's seconds up to now (written once, below)
         t = self.timings
         t["ended"] = time.time()
         self.status, self.error, self.traceback = status, error, traceback

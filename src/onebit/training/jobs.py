@@ -238,8 +238,7 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
             except BaseException as e:
                 status, signum = outcome(e)
                 if status == "interrupted":
-                    e.record = record   # the console's line names it (onebit.cli.train.interrupted_line)
-                    if (stop := interruption(e)) is not None:
+                    if (stop := interruption(e)) is not None:   # the console's line names the record
                         stop.record = record
                     log.info("interrupted by %s: %s", signal_name(signum), RESUME_HINT)
                     record.finish("interrupted", error=f"interrupted by {signal_name(signum)}", signum=signum)
