@@ -95,7 +95,9 @@ def test_a_key_added_later_leaves_the_identity_only_at_its_default(config):
     del earlier["sign"]["learnable_threshold"]
     for key in (I.job_key, I.pretrain_key, I.cell_key):
         assert key(config) == key(earlier), key.__name__
-    assert "sign.learnable_threshold" not in I.cell_items(config)
+    # labels say what ran: the default is shown (not an absent key), the same for a record without the key
+    assert I.cell_items(config)["sign.learnable_threshold"] is False and I.cell_items(earlier) == I.cell_items(config)
+    assert I.cell_items(config)["distill.name"] == "none" and "callbacks" not in I.cell_items(config)
     on = _with(config, "sign.learnable_threshold", True)
     assert I.job_key(on) != I.job_key(config) and I.cell_key(on) != I.cell_key(config)
     assert I.pretrain_key(on) == I.pretrain_key(config) and I.cell_items(on)["sign.learnable_threshold"] is True

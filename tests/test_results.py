@@ -5,6 +5,7 @@ same validation, and the committed schema-1 example reproduced. Records are writ
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -376,3 +377,13 @@ def test_distillation_fashion_mnist_example_reproduces_the_committed_tables(tmp_
         assert (tmp_path / name).read_text() == (example / name).read_text()
     conclusions = _markdown_frame(example / "distillation_conclusions.md")
     assert list(conclusions["pairs"]) == ["3"] * 4
+
+
+def test_a_key_at_its_later_added_default_is_named_by_its_value(tmp_path):
+    """The study table of the distillation example mixes sign.learnable_threshold=true cells with one at the default
+    (false, which the identity leaves out): that cell is labelled False, not None or <absent>."""
+    example = ROOT / "analysis" / "example" / "distillation" / "records"
+    r = run_cli(tables, ["study", "--study", "distillation", "--root", example, "--format", "csv"])
+    assert r.returncode == 0, r.stderr
+    frame = pd.read_csv(io.StringIO(r.stdout), dtype=str, keep_default_na=False)
+    assert sorted(frame["sign.learnable_threshold"]) == ["False", "True", "True", "True", "True"]

@@ -58,8 +58,9 @@ def uninterrupted(tmp_path_factory):
 def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig):
     """SIGTERM (kill, SLURM): the run is recorded as interrupted and its W&B run finished, so every row it logged
     is in its file. SIGKILL: nothing can be finished; rows logged within the flush interval before the kill can be
-    lost (here epoch 1's, logged just before the kill point), so only the steps' order and the values present are
-    checked, not that every epoch is there."""
+    lost from its file. Either way the kill point (``epoch_end:binary:1``) stops the attempt after epoch 1's
+    checkpoint and before Lightning logs epoch 1's train/*: the resumed attempt logs what the first one's file
+    lacks from the stage's history (onebit.tracking.wandb_resume.ReplayMissingEpochs), so no epoch is missing."""
     args = [*ARGS, f"output_root={tmp_path}"]
     killed = run_train(args, env={"ONEBIT_KILL_AT": "epoch_end:binary:1", "ONEBIT_KILL_SIGNAL": sig})
     expected = 128 + signal.SIGTERM if sig == "TERM" else -signal.SIGKILL
@@ -78,26 +79,22 @@ def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig):
     steps1, steps2 = [r["_step"] for r in first], [r["_step"] for r in second]
     assert steps1 == sorted(set(steps1)) and steps2 == sorted(set(steps2))
     assert steps2[0] == steps1[-1] + 1, (steps1, steps2)
-    # the per-epoch history: attempt 2 starts at the epoch its checkpoint resumes from (epoch 1's checkpoint is
-    # written in a thread and may not reach the disk before the kill: then epoch 1 is trained and logged again,
-    # with the same values and global steps); together the attempts hold every epoch of the uninterrupted run,
-    # each with its values and trainer/global_step
+    # the per-epoch history: together the attempts hold every epoch of the uninterrupted run, each with its values
+    # and trainer/global_step. Attempt 2 logs what attempt 1's file lacks first (the epochs its checkpoint holds:
+    # train/* of epoch 1, logged by Lightning after the kill point; under SIGKILL also the rows wandb-core had not
+    # written yet), then trains on. Epoch 1's checkpoint is written in a thread and may not reach the disk before a
+    # SIGKILL: then epoch 1 is trained and logged again, with the same values and global steps.
     whole, one, two = per_epoch(uninterrupted), per_epoch(first), per_epoch(second)
     for key in METRICS:
         assert [e for e, _, _ in whole[key]] == [0, 1, 2], key
-        resumed_at = two[key][0][0]
-        assert two[key] == [w for w in whole[key] if w[0] >= resumed_at], key  # the tail, from where it resumed
         assert one[key] == whole[key][:len(one[key])], key  # the head, as far as the killed attempt wrote it
-        missing = {0, 1, 2} - {e for e, _, _ in one[key]} - {e for e, _, _ in two[key]}
-        if sig == "TERM" and key.startswith("val/"):  # logged during validation, before the kill point: all there
-            assert missing == set(), key
-        else:
-            # KNOWN GAP (issue 3/5, left open): train/* of the epoch at the kill point are logged by the module after
-            # the callbacks' epoch end, where the kill point (and a real signal, at that moment) stops the run; its
-            # checkpoint may already be on disk, so the resumed attempt starts after it and W&B never gets those
-            # rows (the record's history has them). Only that epoch may be missing.
-            assert missing <= {1}, (key, missing)
-
+        assert all(row in whole[key] for row in two[key]), key
+        assert [e for e, _, _ in two[key]] == sorted({e for e, _, _ in two[key]}), key  # each epoch once, in order
+        assert {e for e, _, _ in one[key]} | {e for e, _, _ in two[key]} == {0, 1, 2}, key  # no epoch missing
+        if sig == "TERM":  # a finished W&B run: nothing lost, nothing logged twice
+            assert one[key] + two[key] == whole[key], key
+    if sig == "TERM":  # the gap, filled in: epoch 1's train/* come first in attempt 2
+        assert [e for e, _, _ in one["train/loss"]] == [0] and [e for e, _, _ in two["train/loss"]] == [1, 2]
     # onebit-sync --dry-run: the run's two attempts, in the order they ran, even when the folder names say otherwise
     late = dirs[1].with_name(dirs[1].name.replace("offline-run-", "offline-run-0000"))  # sorts before attempt 1
     shutil.move(dirs[1], late)
@@ -110,6 +107,22 @@ def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig):
     assert lines[head + 2] == f"    2. {late.relative_to(tmp_path)}"
     assert "Would sync 2 run(s)" in r.stdout + r.stderr  # wandb sync's own dry run: both files, one call
     assert sync.offline_runs(tmp_path) == [dirs[0], late]
+
+
+def test_replayed_rows_get_the_steps_lightning_logs_at(uninterrupted):
+    """missing_rows: without any earlier row, an epoch's trainer/global_step is computed as Lightning logs epoch-end
+    metrics (the uninterrupted run's own steps); with one, it is taken from it; logged keys are left out."""
+    from onebit.tracking.wandb_resume import missing_rows
+
+    steps = [s for _, s, _ in per_epoch(uninterrupted)["val/top1"]]
+    history = [{"epoch": e, "train/loss": 1.0 + e, "val/top1": 0.5, "seconds": 0.3} for e in range(3)]
+    done = steps[-1] + 1  # what the trainer restores after the last epoch
+    assert missing_rows(history, {}, done) == [(s, {"train/loss": 1.0 + e, "val/top1": 0.5, "epoch": e})
+                                               for e, s in enumerate(steps)]
+    logged = {0: {"train/loss": 1.0, "val/top1": 0.5, "epoch": 0}, 1: {"val/top1": 0.5, "trainer/global_step": 77}}
+    assert missing_rows(history, logged, done) == [(77, {"train/loss": 2.0, "epoch": 1}),
+                                                   (steps[2], {"train/loss": 3.0, "val/top1": 0.5, "epoch": 2})]
+    assert missing_rows([], {}, 0) == []
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,7 +202,7 @@ def test_a_first_attempt_logs_from_step_zero(tmp_path, monkeypatch):
     """continue_steps changes nothing for a run without earlier attempts, and moves a resumed one past them."""
     import wandb
 
-    from onebit.tracking.wandb_run import continue_steps, earlier_attempts, last_step
+    from onebit.tracking.wandb_resume import continue_steps, earlier_attempts, last_step
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     first = wandb.init(mode="offline", id="s-binary", resume="allow", dir=str(tmp_path), project="onebit")

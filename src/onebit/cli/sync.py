@@ -34,7 +34,8 @@ from pathlib import Path
 from onebit.cli.runs import Parser, run_main
 from onebit.core.errors import ConfigError
 from onebit.core.paths import output_root
-from onebit.tracking.wandb_run import log_run_info, wandb_credentials
+from onebit.tracking.wandb_resume import log_run_info
+from onebit.tracking.wandb_run import wandb_credentials
 
 BATCH = 200  # run directories per `wandb sync` call (a command line of bounded length)
 

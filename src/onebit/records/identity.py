@@ -232,8 +232,19 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def cell_items(config: Mapping) -> dict[str, Any]:
-    """The cell identity as dotted leaves (``model.depth``, ``sign._target_``...): what tells cells apart."""
-    return flatten(cell_identity(config))
+    """The cell identity as dotted leaves (``model.depth``, ``sign._target_``...): what tells cells apart and what
+    tables and figures name cells by. A :data:`DEFAULT_NOT_IN_IDENTITY` key that the identity leaves out at its
+    default is shown with that default (``sign.learnable_threshold: False``, ``distill.name: none``), where its group
+    is there (a real model has no ``sign``): a label says what the run computed, not that a key was absent. The
+    keys (:func:`cell_key`) come from the identity itself, so this changes no key and no grouping."""
+    items = flatten(cell_identity(config))
+    for key, (default, _) in DEFAULT_NOT_IN_IDENTITY.items():
+        group = key.split(".")[0]
+        if (isinstance(default, dict) and not default) or ("." in key and not any(
+                k.startswith(group + ".") for k in items)) or any(k == key or k.startswith(key + ".") for k in items):
+            continue
+        items.update(flatten({key: default}))
+    return items
 
 
 def smoke_reasons(config: Mapping) -> list[str]:

@@ -11,7 +11,7 @@ new logger (MLflow, Comet, ...) is one YAML file;
 Every logger gets the stage's hyperparameters (:func:`~onebit.tracking.wandb_record.stage_config`). W&B layout: one
 W&B run per stage, ``group`` = study, ``job_type`` = stage, ``id`` = ``<run id>-<stage>`` (the record's random run
 id: unique per run, the same when the run resumes; a resumed attempt writes its own offline directory whose
-``_step`` continues the earlier attempts', :func:`~onebit.tracking.wandb_run.continue_steps`), ``tags``
+``_step`` continues the earlier attempts', :func:`~onebit.tracking.wandb_resume.continue_steps`), ``tags``
 (:func:`~onebit.tracking.wandb_run.run_tags`), config
 = :func:`~onebit.tracking.wandb_record.wandb_config`. Offline unless configured, never prompting; online mode that
 cannot start goes on offline with one warning (:func:`~onebit.tracking.wandb_run.start_wandb`). Per-epoch curves

@@ -215,7 +215,7 @@ class Classifier(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         m = self.trainer.callback_metrics
-        self._epoch_entry().update({k: float(m[k]) for k in ("val/loss", "val/top1") if k in m})
+        self._epoch_entry().update({k: float(m[k]) for k in ("val/loss", "val/top1", "val/top5") if k in m})
 
     def _epoch_entry(self) -> dict:
         if not self.history or self.history[-1]["epoch"] != self.current_epoch:
