@@ -293,3 +293,33 @@ def test_debug_runs_are_marked_smoke_and_left_out_of_tables(tmp_path):
     assert tables.returncode == 0, tables.stderr
     assert "study debug" not in tables.stdout and "Table 1" not in tables.stdout
     assert f"left out: {len(DEBUG_OPTIONS) + 1} smoke runs" in tables.stderr
+
+
+def test_which_multiruns_get_a_study_of_their_own(tmp_path):
+    """own_study: a multirun with the default study and no study= is named by its swept keys (seeds left out); an
+    explicit study=, a sweep of seeds alone, and every overlay whose options name their own study
+    (registry.study_overlays, read from conf/ and sweeps/) keep theirs."""
+    from hydra_plugins.onebit_sweeper.grid_sweeper import own_study
+    from onebit.core.registry import study_overlays
+
+    assert set(study_overlays()) == {"debug", "experiment", "sweeps", "hparams_search"}
+
+    def named(args, params=(), study="default"):
+        cfg = OmegaConf.create({"study": study})
+        return own_study(cfg, list(args), list(params))[len(args):], cfg.study
+
+    assert named(["sign=approx,ste", "shortcut=true,false", "seed=0,1"]) == (["study=sweep-shortcut-sign"],
+                                                                             "sweep-shortcut-sign")
+    assert named(["seed=0,1,2"]) == ([], "default")
+    assert named(["sign=approx,ste", "study=mine"]) == ([], "default")
+    assert named(["sign=approx,ste"], study="bireal_table1") == ([], "bireal_table1")
+    assert named(["hydra/launcher=joblib"], params=["optimizer.lr=0.1,0.01"]) == (["study=sweep-optimizer.lr"],
+                                                                                  "sweep-optimizer.lr")
+    for overlay in study_overlays():
+        assert named([f"{overlay}=x", "sign=approx,ste"]) == ([], "default"), overlay
+    assert named(["protocol=paper_sgd", "sign=approx,ste"])[0] == ["study=sweep-sign"]  # protocol names no study
+    # a new overlay option that names a study is found from its file
+    conf = tmp_path / "conf"
+    (conf / "protocol").mkdir(parents=True)
+    (conf / "protocol" / "mine.yaml").write_text("# @package _global_\nstudy: mine\n")
+    assert "protocol" in study_overlays(conf) and "protocol" not in study_overlays()

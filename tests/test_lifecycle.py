@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, only_record, run_train
 from test_resume import essence
 
-from onebit.records.lifecycle import TRANSITIONS, RunInterrupted, TransitionError, check_transition, outcome
+from onebit.records.lifecycle import TRANSITIONS, RunInterrupted, TransitionError, check_transition, interruption
 from onebit.results.cells import summarize
 from onebit.training.jobs import job_outcome
 
@@ -144,6 +144,13 @@ def test_the_lifecycle_allows_only_its_transitions():
     for old, new in [(None, "running"), ("running", "interrupted"), ("interrupted", "running"),
                      ("running", "running"), ("failed", "running")]:
         check_transition(old, new)
-    assert outcome(RunInterrupted(signal.SIGTERM)) == ("interrupted", signal.SIGTERM)
-    assert outcome(ValueError("x")) == ("failed", None)
+    stop = RunInterrupted(signal.SIGTERM)
+    assert interruption(stop) is stop and interruption(ValueError("x")) is None  # an error of the work: failed
+    try:  # an error raised while handling the interruption (W&B's service gone): still that interruption
+        try:
+            raise stop
+        except RunInterrupted:
+            raise OSError("broken pipe")  # noqa: B904
+    except OSError as e:
+        assert interruption(e) is stop
     assert RunInterrupted(signal.SIGINT).exit_code == 130

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, ROOT, compose_cfg, run_train
+from conftest import FAST, ROOT, compose_cfg, run_cli, run_train
 
+from onebit.cli.tables import main as tables_main
 from onebit.records.recipe import Stage, stages_for, validate
 from onebit.records.record import read_record
 from onebit.training import jobs
@@ -244,3 +245,20 @@ def test_model_from_record_of_every_stage_including_a_cache_hit(tmp_path):
     assert all(torch.equal(twin.state_dict()[k], v) for k, v in cached.items())
     binary = model_from_record(second)
     assert not binary.training and binary(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_a_multirun_without_a_study_is_a_study_of_its_own(tmp_path):
+    """The design card's ``-m sign=approx,ste`` without ``study=``: its runs are the study ``sweep-sign`` (named by
+    the swept keys, said on the console), in ``sweeps/sweep-sign/``, and the tables title it so; a single run beside
+    it stays in ``default`` and never joins its table."""
+    r = run_train(["-m", "sign=approx,ste", "pretrain=none", *FAST, f"output_root={tmp_path}"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "onebit sweep: study=sweep-sign (no study= given: named by the swept options" in r.stdout
+    records = [read_record(p) for p in tmp_path.glob("sweeps/sweep-sign/*/*/record.json")]
+    assert len(records) == 2 and {x.study for x in records} == {"sweep-sign"}
+    single = run_train(["pretrain=none", *FAST, f"output_root={tmp_path}"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert read_record(next(tmp_path.glob("runs/*/*/record.json"))).study == "default"
+    out = run_cli(tables_main, ["study", "--root", str(tmp_path), "--include-smoke"])  # FAST runs are smoke runs
+    assert out.returncode == 0, out.stderr
+    assert "Study sweep-sign" in out.stdout and "Study default" in out.stdout, out.stdout

@@ -54,15 +54,16 @@ def uninterrupted(tmp_path_factory):
     return history(run_dir)
 
 
-@pytest.mark.parametrize("sig", ["TERM", "KILL"])
-def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig):
+@pytest.mark.parametrize("sig,at", [("TERM", 1), ("KILL", 1), ("TERM", 2)])
+def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig, at):
     """SIGTERM (kill, SLURM): the run is recorded as interrupted and its W&B run finished, so every row it logged
     is in its file. SIGKILL: nothing can be finished; rows logged within the flush interval before the kill can be
-    lost from its file. Either way the kill point (``epoch_end:binary:1``) stops the attempt after epoch 1's
-    checkpoint and before Lightning logs epoch 1's train/*: the resumed attempt logs what the first one's file
-    lacks from the stage's history (onebit.tracking.wandb_resume.ReplayMissingEpochs), so no epoch is missing."""
+    lost from its file. Either way the kill point (``epoch_end:binary:<at>``) stops the attempt after that epoch's
+    checkpoint and before Lightning logs its train/*: the resumed attempt logs what the first one's file lacks from
+    the stage's history (onebit.tracking.wandb_resume.ReplayMissingEpochs), so no epoch is missing. At the last
+    epoch (2) the resumed fit trains nothing (Lightning skips its on_train_start) and still fills it in."""
     args = [*ARGS, f"output_root={tmp_path}"]
-    killed = run_train(args, env={"ONEBIT_KILL_AT": "epoch_end:binary:1", "ONEBIT_KILL_SIGNAL": sig})
+    killed = run_train(args, env={"ONEBIT_KILL_AT": f"epoch_end:binary:{at}", "ONEBIT_KILL_SIGNAL": sig})
     expected = 128 + signal.SIGTERM if sig == "TERM" else -signal.SIGKILL
     assert killed.returncode == expected, killed.stderr[-2000:]
     again = run_train(args)
@@ -81,9 +82,9 @@ def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig):
     assert steps2[0] == steps1[-1] + 1, (steps1, steps2)
     # the per-epoch history: together the attempts hold every epoch of the uninterrupted run, each with its values
     # and trainer/global_step. Attempt 2 logs what attempt 1's file lacks first (the epochs its checkpoint holds:
-    # train/* of epoch 1, logged by Lightning after the kill point; under SIGKILL also the rows wandb-core had not
-    # written yet), then trains on. Epoch 1's checkpoint is written in a thread and may not reach the disk before a
-    # SIGKILL: then epoch 1 is trained and logged again, with the same values and global steps.
+    # train/* of the killed epoch, logged by Lightning after the kill point; under SIGKILL also the rows wandb-core
+    # had not written yet), then trains on. That epoch's checkpoint is written in a thread and may not reach the disk
+    # before a SIGKILL: then the epoch is trained and logged again, with the same values and global steps.
     whole, one, two = per_epoch(uninterrupted), per_epoch(first), per_epoch(second)
     for key in METRICS:
         assert [e for e, _, _ in whole[key]] == [0, 1, 2], key
@@ -93,8 +94,9 @@ def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig):
         assert {e for e, _, _ in one[key]} | {e for e, _, _ in two[key]} == {0, 1, 2}, key  # no epoch missing
         if sig == "TERM":  # a finished W&B run: nothing lost, nothing logged twice
             assert one[key] + two[key] == whole[key], key
-    if sig == "TERM":  # the gap, filled in: epoch 1's train/* come first in attempt 2
-        assert [e for e, _, _ in one["train/loss"]] == [0] and [e for e, _, _ in two["train/loss"]] == [1, 2]
+    if sig == "TERM":  # the gap, filled in: the killed epoch's train/* come first in attempt 2
+        assert [e for e, _, _ in one["train/loss"]] == list(range(at))
+        assert [e for e, _, _ in two["train/loss"]] == list(range(at, 3))
     # onebit-sync --dry-run: the run's two attempts, in the order they ran, even when the folder names say otherwise
     late = dirs[1].with_name(dirs[1].name.replace("offline-run-", "offline-run-0000"))  # sorts before attempt 1
     shutil.move(dirs[1], late)

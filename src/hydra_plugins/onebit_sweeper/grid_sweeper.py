@@ -23,6 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import open_dict
 
 from hydra_plugins.onebit_sweeper import adaptive
+from onebit.core.registry import study_overlays
 
 
 @dataclass
@@ -56,22 +57,24 @@ class GridSweeper(basic_sweeper.BasicSweeper):
 
 
 DEFAULT_STUDY = "default"  # conf/train.yaml's study
-# seeds replicate a cell (sweeping only seeds keeps the study); the overlays that name their own study (`debug`,
-# `experiment`, `sweeps`: conf/debug/default.yaml, conf/experiment/*.yaml) are left to name it
+# seeds replicate a cell (sweeping only seeds keeps the study); the overlays whose options name their own study
+# (onebit.core.registry.study_overlays: debug, experiment, sweeps, hparams_search) are left to name it, and so is
+# Hydra's own sweeper group (hydra/sweeper=optuna and the like bring their own config)
 NOT_A_FACTOR = ("seed",)
-OWN_STUDY = ("debug", "experiment", "sweeps", "hydra/sweeper", "hparams_search")
+HYDRA_OWN_STUDY = ("hydra/sweeper",)
 
 
 def own_study(config, arguments: list[str], params: list[str]) -> list[str]:
     """``arguments`` plus ``study=sweep-<swept keys>`` when the sweep's config has the default study and the command
     line names none (the sweep's own config takes the name too, so its directory is ``sweeps/<that study>/``), and
-    no overlay that names its own study is chosen (:data:`OWN_STUDY`: ``debug=``, ``experiment=``, ``sweeps=``).
+    no overlay that names its own study is chosen (``onebit.core.registry.study_overlays``: ``debug=``,
+    ``experiment=``, ``sweeps=``, ``hparams_search=``; and Hydra's ``hydra/sweeper=``).
     The name is the sorted keys swept by the command line and ``hydra.sweeper.params``, seeds left out; a sweep of
     seeds alone keeps the default study (replicates of one config)."""
     if config.get("study") != DEFAULT_STUDY or any(a.lstrip("+~").startswith("study=") for a in arguments):
         return arguments
     overrides = OverridesParser.create().parse_overrides([*params, *arguments])
-    if any(o.key_or_group in OWN_STUDY for o in overrides):
+    if any(o.key_or_group in (*study_overlays(), *HYDRA_OWN_STUDY) for o in overrides):
         return arguments
     swept = sorted({o.key_or_group for o in overrides if o.is_sweep_override()} - set(NOT_A_FACTOR))
     if not swept:

@@ -102,6 +102,18 @@ def parent_option(group: str, option: str, conf_dir: Path = CONF_DIR) -> str | N
     return parents[0] if parents else None
 
 
+def study_overlays(conf_dir: Path = CONF_DIR) -> tuple[str, ...]:
+    """The overlay groups of :data:`GROUPS` whose options name their own study (a top-level ``study:`` in one of
+    its YAML files: ``debug``, ``experiment``, ``sweeps``, ``hparams_search``): a multirun that chooses one keeps
+    that study instead of being named by its swept keys (``hydra_plugins.onebit_sweeper.grid_sweeper.own_study``).
+    Read from the files, so a new overlay with a study is never missed."""
+    def names_study(group: str) -> bool:
+        folder = SWEEPS_DIR if group == "sweeps" else conf_dir / group
+        return any("study" in (OmegaConf.load(p) or {}) for p in folder.glob("*.yaml"))
+
+    return tuple(g for g, spec in GROUPS.items() if spec.overlay and names_study(g))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Stages: the names a recipe's stages have (records, checkpoints, W&B job_type) and the models they train
 # ----------------------------------------------------------------------------------------------------------

@@ -92,20 +92,12 @@ def check_transition(old: str | None, new: str) -> None:
                               f"{', '.join(sorted(TRANSITIONS.get(old, set()))) or 'nothing'})")
 
 
-def outcome(e: BaseException) -> tuple[str, int | None]:
-    """The status a run stopped by ``e`` ends in, and the signal if one stopped it: :class:`RunInterrupted` ->
-    interrupted; anything else (an error of the work, or Lightning's own ``SIGTERMException`` / ``exit(1)`` after a
-    signal onebit did not catch) -> interrupted when :func:`received` saw a signal, else failed."""
-    if isinstance(e, RunInterrupted):
-        return "interrupted", e.signum
-    got = received()
-    return ("interrupted", got) if got is not None else ("failed", None)
-
-
 def interruption(e: BaseException) -> RunInterrupted | None:
-    """The interruption behind ``e``: ``e`` itself, one it was raised while handling, or the one a signal raised
-    within :func:`catching_signals` (``e`` an error on the way out of an interrupted run, raised in a ``finally``:
-    e.g. W&B's service, which SLURM signals too, gone); else None."""
+    """The interruption behind ``e``, which decides how a run stopped by ``e`` ends: ``interrupted`` (by its
+    ``signum``) when there is one, else ``failed``. It is ``e`` itself, one ``e`` was raised while handling, or the
+    one a signal raised within :func:`catching_signals` (``e`` an error on the way out of an interrupted run, raised
+    in a ``finally``: e.g. W&B's service, which SLURM signals too, gone; or Lightning's own ``SIGTERMException`` /
+    ``exit(1)`` after the signal); else None: an error of the work."""
     seen = e
     while seen is not None:
         if isinstance(seen, RunInterrupted):

@@ -133,15 +133,11 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
             found.append(pairs_)
             claims.append((claim, EQUAL_MARGIN if claim == "equal" else None))
     names = [f"{r['data']}: {r['conclusion']}" for r in rows]
-    tested = paired.comparisons(found, claims, records=inside, names=names)
-    out = [{"data": row["data"], "conclusion": row["conclusion"], **paired.columns(c),
-            **{k: v for k, v in row.items() if k.startswith("paper")}, "verdict": c.verdict}
-           for row, c in zip(rows, tested)]
-    frame = pd.DataFrame(out, columns=["data", "conclusion", "ours (points)", "95% CI", "bootstrap 95% CI", "pairs",
-                                       "P(better > worse)", "p (Holm)",
-                                       *(f"paper {d} (points)" for d in PAPER_DATA), "verdict"])
-    frame.attrs["notes"] = paired.design_notes(inside, names, tested) + paired.power_notes(names, tested)
-    return frame
+    order = ["data", "conclusion", "ours (points)", "95% CI", "bootstrap 95% CI", "pairs", "P(better > worse)",
+             "p (Holm)", *(f"paper {d} (points)" for d in PAPER_DATA), "verdict"]
+    return paired.conclusions_frame(found, names, inside, claims=claims, order=order, row=lambda i, cols, c: {
+        "data": rows[i]["data"], "conclusion": rows[i]["conclusion"], **cols,
+        **{k: v for k, v in rows[i].items() if k.startswith("paper")}, "verdict": c.verdict})
 
 
 def placements(rec: RunRecord):

@@ -97,12 +97,8 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
     inside = [r for r in records if position(r) is not None]
     found = [paired.pairs(inside, option, better, worse, metric) for _, option, better, worse in CONCLUSIONS]
     names = [c[0] for c in CONCLUSIONS]
-    tested = paired.comparisons(found, records=inside, names=names)
-    rows = [{"conclusion": name, **paired.columns(c), "paper (points)": "", "verdict": c.verdict}
-            for name, c in zip(names, tested)]
-    frame = pd.DataFrame(rows)
-    frame.attrs["notes"] = [NO_PAPER, *paired.design_notes(inside, names, tested), *paired.power_notes(names, tested)]
-    return frame
+    return paired.conclusions_frame(found, names, inside, notes=[NO_PAPER], row=lambda i, cols, c: {
+        "conclusion": names[i], **cols, "paper (points)": "", "verdict": c.verdict})
 
 
 def placements(rec: RunRecord):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
+import pandas as pd
 
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
@@ -78,6 +79,21 @@ def comparisons(found: Sequence[Sequence[Pair]], claims: Sequence[tuple[str, flo
                            for pairs_, (claim, margin) in zip(found, claims)], alpha)
     design = design_of(records)
     return tested if design is None else sequential_verdicts(design, found, tested, names)
+
+
+def conclusions_frame(found: Sequence[Sequence[Pair]], names: Sequence[str], records: Sequence[RunRecord],
+                      row: Callable[[int, dict, stats.Comparison], dict],
+                      claims: Sequence[tuple[str, float | None]] | None = None, order: Sequence[str] | None = None,
+                      notes: Sequence[str] = ()) -> pd.DataFrame:
+    """A paper table's conclusions frame: the conclusions ``names`` tested together from their pairs ``found``
+    (:func:`comparisons`, Holm over the rows, ``claims``; ``records``: the table's runs, for a sequential design),
+    one row per conclusion, ``row(i, columns(tested[i]), tested[i])`` (columns ``order`` when given), and its notes:
+    ``notes``, then the design's (:func:`design_notes`) and how many seeds would decide each open one
+    (:func:`power_notes`)."""
+    tested = comparisons(found, claims, records=records, names=names)
+    frame = pd.DataFrame([row(i, columns(c), c) for i, c in enumerate(tested)], columns=order)
+    frame.attrs["notes"] = [*notes, *design_notes(records, names, tested), *power_notes(names, tested)]
+    return frame
 
 
 class MixedDesignsError(LookupError):

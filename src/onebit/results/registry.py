@@ -6,8 +6,8 @@ Everything else reads this: ``tables.py``'s subcommands and ``all``, the "no run
 conclusion figures, and the sweep files (``${onebit_axis:<table>,<option>}`` in ``sweeps/bireal_table1.yaml``
 expands to the registered axis, ``${onebit_design:<table>,base|factors,<key>}`` in
 ``sweeps/bireal_conclusions.yaml`` to its one-factor design, ``onebit.cli.resolvers``). A new paper table is one
-module in ``src/onebit/results/`` that calls :func:`register` (found by :func:`paper_tables`, which imports every module of
-this package) plus one sweep file.
+module in ``src/onebit/results/`` that calls :func:`register` (found by :func:`paper_tables`, which imports every
+module of this package) plus one sweep file.
 """
 
 from __future__ import annotations

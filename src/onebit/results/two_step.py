@@ -87,15 +87,13 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
     found = [paired.pairs(by_model[m], "recipe", two, "one_step", metric) for m, two in rows_of]
     names = [f"{m}{TWO_STEPS[two]}: two-step > one-step" for m, two in rows_of]
     inside = [r for m in models for r in by_model[m]]
-    tested = paired.comparisons(found, records=inside, names=names)
-    rows = []
-    for (model, two), c in zip(rows_of, tested):
-        cols = paired.columns(c)
-        rows.append({"model": f"{model}{TWO_STEPS[two]}", "two-step - one-step (points)": cols.pop("ours (points)"),
-                     **cols, "verdict": c.verdict})
-    frame = pd.DataFrame(rows)
-    frame.attrs["notes"] = paired.design_notes(inside, names, tested) + paired.power_notes(names, tested)
-    return frame
+
+    def row(i: int, cols: dict, c) -> dict:
+        model, two = rows_of[i]
+        return {"model": f"{model}{TWO_STEPS[two]}", "two-step - one-step (points)": cols.pop("ours (points)"),
+                **cols, "verdict": c.verdict}
+
+    return paired.conclusions_frame(found, names, inside, row)
 
 
 def tables(sel: Selection, metric: str = DEFAULT_METRIC) -> list[Table]:

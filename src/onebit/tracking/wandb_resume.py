@@ -38,7 +38,7 @@ last, after the epoch's checkpoint is written (``FitLoop.on_advance_end``: the c
 a kill point, SIGKILL) leaves a checkpoint whose history holds the epoch while the ``.wandb`` file does not; and a
 SIGKILL loses whatever rows wandb-core had not yet written (up to :data:`~onebit.tracking.wandb_run.FLUSH_SECONDS`).
 The resumed attempt starts after that checkpoint and would never log them again. So, as the resumed stage starts
-training, :class:`ReplayMissingEpochs` compares the restored per-epoch history (``Classifier.history``, saved in every
+training (or, resumed after its last epoch, as its empty fit ends), :class:`ReplayMissingEpochs` compares the restored per-epoch history (``Classifier.history``, saved in every
 checkpoint, the record's ``history``) with the rows of the earlier attempts' ``.wandb`` files
 (:func:`logged_epochs`) and logs, per epoch, the keys they lack, with that epoch's ``epoch`` and
 ``trainer/global_step`` (:func:`missing_rows`): W&B's curves (x-axis ``epoch``) then hold every epoch once, with the
@@ -180,14 +180,24 @@ def missing_rows(history: list[dict], logged: dict[int, dict], batches_done: int
 
 
 class ReplayMissingEpochs(Callback):
-    """On a resumed stage's W&B run (rank zero), as training starts: log the history rows its earlier attempts'
-    ``.wandb`` files lack (:func:`missing_rows`) through the logger, so that the run's history holds every epoch.
-    Logs nothing on a first attempt, or where the earlier attempts logged everything."""
+    """On a resumed stage's W&B run (rank zero): log the history rows its earlier attempts' ``.wandb`` files lack
+    (:func:`missing_rows`) through the logger, so that the run's history holds every epoch. It runs as training
+    starts (``on_train_start``: the checkpoint and the loop's step count are restored, nothing new is logged yet);
+    for a stage resumed after its last epoch, whose fit trains nothing (Lightning skips ``on_train_start``), at the
+    fit's end. Logs nothing on a first attempt, or where the earlier attempts logged everything."""
 
     def __init__(self):
-        self.replayed: list[tuple[int, dict]] = []
+        self.replayed: list[tuple[int, dict]] | None = None  # None: not run yet
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self._replay(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.replayed is None:  # the fit trained nothing: resumed after its last epoch
+            self._replay(trainer, pl_module)
+
+    def _replay(self, trainer, pl_module) -> None:
+        self.replayed = []
         logger = trainer.logger
         history = getattr(pl_module, "history", None)
         if not (trainer.is_global_zero and isinstance(logger, WandbLogger) and history):

@@ -42,7 +42,7 @@ from onebit.core.registry import BINARY_ONLY, OPTION_GROUPS, chosen, is_real_mod
 from onebit.nn.summary import precision, summarize
 from onebit.records.identity import job_key
 from onebit.records.layout import POINTER, RECORD_NAME, read_pointer, remove_if_empty, remove_stub
-from onebit.records.lifecycle import RESUME_HINT, interruption, outcome, signal_name
+from onebit.records.lifecycle import RESUME_HINT, interruption, signal_name
 from onebit.records.recipe import stages_for
 from onebit.records.record import CorruptRecordError, RunRecord, read_record
 from onebit.tracking.progress import bits, logging_into, stage_result
@@ -236,12 +236,11 @@ def run(cfg: DictConfig, job_dir: Path | str, explicit: frozenset[str] | set[str
                 run_recipe(job, record, data, stages)
                 kill_point("job_end")
             except BaseException as e:
-                status, signum = outcome(e)
-                if status == "interrupted":
-                    if (stop := interruption(e)) is not None:   # the console's line names the record
-                        stop.record = record
-                    log.info("interrupted by %s: %s", signal_name(signum), RESUME_HINT)
-                    record.finish("interrupted", error=f"interrupted by {signal_name(signum)}", signum=signum)
+                if (stop := interruption(e)) is not None:
+                    stop.record = record   # the console's line names the record
+                    log.info("interrupted by %s: %s", signal_name(stop.signum), RESUME_HINT)
+                    record.finish("interrupted", error=f"interrupted by {signal_name(stop.signum)}",
+                                  signum=stop.signum)
                 else:
                     record.finish("failed", error=cause_line(e), traceback=traceback.format_exc(limit=20))
                 raise
