@@ -60,7 +60,7 @@ def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig, at
     is in its file. SIGKILL: nothing can be finished; rows logged within the flush interval before the kill can be
     lost from its file. Either way the kill point (``epoch_end:binary:<at>``) stops the attempt after that epoch's
     checkpoint and before Lightning logs its train/*: the resumed attempt logs what the first one's file lacks from
-    the stage's history (onebit.tracking.wandb_resume.ReplayMissingEpochs), so no epoch is missing. At the last
+    the stage's history (onebit.tracking.replay.ReplayMissingEpochs), so no epoch is missing. At the last
     epoch (2) the resumed fit trains nothing (Lightning skips its on_train_start) and still fills it in."""
     args = [*ARGS, f"output_root={tmp_path}"]
     killed = run_train(args, env={"ONEBIT_KILL_AT": f"epoch_end:binary:{at}", "ONEBIT_KILL_SIGNAL": sig})
@@ -114,7 +114,7 @@ def test_killed_stage_continues_its_wandb_steps(tmp_path, uninterrupted, sig, at
 def test_replayed_rows_get_the_steps_lightning_logs_at(uninterrupted):
     """missing_rows: without any earlier row, an epoch's trainer/global_step is computed as Lightning logs epoch-end
     metrics (the uninterrupted run's own steps); with one, it is taken from it; logged keys are left out."""
-    from onebit.tracking.wandb_resume import missing_rows
+    from onebit.tracking.replay import missing_rows
 
     steps = [s for _, s, _ in per_epoch(uninterrupted)["val/top1"]]
     history = [{"epoch": e, "train/loss": 1.0 + e, "val/top1": 0.5, "seconds": 0.3} for e in range(3)]

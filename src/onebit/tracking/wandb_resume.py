@@ -1,6 +1,6 @@
 """A resumed stage is one W&B run with one history: its steps continue after the earlier attempts'
 (:func:`continue_steps`), and the epochs those attempts did not log are filled in from the stage's own history
-(:class:`ReplayMissingEpochs`).
+(:class:`onebit.tracking.replay.ReplayMissingEpochs`).
 
 **Steps.** What wandb 0.31.0 does, read from its sources (``wandb/sdk``, ``wandb/cli/beta_sync.py``, the wandb-core
 ``runsync`` and ``runupserter`` packages) and checked on the offline files it writes:
@@ -32,26 +32,13 @@ every attempt of a run to one ``wandb sync`` call, listed in the order they ran 
 and ``trainer/global_step`` continue by themselves, as the trainer resumes from its checkpoint; ``_runtime`` counts
 each attempt's own seconds.
 
-**Epochs no attempt logged.** Lightning hands an epoch's ``train/*`` (and the diagnostics' ``diag/*``) to the logger
-last, after the epoch's checkpoint is written (``FitLoop.on_advance_end``: the callbacks' and module's
-``on_train_epoch_end``, then the logger connector). An attempt stopped in between (SIGTERM or SIGINT at that moment,
-a kill point, SIGKILL) leaves a checkpoint whose history holds the epoch while the ``.wandb`` file does not; and a
-SIGKILL loses whatever rows wandb-core had not yet written (up to :data:`~onebit.tracking.wandb_run.FLUSH_SECONDS`).
-The resumed attempt starts after that checkpoint and would never log them again. So, as the resumed stage starts
-training (or, resumed after its last epoch, as its empty fit ends), :class:`ReplayMissingEpochs` compares the restored per-epoch history (``Classifier.history``, saved in every
-checkpoint, the record's ``history``) with the rows of the earlier attempts' ``.wandb`` files
-(:func:`logged_epochs`) and logs, per epoch, the keys they lack, with that epoch's ``epoch`` and
-``trainer/global_step`` (:func:`missing_rows`): W&B's curves (x-axis ``epoch``) then hold every epoch once, with the
-values the record holds. What is not in the history is not replayed: ``lr-*`` (logged at an epoch's start, so
-present unless SIGKILL took it) and ``seconds`` (not a W&B metric). A first attempt has no history yet: nothing."""
+**Epochs no attempt logged** are filled in from the stage's history by :mod:`onebit.tracking.replay`, which reads
+what the earlier attempts' ``.wandb`` files hold through :func:`logged_epochs`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import WandbLogger
 
 LOG_BLOCK = 32768  # W&B's transaction log: LevelDB-style blocks
 LOG_HEADER = 7     # ":W&B", magic (2 bytes), version (1 byte)
@@ -133,13 +120,6 @@ def continue_steps(run) -> int | None:
     return step
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Epochs no attempt logged: filled in from the stage's history (see the module docstring)
-# ----------------------------------------------------------------------------------------------------------
-
-NOT_LOGGED = ("epoch", "seconds")  # history keys that are not W&B metrics (``epoch`` is every row's x-axis)
-
-
 def logged_epochs(paths) -> dict[int, dict]:
     """``{epoch: {key: value}}`` of the history rows with an ``epoch`` in the ``.wandb`` files ``paths`` (keys as
     W&B shows them: a nested key joined with ``/``), ``trainer/global_step`` included."""
@@ -152,61 +132,3 @@ def logged_epochs(paths) -> dict[int, dict]:
             if isinstance(row.get("epoch"), (int, float)):
                 found.setdefault(int(row["epoch"]), {}).update(row)
     return found
-
-
-def missing_rows(history: list[dict], logged: dict[int, dict], batches_done: int) -> list[tuple[int, dict]]:
-    """``[(trainer/global_step, row)]``: for each epoch of ``history`` (the restored per-epoch entries, oldest first)
-    the keys that ``logged`` (:func:`logged_epochs`) lacks, with its ``epoch``. The step is the one Lightning logged
-    the epoch's end metrics at, ``S_e - 1`` where ``S_e`` counts the optimizer steps after epoch ``e``
-    (``FitLoop.on_advance_end`` lowers ``_batches_that_stepped`` by one around that call): the earlier attempts' own
-    value for that epoch where they logged any row of it, else ``(e + 1) * batches_done / (E + 1) - 1`` with
-    ``batches_done`` the restored step count after the history's last epoch ``E`` (every epoch of a stage steps
-    equally often)."""
-    if not history:
-        return []
-    last = int(history[-1]["epoch"])
-    rows = []
-    for entry in history:
-        epoch = int(entry["epoch"])
-        have = logged.get(epoch, {})
-        row = {k: v for k, v in entry.items() if k not in NOT_LOGGED and k not in have}
-        if not row:
-            continue
-        step = have.get("trainer/global_step")
-        if not isinstance(step, (int, float)):
-            step = round((epoch + 1) * batches_done / (last + 1)) - 1
-        rows.append((int(step), {**row, "epoch": epoch}))
-    return rows
-
-
-class ReplayMissingEpochs(Callback):
-    """On a resumed stage's W&B run (rank zero): log the history rows its earlier attempts' ``.wandb`` files lack
-    (:func:`missing_rows`) through the logger, so that the run's history holds every epoch. It runs as training
-    starts (``on_train_start``: the checkpoint and the loop's step count are restored, nothing new is logged yet);
-    for a stage resumed after its last epoch, whose fit trains nothing (Lightning skips ``on_train_start``), at the
-    fit's end. Logs nothing on a first attempt, or where the earlier attempts logged everything."""
-
-    def __init__(self):
-        self.replayed: list[tuple[int, dict]] | None = None  # None: not run yet
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._replay(trainer, pl_module)
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        if self.replayed is None:  # the fit trained nothing: resumed after its last epoch
-            self._replay(trainer, pl_module)
-
-    def _replay(self, trainer, pl_module) -> None:
-        self.replayed = []
-        logger = trainer.logger
-        history = getattr(pl_module, "history", None)
-        if not (trainer.is_global_zero and isinstance(logger, WandbLogger) and history):
-            return
-        run = logger.experiment
-        if run.settings.mode == "disabled":
-            return
-        loop = trainer.fit_loop.epoch_loop
-        done = getattr(loop, "_batches_that_stepped", trainer.global_step)
-        self.replayed = missing_rows(history, logged_epochs(earlier_attempts(run)), done)
-        for step, row in self.replayed:
-            logger.log_metrics(row, step=step)

@@ -25,7 +25,7 @@ from onebit.tracking import progress
 from onebit.tracking.callbacks import merge, shows_bar, user_callbacks
 from onebit.tracking.diagnostics import BinaryDiagnostics
 from onebit.tracking.loggers import finish_logger, make_logger
-from onebit.tracking.wandb_resume import ReplayMissingEpochs
+from onebit.tracking.replay import ReplayMissingEpochs
 from onebit.tracking.wandb_run import log_stage_end, log_twin, wandb_info, wandb_run_path
 from onebit.training.build import stage_model, transfer
 from onebit.training.cache import PretrainCache
@@ -170,7 +170,7 @@ def train_stage(job, record, data, stage: Stage, model, resume_from: Path | None
     callbacks = [*checkpoints, KillDuringTest()]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-        callbacks.append(ReplayMissingEpochs())  # a resumed stage: W&B gets the epochs no attempt logged
+        callbacks.append(ReplayMissingEpochs())  # a resumed stage: the logger gets the epochs no attempt logged
     if cfg.get("diagnostics", True):  # diag/* per binary layer and epoch (onebit.tracking.diagnostics)
         callbacks.append(BinaryDiagnostics())
     user = user_callbacks(cfg)  # conf/callbacks: beside onebit's; a user's bar takes the bar's place
