@@ -234,16 +234,15 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
 def cell_items(config: Mapping) -> dict[str, Any]:
     """The cell identity as dotted leaves (``model.depth``, ``sign._target_``...): what tells cells apart and what
     tables and figures name cells by. A :data:`DEFAULT_NOT_IN_IDENTITY` key that the identity leaves out at its
-    default is shown with that default (``sign.learnable_threshold: False``, ``distill.name: none``), where its group
-    is there (a real model has no ``sign``): a label says what the run computed, not that a key was absent. The
-    keys (:func:`cell_key`) come from the identity itself, so this changes no key and no grouping."""
+    default is shown with that default (``sign.learnable_threshold: False``, ``distill.name: none``) where its group
+    is in the identity: a label says what the run computed, not that a key was absent. The keys (:func:`cell_key`)
+    come from the identity itself, so this changes no key and no grouping."""
     items = flatten(cell_identity(config))
     for key, (default, _) in DEFAULT_NOT_IN_IDENTITY.items():
-        group = key.split(".")[0]
-        if (isinstance(default, dict) and not default) or ("." in key and not any(
-                k.startswith(group + ".") for k in items)) or any(k == key or k.startswith(key + ".") for k in items):
-            continue
-        items.update(flatten({key: default}))
+        shown = any(k == key or k.startswith(f"{key}.") for k in items)
+        group_there = "." not in key or any(k.startswith(f"{key.split('.')[0]}.") for k in items)
+        if default != {} and group_there and not shown:
+            items.update(flatten({key: default}))
     return items
 
 
