@@ -8,6 +8,7 @@ import os
 import re
 import struct
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -301,6 +302,19 @@ def wandb_records(path: Path) -> list:
             record.ParseFromString(buf)
             out.append(record)
     return out
+
+
+def complete_wandb_log(path: Path, timeout: float = 60) -> list:
+    """The records of a ``.wandb`` file once it holds its run's exit record. In-process, ``run.finish()`` can return
+    before wandb-core has written the file (wandb 0.31: the 7-byte header right after, the whole file up to a second
+    later on a loaded machine); a process that exits has it complete (wandb's exit hook waits for its service)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(path) if path.stat().st_size > 7 else []
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record {timeout:.0f} s after its run finished"
+        time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from conftest import ROOT, run_cli, wandb_records
+from conftest import ROOT, complete_wandb_log, run_cli
 from test_results import make_record
 
 import onebit.cli.tables as T
@@ -329,7 +329,7 @@ def wandb_runs(root) -> dict:
     out = {}
     for run_dir in sorted((root / "tables_wandb" / "wandb").glob("offline-run-*")):
         (log,) = run_dir.glob("run-*.wandb")
-        (run,) = [r.run for r in wandb_records(log) if r.WhichOneof("record_type") == "run"]
+        (run,) = [r.run for r in complete_wandb_log(log) if r.WhichOneof("record_type") == "run"]
         config = {c.key: json.loads(c.value_json) for c in run.config.update}
         files = {}
         for f in (run_dir / "files" / "media" / "table").glob("*.table.json"):

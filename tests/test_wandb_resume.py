@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import only_record, run_cli, run_train, wandb_records
+from conftest import complete_wandb_log, only_record, run_cli, run_train, wandb_records
 
 from onebit.cli import sync
 
@@ -137,10 +137,7 @@ def finished(run) -> Path:
     before wandb-core has written the file (seen with wandb 0.31: 7 bytes right after, the whole file 0.5 s later)."""
     log = Path(run.settings.sync_file)
     run.finish()
-    deadline = time.monotonic() + 30
-    while not (log.stat().st_size > 7 and any(r.WhichOneof("record_type") == "exit" for r in wandb_records(log))):
-        assert time.monotonic() < deadline, f"{log} has no exit record 30 s after finish()"
-        time.sleep(0.05)
+    complete_wandb_log(log)
     return log.parent
 
 

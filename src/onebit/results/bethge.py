@@ -20,7 +20,7 @@ from onebit.core.registry import DEFAULT_METRIC
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
 from onebit.results import paired
-from onebit.results.cells import CellSummary, format_cell, option_value, summarize
+from onebit.results.cells import CellSummary, by_position, format_cell, option_value, summarize
 from onebit.results.load import NoRunsError
 from onebit.results.registry import PaperTable, register
 from onebit.results.select import Selection, Table, paper_tables
@@ -69,11 +69,7 @@ def _paper_column(metric: str) -> str:
 
 def cells(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> dict[tuple, CellSummary]:
     """{position: cell} over seeds, from each run's final stage."""
-    at: dict[tuple, list] = {}
-    for rec in records:
-        if (pos := position(rec)) is not None:
-            at.setdefault(pos, []).append(rec)
-    return {pos: summarize(recs, metric) for pos, recs in at.items()}
+    return {pos: summarize(recs, metric) for pos, recs in by_position(records, position).items()}
 
 
 def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:

@@ -111,6 +111,16 @@ def option_value(rec: RunRecord, name: str):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def by_position(records: Iterable[RunRecord], position: Callable[[RunRecord], Hashable | None]
+                ) -> dict[Hashable, list[RunRecord]]:
+    """Records by a paper table's ``position(record)`` (``None``: not in the table, left out), in their order."""
+    at: dict[Hashable, list[RunRecord]] = {}
+    for rec in records:
+        if (pos := position(rec)) is not None:
+            at.setdefault(pos, []).append(rec)
+    return at
+
+
 def group_cells(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
     """Records by :func:`onebit.records.identity.cell_key` (insertion order = first appearance)."""
     cells: dict[str, list[RunRecord]] = {}

@@ -30,7 +30,7 @@ from onebit.core.registry import DEFAULT_METRIC
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
 from onebit.results import paired
-from onebit.results.cells import format_cell, option_value, summarize
+from onebit.results.cells import by_position, format_cell, option_value, summarize
 from onebit.results.load import NoRunsError
 from onebit.results.registry import PaperTable, register
 from onebit.results.select import Selection, Table, paper_tables
@@ -82,10 +82,7 @@ def position(rec: RunRecord) -> str | None:
 
 
 def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    found: dict[str, list] = {}
-    for rec in records:
-        if (pos := position(rec)) is not None:
-            found.setdefault(pos, []).append(rec)
+    found = by_position(records, position)
     if not found:
         raise NoRunsError(f"no runs for the distillation table (python src/train.py -m sweeps={NAME})")
     return pd.DataFrame([{"cell": row, "ours": format_cell(summarize(found[row], metric) if row in found else None),

@@ -24,7 +24,7 @@ from onebit.core.registry import DEFAULT_METRIC
 from onebit.records.identity import cell_items
 from onebit.records.record import RunRecord
 from onebit.results import paired
-from onebit.results.cells import format_cell, summarize
+from onebit.results.cells import by_position, format_cell, summarize
 from onebit.results.cells import recipe_name as recipe
 from onebit.results.load import NoRunsError
 from onebit.results.registry import PaperTable, register
@@ -55,10 +55,7 @@ def placements(rec: RunRecord):
 
 
 def table(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> pd.DataFrame:
-    found: dict[tuple, list] = {}
-    for rec in records:
-        if (pos := position(rec)) is not None:
-            found.setdefault(pos, []).append(rec)
+    found = by_position(records, position)
     if not found:
         raise NoRunsError(f"no runs for the two-step table (recipe {'|'.join(RECIPES)})")
     models = sorted({m for m, _ in found}, key=lambda m: (len(str(m)), str(m)))
@@ -77,10 +74,7 @@ def conclusions(records: Sequence[RunRecord], metric: str = DEFAULT_METRIC) -> p
     """Per model and two-step variant that has runs (with the twin as teacher; ``(no teacher)``): the paired
     difference two-step - one-step (``onebit.results.paired``) with its statistics (``onebit.results.stats``; p and
     verdicts Holm-adjusted over the rows)."""
-    by_model: dict = {}
-    for rec in records:
-        if (pos := position(rec)) is not None:
-            by_model.setdefault(pos[0], []).append(rec)
+    by_model = by_position(records, lambda r: None if (pos := position(r)) is None else pos[0])
     models = sorted(by_model, key=lambda m: (len(str(m)), str(m)))
     ran = {recipe(r) for rs in by_model.values() for r in rs}
     rows_of = [(m, two) for m in models for two in TWO_STEPS if two in ran]

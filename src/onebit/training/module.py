@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from onebit.core.registry import TRAIN_LOSS, TRAIN_TOP1, VAL_LOSS, VAL_TOP1, VAL_TOP5
 from onebit.nn.distill import BlockOutputs, distillation_loss
 from onebit.nn.optim import ROLE_DECAY_KEYS, clip_latent_weights, param_groups
 from onebit.records.recipe import Stage
@@ -215,7 +216,7 @@ class Classifier(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         m = self.trainer.callback_metrics
-        self._epoch_entry().update({k: float(m[k]) for k in ("val/loss", "val/top1", "val/top5") if k in m})
+        self._epoch_entry().update({k: float(m[k]) for k in (VAL_LOSS, VAL_TOP1, VAL_TOP5) if k in m})
 
     def _epoch_entry(self) -> dict:
         if not self.history or self.history[-1]["epoch"] != self.current_epoch:
@@ -227,9 +228,9 @@ class Classifier(pl.LightningModule):
         (one host sync per epoch)."""
         if self._batches:
             loss, top1 = self._loss_sum / self._batches, self._correct / self._seen
-            self.log("train/loss", loss, sync_dist=True)
-            self.log("train/top1", top1, sync_dist=True)
-            self._epoch_entry().update({"train/loss": float(loss), "train/top1": float(top1)})
+            self.log(TRAIN_LOSS, loss, sync_dist=True)
+            self.log(TRAIN_TOP1, top1, sync_dist=True)
+            self._epoch_entry().update({TRAIN_LOSS: float(loss), TRAIN_TOP1: float(top1)})
         self._loss_sum, self._correct, self._seen, self._batches = torch.zeros(()), torch.zeros(()), 0, 0
 
     def test_step(self, batch, batch_idx):
